@@ -1,0 +1,180 @@
+//! Splitting a vector into per-rank blocks, and borrowing two disjoint parts of one buffer.
+
+use std::ops::Range;
+
+/// Element counts of `parts` nearly equal blocks of `n`: the first `n % parts` get one more.
+pub fn even_counts(n: usize, parts: usize) -> Vec<usize> {
+    (0..parts)
+        .map(|i| n / parts + usize::from(i < n % parts))
+        .collect()
+}
+
+/// Block boundaries: block `i` is `displs[i]..displs[i + 1]`.
+#[derive(Clone, Debug)]
+pub struct Blocks {
+    displs: Vec<usize>,
+}
+
+impl Blocks {
+    pub fn from_counts(counts: &[usize]) -> Blocks {
+        let mut displs = Vec::with_capacity(counts.len() + 1);
+        displs.push(0);
+        let mut at = 0;
+        for c in counts {
+            at += c;
+            displs.push(at);
+        }
+        Blocks { displs }
+    }
+
+    pub fn even(n: usize, parts: usize) -> Blocks {
+        Blocks::from_counts(&even_counts(n, parts))
+    }
+
+    pub fn len(&self) -> usize {
+        self.displs.len() - 1
+    }
+
+    pub fn total(&self) -> usize {
+        *self.displs.last().unwrap()
+    }
+
+    pub fn range(&self, i: usize) -> Range<usize> {
+        self.displs[i]..self.displs[i + 1]
+    }
+
+    /// Blocks `first..end` as one range (they are contiguous).
+    pub fn span(&self, first: usize, end: usize) -> Range<usize> {
+        self.displs[first]..self.displs[end]
+    }
+
+    pub fn count(&self, i: usize) -> usize {
+        self.displs[i + 1] - self.displs[i]
+    }
+
+    pub fn max_count(&self) -> usize {
+        (0..self.len()).map(|i| self.count(i)).max().unwrap_or(0)
+    }
+}
+
+/// Part `j` of `nparts` nearly equal parts of `range`.
+pub fn part(range: &Range<usize>, nparts: usize, j: usize) -> Range<usize> {
+    let len = range.len();
+    let start = range.start + j * (len / nparts) + j.min(len % nparts);
+    let end = start + len / nparts + usize::from(j < len % nparts);
+    start..end
+}
+
+/// Read-only `ro` and writable `rw` views of one buffer. Panics if they overlap:
+/// the algorithms' correctness rests on that never happening.
+pub fn split_ro_rw<E>(buf: &mut [E], ro: Range<usize>, rw: Range<usize>) -> (&[E], &mut [E]) {
+    let disjoint = ro.is_empty() || rw.is_empty() || ro.end <= rw.start || rw.end <= ro.start;
+    assert!(disjoint, "overlapping views {ro:?} and {rw:?}");
+    if ro.is_empty() {
+        return (&[], &mut buf[rw]);
+    }
+    if rw.is_empty() {
+        return (&buf[ro], &mut []);
+    }
+    if ro.end <= rw.start {
+        let (a, b) = buf.split_at_mut(rw.start);
+        (&a[ro], &mut b[..rw.len()])
+    } else {
+        let (a, b) = buf.split_at_mut(ro.start);
+        (&b[..ro.len()], &mut a[rw])
+    }
+}
+
+/// The largest power of two not above `p`, and how many ranks exceed it.
+///
+/// Power-of-two algorithms fold the excess: among the first `2 * rem` ranks,
+/// each even rank hands its data to the odd rank after it and sits out.
+#[derive(Clone, Copy, Debug)]
+pub struct Fold {
+    pub pof2: usize,
+    pub rem: usize,
+}
+
+impl Fold {
+    pub fn new(p: usize) -> Fold {
+        let pof2 = if p == 0 { 0 } else { 1 << (usize::BITS - 1 - p.leading_zeros()) };
+        Fold { pof2, rem: p - pof2 }
+    }
+
+    /// Index among the `pof2` active ranks, or `None` for a rank that sits out.
+    pub fn active(&self, rank: usize) -> Option<usize> {
+        if rank < 2 * self.rem {
+            (rank % 2 == 1).then_some(rank / 2)
+        } else {
+            Some(rank - self.rem)
+        }
+    }
+
+    /// The real rank of active index `j`.
+    pub fn real(&self, j: usize) -> usize {
+        if j < self.rem {
+            2 * j + 1
+        } else {
+            j + self.rem
+        }
+    }
+
+    /// First real rank whose data active index `j` stands for.
+    pub fn first_real(&self, j: usize) -> usize {
+        if j < self.rem {
+            2 * j
+        } else {
+            j + self.rem
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_range_in_order() {
+        for len in [0usize, 1, 5, 64, 1000] {
+            for n in 1..9 {
+                let r = 3..3 + len;
+                let mut at = r.start;
+                for j in 0..n {
+                    let p = part(&r, n, j);
+                    assert_eq!(p.start, at);
+                    at = p.end;
+                }
+                assert_eq!(at, r.end);
+            }
+        }
+    }
+
+    #[test]
+    fn fold_maps_every_rank_once() {
+        for p in 1..=17 {
+            let f = Fold::new(p);
+            assert!(f.pof2.is_power_of_two() && f.pof2 <= p && 2 * f.pof2 > p);
+            let active: Vec<usize> = (0..p).filter_map(|r| f.active(r)).collect();
+            assert_eq!(active, (0..f.pof2).collect::<Vec<_>>());
+            for j in 0..f.pof2 {
+                assert_eq!(f.active(f.real(j)), Some(j));
+            }
+        }
+    }
+
+    #[test]
+    fn split_views_are_the_requested_ranges() {
+        let mut v: Vec<u32> = (0..10).collect();
+        let (ro, rw) = split_ro_rw(&mut v, 6..9, 1..3);
+        assert_eq!(ro, &[6, 7, 8]);
+        rw[0] = 100;
+        assert_eq!(v[1], 100);
+    }
+
+    #[test]
+    #[should_panic(expected = "overlapping")]
+    fn overlapping_views_are_refused() {
+        let mut v = [0u8; 8];
+        let _ = split_ro_rw(&mut v, 0..4, 3..5);
+    }
+}

@@ -1,0 +1,46 @@
+//! Folding a non-power-of-two rank count onto the largest power of two below
+//! it, for the allreduce algorithms that need one. Costs one extra message of
+//! the whole vector before and after on the first `2 * rem` ranks.
+
+use super::blocks::Fold;
+use super::{reduce_into, Ctx};
+use crate::element::{bytes, bytes_mut, Element};
+use crate::op::ReduceOp;
+use crate::transport::TransportError;
+
+/// Even ranks below `2 * rem` hand their vector to the next odd rank, which
+/// reduces it into its own. Returns this rank's active index, if it has one,
+/// and where its contribution now lives (`None`: in `buf`).
+pub fn fold_in<'a, E: Element>(
+    ctx: Ctx<'_>,
+    fold: Fold,
+    own: Option<&'a [E]>,
+    buf: &mut [E],
+    tmp: &mut [E],
+    op: ReduceOp,
+) -> Result<(Option<usize>, Option<&'a [E]>), TransportError> {
+    let rank = ctx.rank();
+    if rank < 2 * fold.rem {
+        if rank % 2 == 0 {
+            ctx.transport.send(rank + 1, ctx.tag, bytes(own.unwrap_or(buf)))?;
+            return Ok((None, own));
+        }
+        ctx.transport.recv(rank - 1, ctx.tag, bytes_mut(tmp))?;
+        reduce_into(op, buf, own, tmp);
+        return Ok((fold.active(rank), None));
+    }
+    Ok((fold.active(rank), own))
+}
+
+/// Hands the finished vector back to the ranks that sat out.
+pub fn fold_out<E: Element>(ctx: Ctx<'_>, fold: Fold, buf: &mut [E]) -> Result<(), TransportError> {
+    let rank = ctx.rank();
+    if rank < 2 * fold.rem {
+        if rank % 2 == 0 {
+            ctx.transport.recv(rank + 1, ctx.tag, bytes_mut(buf))?;
+        } else {
+            ctx.transport.send(rank - 1, ctx.tag, bytes(buf))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,575 @@
+//! The communicator: validates a call, optionally checks that every rank
+//! makes the same one, picks the algorithm and runs it.
+
+use crate::algo::blocks::Blocks;
+use crate::algo::*;
+use crate::check::{layout_hash, Collective, Signature, WIRE_BYTES};
+use crate::element::Element;
+use crate::error::CollectiveError;
+use crate::op::ReduceOp;
+use crate::select::{AllgatherAlgo, AllreduceAlgo, BroadcastAlgo, ReduceAlgo, Tuning};
+use crate::transport::{Incoming, Outgoing, Tag, Transport};
+use std::cell::{Cell, RefCell};
+
+type Result<T> = std::result::Result<T, CollectiveError>;
+
+const TAG_CHECK: Tag = 100;
+
+/// How a communicator chooses and checks. Defaults: `auto` everywhere,
+/// checking off; [`Config::from_env`] reads the overrides.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub allreduce: AllreduceAlgo,
+    pub allgather: AllgatherAlgo,
+    pub reduce: ReduceAlgo,
+    pub broadcast: BroadcastAlgo,
+    pub tuning: Tuning,
+    /// Exchange a signature with the neighbouring ranks before every collective.
+    pub check: bool,
+}
+
+impl Default for AllreduceAlgo {
+    fn default() -> Self {
+        AllreduceAlgo::Auto
+    }
+}
+impl Default for AllgatherAlgo {
+    fn default() -> Self {
+        AllgatherAlgo::Auto
+    }
+}
+impl Default for ReduceAlgo {
+    fn default() -> Self {
+        ReduceAlgo::Auto
+    }
+}
+impl Default for BroadcastAlgo {
+    fn default() -> Self {
+        BroadcastAlgo::Auto
+    }
+}
+
+impl Config {
+    /// Reads `MPINFER_ALLREDUCE`, `MPINFER_ALLGATHER`, `MPINFER_REDUCE`,
+    /// `MPINFER_BROADCAST` (algorithm names), `MPINFER_CHECK` (1/0), and the
+    /// tuning crossovers `MPINFER_ALLREDUCE_SMALL`, `MPINFER_ALLREDUCE_LARGE`,
+    /// `MPINFER_ALLGATHER_SMALL`, `MPINFER_TREE_SMALL`, `MPINFER_SEGMENT_BYTES`.
+    pub fn from_env() -> std::result::Result<Config, String> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> std::result::Result<Config, String> {
+        fn parse<T: std::str::FromStr<Err = String>>(
+            get: &impl Fn(&str) -> Option<String>,
+            key: &str,
+        ) -> std::result::Result<Option<T>, String> {
+            get(key).map(|v| v.parse::<T>().map_err(|e| format!("{key}: {e}"))).transpose()
+        }
+        fn bytes(get: &impl Fn(&str) -> Option<String>, key: &str, into: &mut usize) -> std::result::Result<(), String> {
+            if let Some(v) = get(key) {
+                *into = parse_bytes(&v).ok_or_else(|| format!("{key}: `{v}` is not a byte size"))?;
+            }
+            Ok(())
+        }
+        let mut c = Config::default();
+        if let Some(a) = parse(&get, "MPINFER_ALLREDUCE")? {
+            c.allreduce = a;
+        }
+        if let Some(a) = parse(&get, "MPINFER_ALLGATHER")? {
+            c.allgather = a;
+        }
+        if let Some(a) = parse(&get, "MPINFER_REDUCE")? {
+            c.reduce = a;
+        }
+        if let Some(a) = parse(&get, "MPINFER_BROADCAST")? {
+            c.broadcast = a;
+        }
+        if let Some(v) = get("MPINFER_CHECK") {
+            c.check = match v.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => return Err(format!("MPINFER_CHECK: `{v}` is not 1 or 0")),
+            };
+        }
+        let t = &mut c.tuning;
+        bytes(&get, "MPINFER_ALLREDUCE_SMALL", &mut t.allreduce_small)?;
+        bytes(&get, "MPINFER_ALLREDUCE_LARGE", &mut t.allreduce_large)?;
+        bytes(&get, "MPINFER_ALLGATHER_SMALL", &mut t.allgather_small)?;
+        bytes(&get, "MPINFER_TREE_SMALL", &mut t.tree_small)?;
+        bytes(&get, "MPINFER_SEGMENT_BYTES", &mut t.segment_bytes)?;
+        if t.segment_bytes == 0 {
+            return Err("MPINFER_SEGMENT_BYTES must be positive".into());
+        }
+        Ok(c)
+    }
+}
+
+/// `64`, `64K`, `1M`, `2G` (powers of 1024; a trailing `B`/`iB` is allowed).
+pub fn parse_bytes(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let (digits, shift) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 10),
+        'm' | 'M' => (&s[..s.len() - 1], 20),
+        'g' | 'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+}
+
+pub struct Communicator<T: Transport> {
+    transport: T,
+    config: Config,
+    seq: Cell<u64>,
+    /// Lent to the algorithms.
+    scratch: RefCell<Scratch>,
+    /// Holds a private copy of the caller's input where an algorithm works in place.
+    staging: RefCell<Scratch>,
+}
+
+impl<T: Transport> Communicator<T> {
+    pub fn new(transport: T, config: Config) -> Self {
+        Communicator {
+            transport,
+            config,
+            seq: Cell::new(0),
+            scratch: RefCell::default(),
+            staging: RefCell::default(),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.transport.rank()
+    }
+
+    pub fn size(&self) -> usize {
+        self.transport.size()
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    /// Collectives run so far; every rank agrees on it in a correct program.
+    pub fn sequence(&self) -> u64 {
+        self.seq.get()
+    }
+
+    fn ctx(&self, c: Collective) -> Ctx<'_> {
+        Ctx {
+            transport: &self.transport,
+            tag: c as Tag,
+            segment_bytes: self.config.tuning.segment_bytes,
+        }
+    }
+
+    /// Counts the call and, in check mode, compares signatures with both ring
+    /// neighbours so that a disagreeing pair both report it.
+    fn begin(&self, mut sig: Signature) -> Result<()> {
+        sig.seq = self.seq.get();
+        self.seq.set(sig.seq + 1);
+        let p = self.size();
+        if !self.config.check || p == 1 {
+            return Ok(());
+        }
+        let rank = self.rank();
+        let right = (rank + 1) % p;
+        let left = (rank + p - 1) % p;
+        let ours = sig.encode();
+        let mut from_left = [0u8; WIRE_BYTES];
+        let mut from_right = [0u8; WIRE_BYTES];
+        self.transport.exchange(
+            &[
+                Outgoing { peer: right, tag: TAG_CHECK, data: &ours },
+                Outgoing { peer: left, tag: TAG_CHECK, data: &ours },
+            ],
+            &mut [
+                Incoming { peer: left, tag: TAG_CHECK, data: &mut from_left },
+                Incoming { peer: right, tag: TAG_CHECK, data: &mut from_right },
+            ],
+            &mut || {},
+        )?;
+        for (peer, theirs) in [(left, &from_left), (right, &from_right)] {
+            let Some(theirs) = Signature::decode(theirs) else {
+                return Err(CollectiveError::BadSignature { rank, peer });
+            };
+            if theirs != sig {
+                return Err(CollectiveError::Mismatch {
+                    rank,
+                    peer,
+                    ours: Box::new(sig),
+                    theirs: Box::new(theirs),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_root(&self, root: usize) -> Result<()> {
+        if root < self.size() {
+            Ok(())
+        } else {
+            Err(CollectiveError::BadRoot { rank: self.rank(), root, size: self.size() })
+        }
+    }
+
+    fn check_len(&self, what: &'static str, got: usize, expected: usize) -> Result<()> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(CollectiveError::BadLength { rank: self.rank(), what, got, expected })
+        }
+    }
+
+    fn check_counts(&self, counts: &[usize]) -> Result<Blocks> {
+        if counts.len() != self.size() {
+            return Err(CollectiveError::BadCounts { rank: self.rank(), got: counts.len(), size: self.size() });
+        }
+        Ok(Blocks::from_counts(counts))
+    }
+
+    fn sig<E: Element>(&self, c: Collective, op: Option<ReduceOp>, algorithm: &'static str, count: usize) -> Signature {
+        Signature {
+            collective: c,
+            dtype: Some(E::DTYPE),
+            op,
+            algorithm,
+            root: None,
+            count: count as u64,
+            layout: 0,
+            seq: 0,
+        }
+    }
+
+    // ---- allreduce ----
+
+    pub fn allreduce<E: Element>(&self, buf: &mut [E], op: ReduceOp) -> Result<()> {
+        self.allreduce_with(buf, op, self.config.allreduce)
+    }
+
+    pub fn allreduce_with<E: Element>(&self, buf: &mut [E], op: ReduceOp, algo: AllreduceAlgo) -> Result<()> {
+        self.allreduce_impl(None, buf, op, algo)
+    }
+
+    /// Out of place: `send` is read where the algorithm first needs it, never
+    /// copied up front.
+    pub fn allreduce_into<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp) -> Result<()> {
+        self.allreduce_into_with(send, recv, op, self.config.allreduce)
+    }
+
+    pub fn allreduce_into_with<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        op: ReduceOp,
+        algo: AllreduceAlgo,
+    ) -> Result<()> {
+        self.check_len("allreduce receive buffer", recv.len(), send.len())?;
+        self.allreduce_impl(Some(send), recv, op, algo)
+    }
+
+    fn allreduce_impl<E: Element>(&self, own: Option<&[E]>, buf: &mut [E], op: ReduceOp, algo: AllreduceAlgo) -> Result<()> {
+        let p = self.size();
+        let algo = match algo {
+            AllreduceAlgo::Auto => self.config.tuning.allreduce(std::mem::size_of_val(buf), p),
+            a => a,
+        };
+        self.begin(self.sig::<E>(Collective::Allreduce, Some(op), algo.name(), buf.len()))?;
+        if p == 1 || buf.is_empty() {
+            if let Some(a) = own {
+                buf.copy_from_slice(a);
+            }
+            return Ok(());
+        }
+        let ctx = self.ctx(Collective::Allreduce);
+        let scratch = &mut self.scratch.borrow_mut();
+        match algo {
+            AllreduceAlgo::RecursiveDoubling | AllreduceAlgo::Auto => {
+                allreduce_recursive_doubling::allreduce(ctx, own, buf, op, scratch)?
+            }
+            AllreduceAlgo::Ring => allreduce_ring::allreduce(ctx, own, buf, op, scratch)?,
+            AllreduceAlgo::Rabenseifner => allreduce_rabenseifner::allreduce(ctx, own, buf, op, scratch)?,
+        }
+        if op == ReduceOp::Avg {
+            E::divide(buf, p);
+        }
+        Ok(())
+    }
+
+    // ---- reduce ----
+
+    /// In place: the root's `buf` ends with the reduction; other ranks' `buf`
+    /// contents are unspecified afterwards (they carry partial results).
+    pub fn reduce<E: Element>(&self, buf: &mut [E], op: ReduceOp, root: usize) -> Result<()> {
+        self.reduce_with(buf, op, root, self.config.reduce)
+    }
+
+    pub fn reduce_with<E: Element>(&self, buf: &mut [E], op: ReduceOp, root: usize, algo: ReduceAlgo) -> Result<()> {
+        self.reduce_impl(None, buf, op, root, algo)
+    }
+
+    /// `send` is left untouched; `recv` is written at the root only (other
+    /// ranks may pass an empty slice).
+    pub fn reduce_into<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp, root: usize) -> Result<()> {
+        self.reduce_into_with(send, recv, op, root, self.config.reduce)
+    }
+
+    pub fn reduce_into_with<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        op: ReduceOp,
+        root: usize,
+        algo: ReduceAlgo,
+    ) -> Result<()> {
+        self.check_root(root)?;
+        if self.rank() == root {
+            self.check_len("reduce receive buffer", recv.len(), send.len())?;
+            return self.reduce_impl(Some(send), recv, op, root, algo);
+        }
+        let mut staging = self.staging.borrow_mut();
+        let acc = staging.get::<E>(send.len());
+        self.reduce_impl(Some(send), acc, op, root, algo)
+    }
+
+    fn reduce_impl<E: Element>(
+        &self,
+        own: Option<&[E]>,
+        buf: &mut [E],
+        op: ReduceOp,
+        root: usize,
+        algo: ReduceAlgo,
+    ) -> Result<()> {
+        self.check_root(root)?;
+        let p = self.size();
+        let algo = match algo {
+            ReduceAlgo::Auto => self.config.tuning.reduce(std::mem::size_of_val(buf), p),
+            a => a,
+        };
+        let mut sig = self.sig::<E>(Collective::Reduce, Some(op), algo.name(), buf.len());
+        sig.root = Some(root);
+        self.begin(sig)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.ctx(Collective::Reduce);
+        let scratch = &mut self.scratch.borrow_mut();
+        match algo {
+            ReduceAlgo::Binomial | ReduceAlgo::Auto => reduce_binomial::reduce(ctx, own, buf, op, root, scratch)?,
+            ReduceAlgo::ReduceScatterGather => reduce_scatter_gather::reduce(ctx, own, buf, op, root, scratch)?,
+        }
+        if op == ReduceOp::Avg && self.rank() == root {
+            E::divide(buf, p);
+        }
+        Ok(())
+    }
+
+    // ---- allgather ----
+
+    /// `recv` gets every rank's `send`, in rank order (`recv.len() == p * send.len()`).
+    pub fn allgather<E: Element>(&self, send: &[E], recv: &mut [E]) -> Result<()> {
+        self.allgather_with(send, recv, self.config.allgather)
+    }
+
+    pub fn allgather_with<E: Element>(&self, send: &[E], recv: &mut [E], algo: AllgatherAlgo) -> Result<()> {
+        let counts = vec![send.len(); self.size()];
+        self.allgatherv_with(send, recv, &counts, algo)
+    }
+
+    /// Uneven allgather: rank `i` contributes `counts[i]` elements.
+    pub fn allgatherv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize]) -> Result<()> {
+        self.allgatherv_with(send, recv, counts, self.config.allgather)
+    }
+
+    pub fn allgatherv_with<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        counts: &[usize],
+        algo: AllgatherAlgo,
+    ) -> Result<()> {
+        let blocks = self.check_counts(counts)?;
+        self.check_len("allgather send buffer", send.len(), counts[self.rank()])?;
+        self.check_len("allgather receive buffer", recv.len(), blocks.total())?;
+        recv[blocks.range(self.rank())].copy_from_slice(send);
+        self.allgatherv_blocks(recv, &blocks, algo)
+    }
+
+    /// In place: this rank's block of `buf` is already where it belongs.
+    pub fn allgatherv_in_place<E: Element>(&self, buf: &mut [E], counts: &[usize]) -> Result<()> {
+        let blocks = self.check_counts(counts)?;
+        self.check_len("allgather buffer", buf.len(), blocks.total())?;
+        self.allgatherv_blocks(buf, &blocks, self.config.allgather)
+    }
+
+    fn allgatherv_blocks<E: Element>(&self, buf: &mut [E], blocks: &Blocks, algo: AllgatherAlgo) -> Result<()> {
+        let p = self.size();
+        let algo = match algo {
+            AllgatherAlgo::Auto => self.config.tuning.allgather(std::mem::size_of_val(buf), p),
+            a => a,
+        };
+        let mut sig = self.sig::<E>(Collective::Allgather, None, algo.name(), buf.len());
+        sig.layout = layout_hash(&(0..p).map(|i| blocks.count(i)).collect::<Vec<_>>());
+        self.begin(sig)?;
+        let ctx = self.ctx(Collective::Allgather);
+        match algo {
+            AllgatherAlgo::RecursiveDoubling | AllgatherAlgo::Auto => {
+                allgather_recursive_doubling::allgather(ctx, buf, blocks)?
+            }
+            AllgatherAlgo::Bruck => allgather_bruck::allgather(ctx, buf, blocks, &mut self.scratch.borrow_mut())?,
+            AllgatherAlgo::Ring => allgather_ring::allgather(ctx, buf, blocks)?,
+        }
+        Ok(())
+    }
+
+    // ---- broadcast ----
+
+    pub fn broadcast<E: Element>(&self, buf: &mut [E], root: usize) -> Result<()> {
+        self.broadcast_with(buf, root, self.config.broadcast)
+    }
+
+    pub fn broadcast_with<E: Element>(&self, buf: &mut [E], root: usize, algo: BroadcastAlgo) -> Result<()> {
+        self.check_root(root)?;
+        let algo = match algo {
+            BroadcastAlgo::Auto => self.config.tuning.broadcast(std::mem::size_of_val(buf), self.size()),
+            a => a,
+        };
+        let mut sig = self.sig::<E>(Collective::Broadcast, None, algo.name(), buf.len());
+        sig.root = Some(root);
+        self.begin(sig)?;
+        let ctx = self.ctx(Collective::Broadcast);
+        match algo {
+            BroadcastAlgo::Binomial | BroadcastAlgo::Auto => broadcast_binomial::broadcast(ctx, buf, root)?,
+            BroadcastAlgo::ScatterAllgather => broadcast_scatter_allgather::broadcast(ctx, buf, root)?,
+        }
+        Ok(())
+    }
+
+    // ---- reduce-scatter ----
+
+    /// Even reduce-scatter: `send.len() == p * recv.len()`; rank `i` gets block `i`.
+    pub fn reduce_scatter<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp) -> Result<()> {
+        let counts = vec![recv.len(); self.size()];
+        self.reduce_scatterv(send, recv, &counts, op)
+    }
+
+    /// Uneven reduce-scatter: rank `i` gets the `counts[i]` elements of block `i`.
+    pub fn reduce_scatterv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize], op: ReduceOp) -> Result<()> {
+        let blocks = self.check_counts(counts)?;
+        self.check_len("reduce_scatter send buffer", send.len(), blocks.total())?;
+        self.check_len("reduce_scatter receive buffer", recv.len(), counts[self.rank()])?;
+        let mut staging = self.staging.borrow_mut();
+        let work = staging.get::<E>(send.len());
+        self.reduce_scatter_blocks(Some(send), work, &blocks, op)?;
+        recv.copy_from_slice(&work[blocks.range(self.rank())]);
+        Ok(())
+    }
+
+    /// In place: afterwards block `rank` of `buf` holds this rank's result;
+    /// the rest of `buf` holds partial sums.
+    pub fn reduce_scatter_in_place<E: Element>(&self, buf: &mut [E], counts: &[usize], op: ReduceOp) -> Result<()> {
+        let blocks = self.check_counts(counts)?;
+        self.check_len("reduce_scatter buffer", buf.len(), blocks.total())?;
+        self.reduce_scatter_blocks(None, buf, &blocks, op)
+    }
+
+    fn reduce_scatter_blocks<E: Element>(
+        &self,
+        own: Option<&[E]>,
+        buf: &mut [E],
+        blocks: &Blocks,
+        op: ReduceOp,
+    ) -> Result<()> {
+        let p = self.size();
+        let mut sig = self.sig::<E>(Collective::ReduceScatter, Some(op), "ring", buf.len());
+        sig.layout = layout_hash(&(0..p).map(|i| blocks.count(i)).collect::<Vec<_>>());
+        self.begin(sig)?;
+        let ctx = self.ctx(Collective::ReduceScatter);
+        reduce_scatter_ring::reduce_scatter(ctx, own, buf, blocks, op, &mut self.scratch.borrow_mut())?;
+        if op == ReduceOp::Avg {
+            E::divide(&mut buf[blocks.range(self.rank())], p);
+        }
+        Ok(())
+    }
+
+    // ---- gather / scatter ----
+
+    /// `recv` (root only, `p * send.len()`) gets every rank's `send` in rank order.
+    pub fn gather<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
+        let counts = vec![send.len(); self.size()];
+        self.gatherv(send, recv, &counts, root)
+    }
+
+    pub fn gatherv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize], root: usize) -> Result<()> {
+        self.check_root(root)?;
+        let blocks = self.check_counts(counts)?;
+        let rank = self.rank();
+        self.check_len("gather send buffer", send.len(), counts[rank])?;
+        if rank == root {
+            self.check_len("gather receive buffer", recv.len(), blocks.total())?;
+        }
+        let mut sig = self.sig::<E>(Collective::Gather, None, "linear", blocks.total());
+        sig.root = Some(root);
+        sig.layout = layout_hash(counts);
+        self.begin(sig)?;
+        let ctx = self.ctx(Collective::Gather);
+        if rank == root {
+            recv[blocks.range(rank)].copy_from_slice(send);
+            gather_linear::collect(ctx, recv, &blocks)?;
+        } else {
+            gather_linear::send_block(ctx, send, root)?;
+        }
+        Ok(())
+    }
+
+    /// Rank `i` gets block `i` of the root's `send` (`p * recv.len()` elements).
+    pub fn scatter<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
+        let counts = vec![recv.len(); self.size()];
+        self.scatterv(send, &counts, recv, root)
+    }
+
+    pub fn scatterv<E: Element>(&self, send: &[E], counts: &[usize], recv: &mut [E], root: usize) -> Result<()> {
+        self.check_root(root)?;
+        let blocks = self.check_counts(counts)?;
+        let rank = self.rank();
+        self.check_len("scatter receive buffer", recv.len(), counts[rank])?;
+        if rank == root {
+            self.check_len("scatter send buffer", send.len(), blocks.total())?;
+        }
+        let mut sig = self.sig::<E>(Collective::Scatter, None, "linear", blocks.total());
+        sig.root = Some(root);
+        sig.layout = layout_hash(counts);
+        self.begin(sig)?;
+        let ctx = self.ctx(Collective::Scatter);
+        if rank == root {
+            recv.copy_from_slice(&send[blocks.range(rank)]);
+            scatter_linear::distribute(ctx, send, &blocks)?;
+        } else {
+            scatter_linear::receive_block(ctx, recv, root)?;
+        }
+        Ok(())
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        self.begin(Signature {
+            collective: Collective::Barrier,
+            dtype: None,
+            op: None,
+            algorithm: "dissemination",
+            root: None,
+            count: 0,
+            layout: 0,
+            seq: 0,
+        })?;
+        barrier_dissemination::barrier(self.ctx(Collective::Barrier))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Algorithm names, and `auto`: the choice by vector size and rank count.
+
+use std::str::FromStr;
+
+macro_rules! algorithm_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            Auto,
+            $($variant),+
+        }
+
+        impl $name {
+            /// Every algorithm but `Auto`.
+            pub const CONCRETE: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $name::Auto => "auto",
+                    $($name::$variant => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+                std::iter::once($name::Auto)
+                    .chain($name::CONCRETE.iter().copied())
+                    .find(|a| a.name() == wanted)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = std::iter::once("auto")
+                            .chain($name::CONCRETE.iter().map(|a| a.name()))
+                            .collect();
+                        format!("unknown {} algorithm `{s}` (expected one of {})", $what, names.join(", "))
+                    })
+            }
+        }
+    };
+}
+
+algorithm_enum!(AllreduceAlgo, "allreduce" {
+    RecursiveDoubling => "recursive_doubling",
+    Ring => "ring",
+    Rabenseifner => "rabenseifner",
+});
+
+algorithm_enum!(AllgatherAlgo, "allgather" {
+    RecursiveDoubling => "recursive_doubling",
+    Bruck => "bruck",
+    Ring => "ring",
+});
+
+algorithm_enum!(ReduceAlgo, "reduce" {
+    Binomial => "binomial",
+    ReduceScatterGather => "reduce_scatter_gather",
+});
+
+algorithm_enum!(BroadcastAlgo, "broadcast" {
+    Binomial => "binomial",
+    ScatterAllgather => "scatter_allgather",
+});
+
+/// Crossover points of `auto`, in bytes of the whole vector. The defaults were
+/// measured with `mpinfer bench collectives` on this project's 2-core test
+/// machine (see docs/BENCHMARKS.md); each can be overridden by an environment
+/// variable of the same name in upper case with an `MPINFER_` prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Below this, allreduce uses recursive doubling (fewest rounds).
+    pub allreduce_small: usize,
+    /// From this up, allreduce uses the ring; between, Rabenseifner.
+    pub allreduce_large: usize,
+    /// Below this (gathered bytes), allgather uses recursive doubling or Bruck.
+    pub allgather_small: usize,
+    /// Below this, reduce and broadcast use binomial trees.
+    pub tree_small: usize,
+    /// Pipelining unit of the segmented ring.
+    pub segment_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            allreduce_small: 64 << 10,
+            allreduce_large: 4 << 20,
+            allgather_small: 64 << 10,
+            tree_small: 256 << 10,
+            segment_bytes: 256 << 10,
+        }
+    }
+}
+
+impl Tuning {
+    pub fn allreduce(&self, bytes: usize, p: usize) -> AllreduceAlgo {
+        if bytes < self.allreduce_small || p == 1 {
+            AllreduceAlgo::RecursiveDoubling
+        } else if bytes < self.allreduce_large && p.is_power_of_two() {
+            AllreduceAlgo::Rabenseifner
+        } else {
+            AllreduceAlgo::Ring
+        }
+    }
+
+    pub fn allgather(&self, total_bytes: usize, p: usize) -> AllgatherAlgo {
+        if total_bytes >= self.allgather_small {
+            AllgatherAlgo::Ring
+        } else if p.is_power_of_two() {
+            AllgatherAlgo::RecursiveDoubling
+        } else {
+            AllgatherAlgo::Bruck
+        }
+    }
+
+    pub fn reduce(&self, bytes: usize, p: usize) -> ReduceAlgo {
+        if bytes < self.tree_small || p <= 2 {
+            ReduceAlgo::Binomial
+        } else {
+            ReduceAlgo::ReduceScatterGather
+        }
+    }
+
+    pub fn broadcast(&self, bytes: usize, p: usize) -> BroadcastAlgo {
+        // At two ranks a tree sends the vector once; scatter+allgather sends
+        // two halves in two rounds for the same bytes.
+        if bytes < self.tree_small || p <= 2 {
+            BroadcastAlgo::Binomial
+        } else {
+            BroadcastAlgo::ScatterAllgather
+        }
+    }
+}

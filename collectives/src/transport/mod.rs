@@ -1,0 +1,120 @@
+//! Point-to-point byte transports the collective algorithms run on.
+//!
+//! Algorithms see only "send these bytes to that peer". Nonblocking traffic is
+//! scoped: [`Transport::exchange`] posts every send and receive, runs caller
+//! work while they are in flight, and returns only when all have completed, so
+//! no buffer can be freed or touched while the transport still owns it.
+
+mod counting;
+mod local;
+mod mpi;
+
+pub use counting::{Counting, PeerTraffic};
+pub use local::{LocalTransport, LocalWorld};
+pub use self::mpi::MpiTransport;
+
+use thiserror::Error;
+
+/// Message tag. MPI guarantees at least 32767 tags.
+pub type Tag = u16;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("rank {rank}: peer {peer} is out of range for {size} ranks")]
+    BadPeer { rank: usize, peer: usize, size: usize },
+    #[error("rank {rank}: message from rank {peer} (tag {tag}) has {got} bytes, expected {expected}")]
+    LengthMismatch {
+        rank: usize,
+        peer: usize,
+        tag: Tag,
+        expected: usize,
+        got: usize,
+    },
+    #[error("rank {rank}: no message from rank {peer} (tag {tag}) within {seconds} s")]
+    Timeout {
+        rank: usize,
+        peer: usize,
+        tag: Tag,
+        seconds: u64,
+    },
+    #[error("rank {rank}: peer rank {peer} is gone")]
+    PeerGone { rank: usize, peer: usize },
+}
+
+/// One outgoing message of an [`Transport::exchange`].
+pub struct Outgoing<'a> {
+    pub peer: usize,
+    pub tag: Tag,
+    pub data: &'a [u8],
+}
+
+/// One incoming message of an [`Transport::exchange`]; it must fill `data` exactly.
+pub struct Incoming<'a> {
+    pub peer: usize,
+    pub tag: Tag,
+    pub data: &'a mut [u8],
+}
+
+pub trait Transport {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+
+    /// Posts all `sends` and `recvs` (isend/irecv), runs `overlap` while they
+    /// are in flight, then waits for every one of them.
+    fn exchange(
+        &self,
+        sends: &[Outgoing<'_>],
+        recvs: &mut [Incoming<'_>],
+        overlap: &mut dyn FnMut(),
+    ) -> Result<(), TransportError>;
+
+    fn send(&self, peer: usize, tag: Tag, data: &[u8]) -> Result<(), TransportError> {
+        self.exchange(&[Outgoing { peer, tag, data }], &mut [], &mut || {})
+    }
+
+    fn recv(&self, peer: usize, tag: Tag, data: &mut [u8]) -> Result<(), TransportError> {
+        self.exchange(&[], &mut [Incoming { peer, tag, data }], &mut || {})
+    }
+
+    /// Send to `dst` and receive from `src` at once: the building block of
+    /// every pairwise step, deadlock-free whatever the message sizes.
+    fn sendrecv(
+        &self,
+        dst: usize,
+        send: &[u8],
+        src: usize,
+        recv: &mut [u8],
+        tag: Tag,
+    ) -> Result<(), TransportError> {
+        self.exchange(
+            &[Outgoing { peer: dst, tag, data: send }],
+            &mut [Incoming { peer: src, tag, data: recv }],
+            &mut || {},
+        )
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for &T {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn exchange(
+        &self,
+        sends: &[Outgoing<'_>],
+        recvs: &mut [Incoming<'_>],
+        overlap: &mut dyn FnMut(),
+    ) -> Result<(), TransportError> {
+        (**self).exchange(sends, recvs, overlap)
+    }
+}
+
+pub(crate) fn check_peer(rank: usize, size: usize, peer: usize) -> Result<(), TransportError> {
+    if peer < size {
+        Ok(())
+    } else {
+        Err(TransportError::BadPeer { rank, peer, size })
+    }
+}

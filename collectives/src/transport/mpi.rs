@@ -1,0 +1,141 @@
+//! MPI point-to-point as a transport. Only isend/irecv/waitall are used:
+//! the collectives are ours, MPI just moves bytes between two ranks.
+
+use super::{check_peer, Incoming, Outgoing, Transport, TransportError};
+use mpi::ffi;
+use mpi::raw::AsRaw;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::cell::RefCell;
+use std::os::raw::{c_int, c_void};
+
+/// MPI counts are `int`; larger messages travel as several pieces of this size.
+const PIECE: usize = 1 << 30;
+
+pub struct MpiTransport {
+    comm: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    // Reused across calls: the hot loop allocates nothing.
+    requests: RefCell<Vec<ffi::MPI_Request>>,
+    statuses: RefCell<Vec<ffi::MPI_Status>>,
+}
+
+impl MpiTransport {
+    /// Our own communicator, duplicated from `parent`, so collective traffic can
+    /// never match a message the application sends on `parent`.
+    pub fn new<C: Communicator>(parent: &C) -> Self {
+        let comm = parent.duplicate();
+        let rank = comm.rank() as usize;
+        let size = comm.size() as usize;
+        MpiTransport {
+            comm,
+            rank,
+            size,
+            requests: RefCell::new(Vec::new()),
+            statuses: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn communicator(&self) -> &SimpleCommunicator {
+        &self.comm
+    }
+}
+
+fn pieces(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let n = len.div_ceil(PIECE).max(1);
+    (0..n).map(move |i| i * PIECE..((i + 1) * PIECE).min(len))
+}
+
+impl Transport for MpiTransport {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn exchange(
+        &self,
+        sends: &[Outgoing<'_>],
+        recvs: &mut [Incoming<'_>],
+        overlap: &mut dyn FnMut(),
+    ) -> Result<(), TransportError> {
+        for s in sends {
+            check_peer(self.rank, self.size, s.peer)?;
+        }
+        for r in recvs.iter() {
+            check_peer(self.rank, self.size, r.peer)?;
+        }
+        let mut requests = self.requests.borrow_mut();
+        let mut statuses = self.statuses.borrow_mut();
+        requests.clear();
+        let comm = self.comm.as_raw();
+        // SAFETY: every buffer handed to MPI is borrowed for the whole call, and
+        // the call does not return before MPI_Waitall has completed every request.
+        unsafe {
+            // Receives first, so an arriving message finds its buffer posted.
+            for r in recvs.iter_mut() {
+                for p in pieces(r.data.len()) {
+                    let mut req = ffi::RSMPI_REQUEST_NULL;
+                    ffi::MPI_Irecv(
+                        r.data[p.clone()].as_mut_ptr() as *mut c_void,
+                        p.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        r.peer as c_int,
+                        r.tag as c_int,
+                        comm,
+                        &mut req,
+                    );
+                    requests.push(req);
+                }
+            }
+            let recv_requests = requests.len();
+            for s in sends {
+                for p in pieces(s.data.len()) {
+                    let mut req = ffi::RSMPI_REQUEST_NULL;
+                    ffi::MPI_Isend(
+                        s.data[p.clone()].as_ptr() as *const c_void,
+                        p.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        s.peer as c_int,
+                        s.tag as c_int,
+                        comm,
+                        &mut req,
+                    );
+                    requests.push(req);
+                }
+            }
+            overlap();
+            statuses.clear();
+            statuses.resize_with(requests.len(), || std::mem::zeroed());
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                statuses.as_mut_ptr(),
+            );
+            // A longer message than posted is an MPI truncation error (fatal by
+            // default); a shorter one completes quietly, so check it here.
+            let mut i = 0;
+            for r in recvs.iter() {
+                for p in pieces(r.data.len()) {
+                    let mut count: c_int = 0;
+                    ffi::MPI_Get_count(&statuses[i], ffi::RSMPI_UINT8_T, &mut count);
+                    if count as usize != p.len() {
+                        return Err(TransportError::LengthMismatch {
+                            rank: self.rank,
+                            peer: r.peer,
+                            tag: r.tag,
+                            expected: r.data.len(),
+                            got: p.start + count as usize,
+                        });
+                    }
+                    i += 1;
+                }
+            }
+            debug_assert_eq!(i, recv_requests);
+        }
+        Ok(())
+    }
+}
+

@@ -1,0 +1,353 @@
+//! Every algorithm × element type × op against the sequential reference, on
+//! ranks that are threads of this process, for awkward rank counts and sizes.
+
+use mpinfer_collectives::reference;
+use mpinfer_collectives::*;
+use rand::{Rng, SeedableRng};
+use rand::rngs::StdRng;
+
+const RANKS: [usize; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16];
+
+fn counts_for(p: usize) -> Vec<usize> {
+    let mut c = vec![0, 1, p.saturating_sub(1), p, 1000, 65539];
+    c.dedup();
+    c
+}
+
+/// Inputs of every rank: sums and avgs over [-1, 1], products near 1 so that
+/// sixteen of them stay well inside every type's range.
+fn inputs<E: Element>(p: usize, n: usize, op: ReduceOp, seed: u64) -> Vec<Vec<E>> {
+    (0..p)
+        .map(|r| {
+            let mut rng = StdRng::seed_from_u64(seed ^ ((r as u64) << 32) ^ n as u64);
+            (0..n)
+                .map(|_| {
+                    if E::DTYPE.is_float() {
+                        match op {
+                            ReduceOp::Prod => E::from_f64(rng.gen_range(0.9..1.1)),
+                            _ => E::from_f64(rng.gen_range(-1.0..1.0)),
+                        }
+                    } else {
+                        E::from_f64(rng.gen_range(0..100) as f64)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn epsilon(d: DType) -> f64 {
+    match d {
+        DType::F32 => f32::EPSILON as f64,
+        DType::F64 => f64::EPSILON,
+        DType::F16 => 2f64.powi(-10),
+        DType::BF16 => 2f64.powi(-7),
+        _ => 0.0,
+    }
+}
+
+/// Checks a reduction result against the f64 yardstick: exact where the op
+/// is exact (integers, min, max), else within p roundings of the magnitudes.
+fn assert_reduced<E: Element>(got: &[E], inputs: &[Vec<E>], op: ReduceOp, what: &str) {
+    assert_eq!(got.len(), inputs[0].len(), "{what}: length");
+    if !E::DTYPE.is_float() || matches!(op, ReduceOp::Min | ReduceOp::Max) {
+        let want = reference::reduce(inputs, op);
+        assert!(got == want.as_slice(), "{what}: differs from the sequential reference");
+        return;
+    }
+    let exact = reference::reduce_f64(inputs, op);
+    let p = inputs.len() as f64;
+    let eps = epsilon(E::DTYPE);
+    for (i, (g, w)) in got.iter().zip(&exact).enumerate() {
+        let scale = match op {
+            ReduceOp::Prod => w.abs(),
+            ReduceOp::Avg => inputs.iter().map(|v| v[i].to_f64().abs()).sum::<f64>() / p,
+            _ => inputs.iter().map(|v| v[i].to_f64().abs()).sum::<f64>(),
+        };
+        let bound = (p + 1.0) * eps * scale + 1e-30;
+        let err = (g.to_f64() - w).abs();
+        assert!(err <= bound, "{what}: element {i} = {} but reference {w} (error {err:e} > bound {bound:e})", g.to_f64());
+    }
+}
+
+fn comm(t: LocalTransport) -> Communicator<LocalTransport> {
+    Communicator::new(t, Config::default())
+}
+
+fn allreduce_all<E: Element>() {
+    for p in RANKS {
+        for n in counts_for(p) {
+            for op in ReduceOp::ALL {
+                let data = inputs::<E>(p, n, op, 7);
+                for &algo in AllreduceAlgo::CONCRETE {
+                    let what = format!("allreduce {algo} {} {op} p={p} n={n}", E::DTYPE);
+                    let results = LocalWorld::run(p, |t| {
+                        let c = comm(t);
+                        let mine = &data[c.rank()];
+                        let mut a = mine.clone();
+                        c.allreduce_with(&mut a, op, algo).unwrap();
+                        let mut b = vec![E::zeroed(); n];
+                        c.allreduce_into_with(mine, &mut b, op, algo).unwrap();
+                        assert!(a == b, "{what}: out of place differs from in place");
+                        let mut again = mine.clone();
+                        c.allreduce_with(&mut again, op, algo).unwrap();
+                        assert!(a == again, "{what}: a repeated run gave different bits");
+                        a
+                    });
+                    assert_reduced(&results[0], &data, op, &what);
+                    for (r, res) in results.iter().enumerate() {
+                        assert!(res == &results[0], "{what}: rank {r} disagrees with rank 0");
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+#[test]
+fn allreduce_f32() {
+    allreduce_all::<f32>();
+}
+#[test]
+fn allreduce_f64() {
+    allreduce_all::<f64>();
+}
+#[test]
+fn allreduce_f16() {
+    allreduce_all::<f16>();
+}
+#[test]
+fn allreduce_bf16() {
+    allreduce_all::<bf16>();
+}
+#[test]
+fn allreduce_i32() {
+    allreduce_all::<i32>();
+}
+#[test]
+fn allreduce_i64() {
+    allreduce_all::<i64>();
+}
+#[test]
+fn allreduce_u8() {
+    allreduce_all::<u8>();
+}
+
+fn reduce_all<E: Element>() {
+    for p in RANKS {
+        for n in counts_for(p) {
+            for op in ReduceOp::ALL {
+                let data = inputs::<E>(p, n, op, 11);
+                let root = (n + 3) % p;
+                for &algo in ReduceAlgo::CONCRETE {
+                    let what = format!("reduce {algo} {} {op} p={p} n={n} root={root}", E::DTYPE);
+                    let results = LocalWorld::run(p, |t| {
+                        let c = comm(t);
+                        let mut buf = data[c.rank()].clone();
+                        c.reduce_with(&mut buf, op, root, algo).unwrap();
+                        let mut out = if c.rank() == root { vec![E::zeroed(); n] } else { Vec::new() };
+                        c.reduce_into_with(&data[c.rank()], &mut out, op, root, algo).unwrap();
+                        (buf, out)
+                    });
+                    assert_reduced(&results[root].0, &data, op, &what);
+                    assert_reduced(&results[root].1, &data, op, &format!("{what} (out of place)"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_every_type() {
+    reduce_all::<f32>();
+    reduce_all::<f64>();
+    reduce_all::<f16>();
+    reduce_all::<bf16>();
+    reduce_all::<i32>();
+    reduce_all::<i64>();
+    reduce_all::<u8>();
+}
+
+fn reduce_scatter_all<E: Element>() {
+    for p in RANKS {
+        for n in counts_for(p) {
+            for op in ReduceOp::ALL {
+                // Uneven blocks, some empty: block i gets a share skewed by i.
+                let weights: Vec<usize> = (0..p).map(|i| (i * 7 + 3) % 5).collect();
+                let total_w: usize = weights.iter().sum::<usize>().max(1);
+                let mut counts: Vec<usize> = weights.iter().map(|w| n * w / total_w).collect();
+                counts[0] += n - counts.iter().sum::<usize>();
+                let data = inputs::<E>(p, n, op, 13);
+                let what = format!("reduce_scatter {} {op} p={p} n={n}", E::DTYPE);
+                let results = LocalWorld::run(p, |t| {
+                    let c = comm(t);
+                    let mut out = vec![E::zeroed(); counts[c.rank()]];
+                    c.reduce_scatterv(&data[c.rank()], &mut out, &counts, op).unwrap();
+                    let mut inplace = data[c.rank()].clone();
+                    c.reduce_scatter_in_place(&mut inplace, &counts, op).unwrap();
+                    let start: usize = counts[..c.rank()].iter().sum();
+                    assert!(out.as_slice() == &inplace[start..start + out.len()], "{what}: in place differs");
+                    out
+                });
+                let mut joined = Vec::new();
+                results.iter().for_each(|r| joined.extend_from_slice(r));
+                assert_reduced(&joined, &data, op, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_scatter_every_type() {
+    reduce_scatter_all::<f32>();
+    reduce_scatter_all::<f64>();
+    reduce_scatter_all::<f16>();
+    reduce_scatter_all::<bf16>();
+    reduce_scatter_all::<i32>();
+    reduce_scatter_all::<i64>();
+    reduce_scatter_all::<u8>();
+}
+
+/// Per-rank counts for the v-variants: uneven, with empty ranks.
+fn uneven(p: usize, n: usize) -> Vec<usize> {
+    (0..p).map(|r| if r % 3 == 1 { 0 } else { (n / p + r % 4).min(n) }).collect()
+}
+
+fn movement_all<E: Element>() {
+    for p in RANKS {
+        for n in counts_for(p) {
+            let data = inputs::<E>(p, n, ReduceOp::Sum, 17);
+            let root = (n + 1) % p;
+            // allgather, even and uneven
+            for &algo in AllgatherAlgo::CONCRETE {
+                let what = format!("allgather {algo} {} p={p} n={n}", E::DTYPE);
+                let counts = uneven(p, n);
+                let results = LocalWorld::run(p, |t| {
+                    let c = comm(t);
+                    let mut even = vec![E::zeroed(); p * n];
+                    c.allgather_with(&data[c.rank()], &mut even, algo).unwrap();
+                    let mine = &data[c.rank()][..counts[c.rank()]];
+                    let mut v = vec![E::zeroed(); counts.iter().sum()];
+                    c.allgatherv_with(mine, &mut v, &counts, algo).unwrap();
+                    (even, v)
+                });
+                let want_even: Vec<E> = data.concat();
+                let want_v: Vec<E> = (0..p).flat_map(|r| data[r][..counts[r]].to_vec()).collect();
+                for (r, (even, v)) in results.iter().enumerate() {
+                    assert!(even == &want_even, "{what}: rank {r} even");
+                    assert!(v == &want_v, "{what}: rank {r} uneven");
+                }
+            }
+            // broadcast
+            for &algo in BroadcastAlgo::CONCRETE {
+                let what = format!("broadcast {algo} {} p={p} n={n} root={root}", E::DTYPE);
+                let results = LocalWorld::run(p, |t| {
+                    let c = comm(t);
+                    let mut buf = data[c.rank()].clone();
+                    c.broadcast_with(&mut buf, root, algo).unwrap();
+                    buf
+                });
+                for (r, b) in results.iter().enumerate() {
+                    assert!(b == &data[root], "{what}: rank {r}");
+                }
+            }
+            // gatherv, then scatterv of the gathered vector back to its owners
+            let counts = uneven(p, n);
+            let want_g: Vec<E> = (0..p).flat_map(|r| data[r][..counts[r]].to_vec()).collect();
+            let results = LocalWorld::run(p, |t| {
+                let c = comm(t);
+                let r = c.rank();
+                let mut g = if r == root { vec![E::zeroed(); want_g.len()] } else { vec![] };
+                c.gatherv(&data[r][..counts[r]], &mut g, &counts, root).unwrap();
+                let src = if r == root { want_g.clone() } else { vec![] };
+                let mut back = vec![E::zeroed(); counts[r]];
+                c.scatterv(&src, &counts, &mut back, root).unwrap();
+                (g, back)
+            });
+            assert!(results[root].0 == want_g, "gatherv {} p={p} n={n}", E::DTYPE);
+            for (r, res) in results.iter().enumerate() {
+                assert!(res.1.as_slice() == &data[r][..counts[r]], "scatterv {} p={p} n={n} rank {r}", E::DTYPE);
+            }
+        }
+    }
+}
+
+#[test]
+fn data_movement_every_type() {
+    movement_all::<f32>();
+    movement_all::<f16>();
+    movement_all::<i64>();
+    movement_all::<u8>();
+}
+
+#[test]
+fn barrier_orders_ranks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for p in RANKS {
+        let arrived = AtomicUsize::new(0);
+        LocalWorld::run(p, |t| {
+            let c = comm(t);
+            for round in 1..=3 {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                c.barrier().unwrap();
+                // Nobody leaves a barrier before everyone has entered it.
+                assert!(arrived.load(Ordering::SeqCst) >= round * p);
+                c.barrier().unwrap();
+            }
+        });
+    }
+}
+
+#[test]
+fn wrong_lengths_and_roots_are_errors() {
+    LocalWorld::run(2, |t| {
+        let c = comm(t);
+        let mut out = vec![0f32; 3];
+        let e = c.allgather(&[1.0f32, 2.0], &mut out).unwrap_err();
+        assert!(e.to_string().contains("expected 4"), "{e}");
+        let e = c.broadcast(&mut out, 5).unwrap_err();
+        assert!(e.to_string().contains("root 5 is out of range"), "{e}");
+        let e = c.allgatherv(&[1.0f32], &mut out, &[1, 1, 1]).unwrap_err();
+        assert!(e.to_string().contains("3 entries for 2 ranks"), "{e}");
+    });
+}
+
+#[test]
+fn algorithm_names_parse_and_unknown_ones_are_listed() {
+    assert_eq!("ring".parse::<AllreduceAlgo>().unwrap(), AllreduceAlgo::Ring);
+    assert_eq!("Recursive-Doubling".parse::<AllgatherAlgo>().unwrap(), AllgatherAlgo::RecursiveDoubling);
+    let e = "tree".parse::<AllreduceAlgo>().unwrap_err();
+    assert!(e.contains("rabenseifner"), "{e}");
+    let env = |k: &str| match k {
+        "MPINFER_ALLREDUCE" => Some("ring".to_string()),
+        "MPINFER_SEGMENT_BYTES" => Some("64K".to_string()),
+        "MPINFER_CHECK" => Some("1".to_string()),
+        _ => None,
+    };
+    let c = Config::from_lookup(env).unwrap();
+    assert_eq!(c.allreduce, AllreduceAlgo::Ring);
+    assert_eq!(c.tuning.segment_bytes, 64 << 10);
+    assert!(c.check);
+    let e = Config::from_lookup(|k| (k == "MPINFER_REDUCE").then(|| "nope".into())).unwrap_err();
+    assert!(e.starts_with("MPINFER_REDUCE:"), "{e}");
+}
+
+#[test]
+fn small_segments_still_pipeline_correctly() {
+    // Many segments per block, including blocks shorter than the segment count.
+    for p in [2, 3, 5] {
+        for n in [7usize, 1000, 4099] {
+            let data = inputs::<f32>(p, n, ReduceOp::Sum, 23);
+            let results = LocalWorld::run(p, |t| {
+                let mut cfg = Config::default();
+                cfg.tuning.segment_bytes = 64;
+                let c = Communicator::new(t, cfg);
+                let mut a = data[c.rank()].clone();
+                c.allreduce_with(&mut a, ReduceOp::Sum, AllreduceAlgo::Ring).unwrap();
+                a
+            });
+            assert_reduced(&results[0], &data, ReduceOp::Sum, &format!("segmented ring p={p} n={n}"));
+        }
+    }
+}
