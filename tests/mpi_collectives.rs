@@ -1,1 +1,371 @@
-fn main(){}
+//! Multi-rank tests under a real `mpirun`.
+//!
+//! MPI initialises once per process, so this is a plain program
+//! (`harness = false`). Started by `cargo test`, it relaunches itself under
+//! `mpirun -n 1..=4` (rank mode), where every algorithm is compared with
+//! MPI's built-in collective on random sizes, and it runs the fault cases:
+//! a panic or an error on one rank, and ranks that disagree in check mode,
+//! must end the whole job with a message naming the rank, never hang.
+
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::datatype::PartitionMut;
+use mpi::raw::AsRaw;
+use mpi::topology::Communicator as _;
+use mpinfer_collectives::*;
+use mpinfer_launcher::job::{self, Job};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RANK_MODE: &str = "MPINFER_TEST_RANK_MODE";
+const JOB_LIMIT: Duration = Duration::from_secs(180);
+
+fn main() {
+    match std::env::var(RANK_MODE).ok().as_deref() {
+        Some("compare") => rank_compare(),
+        Some("panic") => rank_panic(),
+        Some("error") => rank_error(),
+        Some("mismatch") => rank_mismatch(),
+        Some(other) => panic!("unknown rank mode {other}"),
+        None => launcher(),
+    }
+}
+
+// ---------------------------------------------------------------- launcher
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+    timed_out: bool,
+}
+
+fn mpirun(ranks: usize, mode: &str, extra_env: &[(&str, &str)]) -> Outcome {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    let mut cmd = Command::new(mpirun);
+    cmd.arg("-n").arg(ranks.to_string()).arg("--oversubscribe").arg(exe);
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env(RANK_MODE, mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait on mpirun") {
+            break Some(s);
+        }
+        if start.elapsed() > JOB_LIMIT {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Outcome {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+        elapsed: start.elapsed(),
+        timed_out,
+    }
+}
+
+fn launcher() {
+    let mut passed = 0;
+    let mut failed = 0;
+    let mut record = |name: &str, ok: Result<(), String>| match ok {
+        Ok(()) => {
+            println!("test {name} ... ok");
+            passed += 1;
+        }
+        Err(why) => {
+            println!("test {name} ... FAILED\n{why}");
+            failed += 1;
+        }
+    };
+
+    for ranks in 1..=4 {
+        let o = mpirun(ranks, "compare", &[]);
+        let ok = if o.timed_out {
+            Err(format!("hung: killed after {:?}\n{}{}", o.elapsed, o.stdout, o.stderr))
+        } else if o.code != Some(0) {
+            Err(format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.code, o.stdout, o.stderr))
+        } else if !o.stdout.contains("comparisons agree with MPI") {
+            Err(format!("no summary line\n{}", o.stdout))
+        } else {
+            print!("{}", o.stdout);
+            Ok(())
+        };
+        record(&format!("every_algorithm_matches_mpi_builtin_on_{ranks}_ranks"), ok);
+    }
+
+    for ranks in [2, 3] {
+        let o = mpirun(ranks, "panic", &[]);
+        record(
+            &format!("a_panic_on_one_rank_ends_all_{ranks}_ranks"),
+            expect_abort(&o, &["error: rank 1: internal error: injected fault"]),
+        );
+        let o = mpirun(ranks, "error", &[]);
+        record(
+            &format!("an_error_on_one_rank_ends_all_{ranks}_ranks"),
+            expect_abort(&o, &["error: rank 1: injected failure: the input shard is unreadable"]),
+        );
+        let o = mpirun(ranks, "mismatch", &[("MPINFER_CHECK", "1")]);
+        record(
+            &format!("check_mode_turns_a_mismatch_into_an_error_on_{ranks}_ranks"),
+            expect_abort(&o, &["collective mismatch", "count 10", "count 11"]),
+        );
+    }
+
+    println!("\n{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}
+
+/// The job must end on its own, non-zero, soon, saying `needles` on stderr.
+fn expect_abort(o: &Outcome, needles: &[&str]) -> Result<(), String> {
+    let show = || format!("exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}", o.code, o.elapsed, o.stdout, o.stderr);
+    if o.timed_out {
+        return Err(format!("hung instead of aborting: {}", show()));
+    }
+    if o.code == Some(0) {
+        return Err(format!("exited 0 despite the fault: {}", show()));
+    }
+    if o.elapsed > Duration::from_secs(30) {
+        return Err(format!("took too long to abort: {}", show()));
+    }
+    for n in needles {
+        if !o.stderr.contains(n) {
+            return Err(format!("stderr lacks `{n}`: {}", show()));
+        }
+    }
+    if o.stderr.contains("panicked at") || o.stderr.contains("RUST_BACKTRACE") {
+        return Err(format!("a raw Rust panic message reached the user: {}", show()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- rank modes
+
+fn rank_panic() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    if job.rank() == 1 {
+        std::thread::sleep(Duration::from_millis(200));
+        panic!("injected fault");
+    }
+    // Everyone else waits for rank 1, which never sends: only the abort ends this.
+    let mut v = vec![0f32; 16];
+    comm.broadcast(&mut v, 1).unwrap();
+    unreachable!("the broadcast from a panicked rank returned");
+}
+
+fn rank_error() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    if job.rank() == 1 {
+        let e = anyhow::anyhow!("the input shard is unreadable").context("injected failure");
+        job::fail(&e);
+    }
+    let mut v = vec![0f32; 16];
+    comm.broadcast(&mut v, 1).unwrap();
+    unreachable!("the broadcast from a failed rank returned");
+}
+
+fn rank_mismatch() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    assert!(comm.config().check, "MPINFER_CHECK=1 should turn checking on");
+    let n = if job.rank() == 0 { 10 } else { 11 };
+    let mut v = vec![1.0f32; n];
+    if let Err(e) = comm.allreduce(&mut v, ReduceOp::Sum) {
+        job::fail(&anyhow::Error::new(e));
+    }
+    // Ranks not next to the disagreement wait in the collective until the abort.
+    std::thread::sleep(Duration::from_secs(60));
+    unreachable!("a mismatched allreduce went unnoticed");
+}
+
+struct Tally {
+    rank: usize,
+    checks: u64,
+    failures: u64,
+}
+
+impl Tally {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        self.checks += 1;
+        if !ok {
+            self.failures += 1;
+            eprintln!("rank {}: MISMATCH {}", self.rank, what());
+        }
+    }
+}
+
+fn ints(n: usize, rng: &mut StdRng) -> Vec<i32> {
+    (0..n).map(|_| rng.gen_range(-1000..1000)).collect()
+}
+
+fn floats(n: usize, rng: &mut StdRng) -> Vec<f64> {
+    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+fn rank_compare() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    let world = job.world();
+    let p = job.size();
+    let rank = job.rank();
+    let mut t = Tally { rank, checks: 0, failures: 0 };
+    // Sizes agree across ranks; data differs per rank.
+    let mut shared = StdRng::seed_from_u64(2024);
+    let mut mine = StdRng::seed_from_u64(99 + rank as u64);
+    let mut sizes = vec![0usize, 1, p, 1000];
+    sizes.extend((0..4).map(|_| shared.gen_range(2..300_000)));
+
+    for &n in &sizes {
+        let root = shared.gen_range(0..p);
+        let xi = ints(n, &mut mine);
+        let xf = floats(n, &mut mine);
+        for (op, mpi_op) in [
+            (ReduceOp::Sum, SystemOperation::sum()),
+            (ReduceOp::Max, SystemOperation::max()),
+            (ReduceOp::Min, SystemOperation::min()),
+            (ReduceOp::Prod, SystemOperation::product()),
+        ] {
+            let mut want = vec![0i32; n];
+            world.all_reduce_into(&xi[..], &mut want[..], mpi_op);
+            for &algo in AllreduceAlgo::CONCRETE {
+                let mut got = vec![0i32; n];
+                comm.allreduce_into_with(&xi, &mut got, op, algo).unwrap();
+                t.check(got == want, || format!("allreduce {algo} {op} i32 n={n}"));
+            }
+            let mut want_root = vec![0i32; if rank == root { n } else { 0 }];
+            if rank == root {
+                world.process_at_rank(root as i32).reduce_into_root(&xi[..], &mut want_root[..], mpi_op);
+            } else {
+                world.process_at_rank(root as i32).reduce_into(&xi[..], mpi_op);
+            }
+            for &algo in ReduceAlgo::CONCRETE {
+                let mut got = vec![0i32; if rank == root { n } else { 0 }];
+                comm.reduce_into_with(&xi, &mut got, op, root, algo).unwrap();
+                t.check(got == want_root, || format!("reduce {algo} {op} i32 n={n} root={root}"));
+            }
+        }
+        // Floats: every algorithm within rounding of MPI's sum, and exactly equal on every rank.
+        let mut want = vec![0f64; n];
+        world.all_reduce_into(&xf[..], &mut want[..], SystemOperation::sum());
+        for &algo in AllreduceAlgo::CONCRETE {
+            let mut got = vec![0f64; n];
+            comm.allreduce_into_with(&xf, &mut got, ReduceOp::Sum, algo).unwrap();
+            let close = got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-12 * p as f64);
+            t.check(close, || format!("allreduce {algo} sum f64 n={n}"));
+            let mut first = got.clone();
+            comm.broadcast(&mut first, 0).unwrap();
+            t.check(first == got, || format!("allreduce {algo} f64 n={n}: ranks disagree bitwise"));
+        }
+        // Reduce-scatter of equal blocks against MPI_Reduce_scatter_block.
+        let block = n / p;
+        let mut want_rs = vec![0i32; block];
+        // SAFETY: buffers hold p*block and block ints; every rank calls.
+        unsafe {
+            mpi::ffi::MPI_Reduce_scatter_block(
+                xi.as_ptr() as *const _,
+                want_rs.as_mut_ptr() as *mut _,
+                block as i32,
+                mpi::ffi::RSMPI_INT32_T,
+                mpi::ffi::RSMPI_SUM,
+                world.as_raw(),
+            );
+        }
+        let mut got_rs = vec![0i32; block];
+        comm.reduce_scatter(&xi[..block * p], &mut got_rs, ReduceOp::Sum).unwrap();
+        t.check(got_rs == want_rs, || format!("reduce_scatter i32 block={block}"));
+        // Broadcast.
+        for &algo in BroadcastAlgo::CONCRETE {
+            let mut got = xi.clone();
+            comm.broadcast_with(&mut got, root, algo).unwrap();
+            let mut want = xi.clone();
+            world.process_at_rank(root as i32).broadcast_into(&mut want[..]);
+            t.check(got == want, || format!("broadcast {algo} n={n} root={root}"));
+        }
+        // Allgather, even and uneven.
+        let per = n / p.max(1);
+        let send = &xi[..per];
+        let mut want = vec![0i32; per * p];
+        world.all_gather_into(send, &mut want[..]);
+        let counts: Vec<usize> = (0..p).map(|r| (per + r * 3) % (per + 1)).collect();
+        let displs: Vec<i32> = counts.iter().scan(0, |a, c| { let d = *a; *a += *c as i32; Some(d) }).collect();
+        let counts_i32: Vec<i32> = counts.iter().map(|c| *c as i32).collect();
+        let total: usize = counts.iter().sum();
+        let mut want_v = vec![0i32; total];
+        {
+            let mut part = PartitionMut::new(&mut want_v[..], counts_i32, &displs[..]);
+            world.all_gather_varcount_into(&xi[..counts[rank]], &mut part);
+        }
+        for &algo in AllgatherAlgo::CONCRETE {
+            let mut got = vec![0i32; per * p];
+            comm.allgather_with(send, &mut got, algo).unwrap();
+            t.check(got == want, || format!("allgather {algo} per-rank={per}"));
+            let mut got_v = vec![0i32; total];
+            comm.allgatherv_with(&xi[..counts[rank]], &mut got_v, &counts, algo).unwrap();
+            t.check(got_v == want_v, || format!("allgatherv {algo} counts={counts:?}"));
+        }
+        // Gather and scatter.
+        let mut want_g = vec![0i32; if rank == root { per * p } else { 0 }];
+        let rp = world.process_at_rank(root as i32);
+        if rank == root {
+            rp.gather_into_root(send, &mut want_g[..]);
+        } else {
+            rp.gather_into(send);
+        }
+        let mut got_g = vec![0i32; if rank == root { per * p } else { 0 }];
+        comm.gather(send, &mut got_g, root).unwrap();
+        t.check(got_g == want_g, || format!("gather per-rank={per} root={root}"));
+        let mut want_s = vec![0i32; per];
+        if rank == root {
+            rp.scatter_into_root(&want[..], &mut want_s[..]);
+        } else {
+            rp.scatter_into(&mut want_s[..]);
+        }
+        let mut got_s = vec![0i32; per];
+        comm.scatter(if rank == root { &want[..] } else { &[] }, &mut got_s, root).unwrap();
+        t.check(got_s == want_s, || format!("scatter per-rank={per} root={root}"));
+    }
+    comm.barrier().unwrap();
+
+    let mut totals = [0u64; 2];
+    world.all_reduce_into(&[t.checks, t.failures][..], &mut totals[..], SystemOperation::sum());
+    if rank == 0 {
+        if totals[1] == 0 {
+            println!("  {p} ranks: all {} comparisons agree with MPI", totals[0]);
+        } else {
+            println!("  {p} ranks: {} of {} comparisons differ from MPI", totals[1], totals[0]);
+        }
+    }
+    drop(comm);
+    drop(job);
+    std::process::exit(i32::from(totals[1] > 0));
+}

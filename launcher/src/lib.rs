@@ -1,0 +1,42 @@
+//! The `mpinfer` command line.
+
+pub mod bench;
+pub mod job;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mpinfer", version, about = "Neural-network inference across the ranks of an MPI job")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure mpinfer against MPI's own implementation (run under mpirun).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time our collectives against MPI's built-in ones, size by size.
+    Collectives(bench::collectives::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let job = match job::Job::start() {
+        Ok(j) => j,
+        Err(e) => job::fail(&e),
+    };
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Collectives(args)) => bench::collectives::run(&job, &args),
+    };
+    if let Err(e) = result {
+        job::fail(&e);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,551 @@
+//! `mpinfer bench collectives`: our algorithms against MPI's built-in
+//! collectives in the same run, with nccl-tests' bandwidth figures.
+
+use super::timing::{interleaved, Plan};
+use anyhow::{bail, Context, Result};
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::ffi;
+use mpi::raw::AsRaw;
+use mpinfer_collectives::*;
+use std::fmt::Write as _;
+use std::os::raw::{c_int, c_void};
+
+use crate::job::Job;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Collective to measure: allreduce, allgather, reduce, broadcast, reduce_scatter or all.
+    #[arg(long, default_value = "allreduce")]
+    op: String,
+    /// Comma-separated algorithms: auto, an algorithm of the op (ring, rabenseifner,
+    /// recursive_doubling, bruck, binomial, reduce_scatter_gather, scatter_allgather),
+    /// mpi for a row of MPI's own, or all. MPI's time is always measured for the ratio.
+    #[arg(long, default_value = "auto", value_delimiter = ',')]
+    algo: Vec<String>,
+    /// Smallest message (bytes of the whole vector; K, M, G suffixes).
+    #[arg(short = 'b', long = "min-bytes", default_value = "8")]
+    min_bytes: String,
+    /// Largest message.
+    #[arg(short = 'e', long = "max-bytes", default_value = "64M")]
+    max_bytes: String,
+    /// Multiply the size by this from one row to the next.
+    #[arg(short = 'f', long = "step-factor", default_value_t = 4)]
+    step_factor: usize,
+    /// Element type: f32, f64, f16, bf16, i32, i64, u8 (MPI has no f16/bf16: no baseline then).
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    /// Verify every algorithm's result once per size and report wrong elements.
+    #[arg(long)]
+    check: bool,
+    /// Output: table, csv or json (one object per line).
+    #[arg(long, default_value = "table")]
+    format: Format,
+    /// Timed batches per algorithm and size; the median is reported.
+    #[arg(long, default_value_t = 11)]
+    batches: usize,
+    /// Target length of one timed batch, in milliseconds.
+    #[arg(long, default_value_t = 2.0)]
+    batch_ms: f64,
+    /// Root rank of reduce and broadcast.
+    #[arg(long, default_value_t = 0)]
+    root: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            _ => Err(format!("unknown format `{s}` (expected table, csv or json)")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Allreduce,
+    Allgather,
+    Reduce,
+    Broadcast,
+    ReduceScatter,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Allreduce, Op::Allgather, Op::Reduce, Op::Broadcast, Op::ReduceScatter];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Allreduce => "allreduce",
+            Op::Allgather => "allgather",
+            Op::Reduce => "reduce",
+            Op::Broadcast => "broadcast",
+            Op::ReduceScatter => "reduce_scatter",
+        }
+    }
+
+    /// nccl-tests' bus bandwidth factor: what each rank must move per byte.
+    fn bus_factor(self, p: usize) -> f64 {
+        let p = p as f64;
+        match self {
+            Op::Allreduce => 2.0 * (p - 1.0) / p,
+            Op::Allgather | Op::ReduceScatter => (p - 1.0) / p,
+            Op::Reduce | Op::Broadcast => 1.0,
+        }
+    }
+
+    /// Our algorithms for this op, with `auto` first.
+    fn algorithms(self) -> Vec<Algo> {
+        match self {
+            Op::Allreduce => std::iter::once(AllreduceAlgo::Auto)
+                .chain(AllreduceAlgo::CONCRETE.iter().copied())
+                .map(Algo::Allreduce)
+                .collect(),
+            Op::Allgather => std::iter::once(AllgatherAlgo::Auto)
+                .chain(AllgatherAlgo::CONCRETE.iter().copied())
+                .map(Algo::Allgather)
+                .collect(),
+            Op::Reduce => std::iter::once(ReduceAlgo::Auto)
+                .chain(ReduceAlgo::CONCRETE.iter().copied())
+                .map(Algo::Reduce)
+                .collect(),
+            Op::Broadcast => std::iter::once(BroadcastAlgo::Auto)
+                .chain(BroadcastAlgo::CONCRETE.iter().copied())
+                .map(Algo::Broadcast)
+                .collect(),
+            Op::ReduceScatter => vec![Algo::ReduceScatter],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Algo {
+    Allreduce(AllreduceAlgo),
+    Allgather(AllgatherAlgo),
+    Reduce(ReduceAlgo),
+    Broadcast(BroadcastAlgo),
+    ReduceScatter,
+    Mpi,
+}
+
+impl Algo {
+    fn name(self) -> &'static str {
+        match self {
+            Algo::Allreduce(a) => a.name(),
+            Algo::Allgather(a) => a.name(),
+            Algo::Reduce(a) => a.name(),
+            Algo::Broadcast(a) => a.name(),
+            Algo::ReduceScatter => "ring",
+            Algo::Mpi => "mpi",
+        }
+    }
+
+    fn is_auto(self) -> bool {
+        self.name() == "auto"
+    }
+}
+
+/// The candidates of one op that `--algo` names; errors name the valid ones.
+fn select(op: Op, wanted: &[String], strict: bool) -> Result<Vec<Algo>> {
+    let all = op.algorithms();
+    let mut out = Vec::new();
+    for w in wanted {
+        let w = w.trim().to_ascii_lowercase().replace('-', "_");
+        if w == "all" {
+            out.extend(all.iter().copied());
+            out.push(Algo::Mpi);
+        } else if w == "mpi" {
+            out.push(Algo::Mpi);
+        } else if let Some(a) = all.iter().find(|a| a.name() == w) {
+            out.push(*a);
+        } else if w == "ring" && op == Op::ReduceScatter {
+            out.push(Algo::ReduceScatter);
+        } else if strict {
+            let names: Vec<&str> = all.iter().map(|a| a.name()).collect();
+            bail!("`{w}` is not a {} algorithm (expected {}, mpi or all)", op.name(), names.join(", "));
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+struct Row {
+    op: Op,
+    algo: String,
+    bytes: usize,
+    count: usize,
+    time: f64,
+    mpi_time: Option<f64>,
+    wrong: Option<u64>,
+}
+
+pub fn run(job: &Job, args: &Args) -> Result<()> {
+    let ops: Vec<Op> = match args.op.as_str() {
+        "all" => Op::ALL.to_vec(),
+        name => vec![*Op::ALL
+            .iter()
+            .find(|o| o.name() == name)
+            .with_context(|| format!("unknown collective `{name}` (expected allreduce, allgather, reduce, broadcast, reduce_scatter or all)"))?],
+    };
+    let min = parse_bytes(&args.min_bytes).with_context(|| format!("-b {}: not a byte size", args.min_bytes))?;
+    let max = parse_bytes(&args.max_bytes).with_context(|| format!("-e {}: not a byte size", args.max_bytes))?;
+    if args.step_factor < 2 {
+        bail!("-f must be at least 2");
+    }
+    if min == 0 || min > max {
+        bail!("-b must be positive and not above -e");
+    }
+    if args.root >= job.size() {
+        bail!("--root {} is out of range for {} ranks", args.root, job.size());
+    }
+    if args.batches == 0 {
+        bail!("--batches must be positive");
+    }
+    let mut per_op = Vec::new();
+    for &op in &ops {
+        let algos = select(op, &args.algo, ops.len() == 1)?;
+        if !algos.is_empty() {
+            per_op.push((op, algos));
+        }
+    }
+    if per_op.is_empty() {
+        bail!("no algorithm named by --algo {} applies to --op {}", args.algo.join(","), args.op);
+    }
+    match args.dtype {
+        DType::F32 => bench::<f32>(job, args, &per_op, min, max),
+        DType::F64 => bench::<f64>(job, args, &per_op, min, max),
+        DType::F16 => bench::<f16>(job, args, &per_op, min, max),
+        DType::BF16 => bench::<bf16>(job, args, &per_op, min, max),
+        DType::I32 => bench::<i32>(job, args, &per_op, min, max),
+        DType::I64 => bench::<i64>(job, args, &per_op, min, max),
+        DType::U8 => bench::<u8>(job, args, &per_op, min, max),
+    }
+}
+
+fn mpi_datatype(d: DType) -> Option<ffi::MPI_Datatype> {
+    // SAFETY: reading the library's datatype handles.
+    unsafe {
+        match d {
+            DType::F32 => Some(ffi::RSMPI_FLOAT),
+            DType::F64 => Some(ffi::RSMPI_DOUBLE),
+            DType::I32 => Some(ffi::RSMPI_INT32_T),
+            DType::I64 => Some(ffi::RSMPI_INT64_T),
+            DType::U8 => Some(ffi::RSMPI_UINT8_T),
+            DType::F16 | DType::BF16 => None,
+        }
+    }
+}
+
+/// Buffers of one op at one size, reused by every candidate.
+struct Buffers<E> {
+    send: Vec<E>,
+    recv: Vec<E>,
+    /// Elements each rank contributes (allgather, reduce_scatter) or the vector length.
+    count: usize,
+}
+
+fn bench<E: Element>(job: &Job, args: &Args, per_op: &[(Op, Vec<Algo>)], min: usize, max: usize) -> Result<()> {
+    let comm = job.communicator()?;
+    let p = job.size();
+    let rank = job.rank();
+    let esize = std::mem::size_of::<E>();
+    let mpi_type = mpi_datatype(E::DTYPE);
+    let plan = Plan { batches: args.batches, batch_seconds: args.batch_ms / 1e3 };
+    if rank == 0 && args.format == Format::Table {
+        let lib = mpi::environment::library_version().unwrap_or_default();
+        let lib = lib.lines().next().unwrap_or("").trim().to_string();
+        println!("# mpinfer bench collectives: {} ranks, {}, MPI: {}", p, E::DTYPE, lib);
+        println!("# time: median over {} interleaved batches of the slowest rank; ratio = our busbw / MPI busbw", args.batches);
+        if mpi_type.is_none() {
+            println!("# MPI has no {} type: no MPI baseline", E::DTYPE);
+        }
+    }
+    if rank == 0 && args.format == Format::Csv {
+        println!("op,algo,dtype,ranks,bytes,count,time_us,algbw_gbs,busbw_gbs,mpi_time_us,mpi_busbw_gbs,ratio,wrong");
+    }
+    for (op, algos) in per_op {
+        let op = *op;
+        if rank == 0 && args.format == Format::Table {
+            println!();
+            println!("# {}", op.name());
+            println!(
+                "{:>12} {:>11} {:<28} {:>11} {:>10} {:>10} {:>11} {:>10} {:>7} {:>6}",
+                "bytes", "count", "algo", "time_us", "algbw_GB/s", "busbw_GB/s", "mpi_time_us", "mpi_busbw", "ratio", "wrong"
+            );
+        }
+        let mut size = min;
+        while size <= max {
+            if let Some(rows) = bench_size::<E>(job, &comm, args, op, algos, size, mpi_type, &plan)? {
+                if rank == 0 {
+                    for row in &rows {
+                        print_row(args.format, p, E::DTYPE, row);
+                    }
+                }
+            }
+            size = match size.checked_mul(args.step_factor) {
+                Some(s) => s,
+                None => break,
+            };
+        }
+    }
+    let _ = esize;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_size<E: Element>(
+    job: &Job,
+    comm: &Communicator<MpiTransport>,
+    args: &Args,
+    op: Op,
+    algos: &[Algo],
+    size: usize,
+    mpi_type: Option<ffi::MPI_Datatype>,
+    plan: &Plan,
+) -> Result<Option<Vec<Row>>> {
+    let p = job.size();
+    let rank = job.rank();
+    let root = args.root;
+    let esize = std::mem::size_of::<E>();
+    let per_rank = matches!(op, Op::Allgather | Op::ReduceScatter);
+    let count = if per_rank { size / (esize * p) } else { size / esize };
+    if count == 0 {
+        return Ok(None);
+    }
+    let n = if per_rank { count * p } else { count };
+    let mut b = match op {
+        Op::Allreduce => Buffers { send: vec![E::zeroed(); n], recv: vec![E::zeroed(); n], count },
+        Op::Allgather => Buffers { send: vec![E::zeroed(); count], recv: vec![E::zeroed(); n], count },
+        Op::Reduce => Buffers {
+            send: vec![E::zeroed(); n],
+            recv: vec![E::zeroed(); if rank == root { n } else { 0 }],
+            count,
+        },
+        Op::Broadcast => Buffers { send: Vec::new(), recv: vec![E::zeroed(); n], count },
+        Op::ReduceScatter => Buffers { send: vec![E::zeroed(); n], recv: vec![E::zeroed(); count], count },
+    };
+    // Touch every page with real values: never-written buffers map the
+    // kernel's shared zero page, which makes copies from them misleadingly
+    // slow (single-copy transfers) or fast (reductions).
+    fill(&mut b, rank);
+    // MPI's time is always taken, for the ratio, when MPI has the type.
+    let mut cands: Vec<Algo> = algos.iter().copied().filter(|a| *a != Algo::Mpi).collect();
+    let show_mpi = algos.contains(&Algo::Mpi);
+    if mpi_type.is_some() {
+        cands.push(Algo::Mpi);
+    }
+    let mut failure: Option<anyhow::Error> = None;
+    let times = interleaved(job.world(), plan, cands.len(), |i| {
+        if failure.is_none() {
+            if let Err(e) = run_once(job, comm, op, cands[i], &mut b, root, mpi_type) {
+                failure = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mpi_time = mpi_type.map(|_| times[cands.len() - 1]);
+    let mut rows = Vec::new();
+    for (i, a) in cands.iter().enumerate() {
+        if *a == Algo::Mpi && !show_mpi {
+            continue;
+        }
+        let wrong = if args.check { Some(check_once(job, comm, op, *a, &mut b, root, mpi_type)?) } else { None };
+        let mut name = a.name().to_string();
+        if a.is_auto() {
+            let t = &comm.config().tuning;
+            let bytes = n * esize;
+            let picked = match op {
+                Op::Allreduce => t.allreduce(bytes, p).name(),
+                Op::Allgather => t.allgather(bytes, p).name(),
+                Op::Reduce => t.reduce(bytes, p).name(),
+                Op::Broadcast => t.broadcast(bytes, p).name(),
+                Op::ReduceScatter => "ring",
+            };
+            name = format!("auto({picked})");
+        }
+        rows.push(Row { op, algo: name, bytes: n * esize, count: b.count, time: times[i], mpi_time, wrong });
+    }
+    Ok(Some(rows))
+}
+
+fn run_once<E: Element>(
+    job: &Job,
+    comm: &Communicator<MpiTransport>,
+    op: Op,
+    algo: Algo,
+    b: &mut Buffers<E>,
+    root: usize,
+    mpi_type: Option<ffi::MPI_Datatype>,
+) -> Result<()> {
+    let sum = ReduceOp::Sum;
+    match (op, algo) {
+        (Op::Allreduce, Algo::Allreduce(a)) => comm.allreduce_into_with(&b.send, &mut b.recv, sum, a)?,
+        (Op::Allgather, Algo::Allgather(a)) => comm.allgather_with(&b.send, &mut b.recv, a)?,
+        (Op::Reduce, Algo::Reduce(a)) => comm.reduce_into_with(&b.send, &mut b.recv, sum, root, a)?,
+        (Op::Broadcast, Algo::Broadcast(a)) => comm.broadcast_with(&mut b.recv, root, a)?,
+        (Op::ReduceScatter, Algo::ReduceScatter) => comm.reduce_scatter(&b.send, &mut b.recv, sum)?,
+        (_, Algo::Mpi) => mpi_builtin(job, op, b, root, mpi_type.expect("MPI baseline needs an MPI type")),
+        (op, a) => unreachable!("{a:?} is not an algorithm of {op:?}"),
+    }
+    Ok(())
+}
+
+/// MPI's own collective, out of place like ours.
+fn mpi_builtin<E: Element>(job: &Job, op: Op, b: &mut Buffers<E>, root: usize, dt: ffi::MPI_Datatype) {
+    let comm = job.world().as_raw();
+    let send = b.send.as_ptr() as *const c_void;
+    let recv = b.recv.as_mut_ptr() as *mut c_void;
+    let count = b.count as c_int;
+    // SAFETY: the buffers have the lengths each call reads and writes, and
+    // every rank makes the same call.
+    unsafe {
+        let sum = ffi::RSMPI_SUM;
+        match op {
+            Op::Allreduce => ffi::MPI_Allreduce(send, recv, count, dt, sum, comm),
+            Op::Allgather => ffi::MPI_Allgather(send, count, dt, recv, count, dt, comm),
+            Op::Reduce => ffi::MPI_Reduce(send, recv, count, dt, sum, root as c_int, comm),
+            Op::Broadcast => ffi::MPI_Bcast(recv, count, dt, root as c_int, comm),
+            Op::ReduceScatter => ffi::MPI_Reduce_scatter_block(send, recv, count, dt, sum, comm),
+        };
+    }
+}
+
+/// Small integers, exact in every type, so any sum of them is exact too.
+fn pattern(rank: usize, i: usize) -> f64 {
+    ((rank * 7 + i) % 13) as f64
+}
+
+/// Runs `algo` once on patterned data and counts wrong elements over all ranks.
+fn check_once<E: Element>(
+    job: &Job,
+    comm: &Communicator<MpiTransport>,
+    op: Op,
+    algo: Algo,
+    b: &mut Buffers<E>,
+    root: usize,
+    mpi_type: Option<ffi::MPI_Datatype>,
+) -> Result<u64> {
+    let p = job.size();
+    let r = job.rank();
+    let sum_all = |i: usize| (0..p).map(|q| pattern(q, i)).sum::<f64>();
+    let poison = E::from_f64(99.0);
+    for (i, v) in b.send.iter_mut().enumerate() {
+        *v = E::from_f64(pattern(r, i));
+    }
+    b.recv.iter_mut().for_each(|v| *v = poison);
+    if op == Op::Broadcast && r == root {
+        for (i, v) in b.recv.iter_mut().enumerate() {
+            *v = E::from_f64(pattern(root, i));
+        }
+    }
+    run_once(job, comm, op, algo, b, root, mpi_type)?;
+    let c = b.count;
+    let expected = |i: usize| -> Option<f64> {
+        match op {
+            Op::Allreduce => Some(sum_all(i)),
+            Op::Allgather => Some(pattern(i / c, i % c)),
+            Op::Reduce => (r == root).then(|| sum_all(i)),
+            Op::Broadcast => Some(pattern(root, i)),
+            Op::ReduceScatter => Some(sum_all(r * c + i)),
+        }
+    };
+    let wrong = b
+        .recv
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| expected(*i).is_some_and(|e| v.to_f64() != e))
+        .count() as u64;
+    let mut total = 0u64;
+    job.world().all_reduce_into(&wrong, &mut total, SystemOperation::sum());
+    fill(b, r);
+    Ok(total)
+}
+
+/// Out-of-place collectives never feed their output back into their input,
+/// so these values stay bounded however often a benchmark repeats the call.
+fn fill<E: Element>(b: &mut Buffers<E>, rank: usize) {
+    for (i, v) in b.send.iter_mut().enumerate() {
+        *v = E::from_f64(pattern(rank, i));
+    }
+    for (i, v) in b.recv.iter_mut().enumerate() {
+        *v = E::from_f64(pattern(rank, i));
+    }
+}
+
+fn print_row(format: Format, p: usize, dtype: DType, row: &Row) {
+    let algbw = row.bytes as f64 / row.time / 1e9;
+    let busbw = algbw * row.op.bus_factor(p);
+    let mpi_busbw = row.mpi_time.map(|t| row.bytes as f64 / t / 1e9 * row.op.bus_factor(p));
+    let ratio = row.mpi_time.map(|t| t / row.time);
+    let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    let wrong = row.wrong.map_or("-".to_string(), |w| w.to_string());
+    let mut line = String::new();
+    match format {
+        Format::Table => {
+            let _ = write!(
+                line,
+                "{:>12} {:>11} {:<28} {:>11.2} {:>10.2} {:>10.2} {:>11} {:>10} {:>7} {:>6}",
+                row.bytes,
+                row.count,
+                row.algo,
+                row.time * 1e6,
+                algbw,
+                busbw,
+                opt(row.mpi_time.map(|t| t * 1e6), 2),
+                opt(mpi_busbw, 2),
+                opt(ratio, 2),
+                wrong
+            );
+        }
+        Format::Csv => {
+            let _ = write!(
+                line,
+                "{},{},{},{},{},{},{:.3},{:.4},{:.4},{},{},{},{}",
+                row.op.name(),
+                row.algo,
+                dtype,
+                p,
+                row.bytes,
+                row.count,
+                row.time * 1e6,
+                algbw,
+                busbw,
+                opt(row.mpi_time.map(|t| t * 1e6), 3),
+                opt(mpi_busbw, 4),
+                opt(ratio, 4),
+                wrong
+            );
+        }
+        Format::Json => {
+            let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v}"));
+            let _ = write!(
+                line,
+                "{{\"op\":\"{}\",\"algo\":\"{}\",\"dtype\":\"{}\",\"ranks\":{},\"bytes\":{},\"count\":{},\"time_us\":{},\"algbw_gbs\":{},\"busbw_gbs\":{},\"mpi_time_us\":{},\"mpi_busbw_gbs\":{},\"ratio\":{},\"wrong\":{}}}",
+                row.op.name(),
+                row.algo,
+                dtype,
+                p,
+                row.bytes,
+                row.count,
+                row.time * 1e6,
+                algbw,
+                busbw,
+                num(row.mpi_time.map(|t| t * 1e6)),
+                num(mpi_busbw),
+                num(ratio),
+                row.wrong.map_or("null".to_string(), |w| w.to_string())
+            );
+        }
+    }
+    println!("{line}");
+}

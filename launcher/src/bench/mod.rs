@@ -1,0 +1,4 @@
+//! Multi-rank benchmarks.
+
+pub mod collectives;
+pub mod timing;

@@ -1,0 +1,119 @@
+//! One MPI job as seen from one rank: start-up, rank-prefixed logging, and
+//! the guarantee that a failure on any rank ends every rank.
+
+use anyhow::{anyhow, Result};
+use mpi::environment::Universe;
+use mpi::topology::{Communicator as _, SimpleCommunicator};
+use mpinfer_collectives::{Communicator, Config, MpiTransport};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static RANK: AtomicUsize = AtomicUsize::new(usize::MAX);
+static SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// Exit status of a job ended by a panic, as `mpirun` reports it.
+pub const PANIC_EXIT: i32 = 101;
+
+pub struct Job {
+    // Dropped last: finalises MPI.
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    _universe: Universe,
+}
+
+impl Job {
+    /// Initialises MPI, then installs the panic hook and the logger, both of
+    /// which name this rank in everything they print.
+    pub fn start() -> Result<Job> {
+        let universe = mpi::initialize().ok_or_else(|| anyhow!("MPI was already initialised in this process"))?;
+        let world = universe.world();
+        let rank = world.rank() as usize;
+        let size = world.size() as usize;
+        RANK.store(rank, Ordering::SeqCst);
+        SIZE.store(size, Ordering::SeqCst);
+        install_panic_hook();
+        init_logging();
+        Ok(Job { world, rank, size, _universe: universe })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn world(&self) -> &SimpleCommunicator {
+        &self.world
+    }
+
+    /// Our collectives over MPI point-to-point, on a private duplicate of the
+    /// world communicator; settings from `MPINFER_*` variables.
+    pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
+        let config = Config::from_env().map_err(|e| anyhow!(e))?;
+        Ok(Communicator::new(MpiTransport::new(&self.world), config))
+    }
+}
+
+fn rank_label() -> String {
+    match RANK.load(Ordering::SeqCst) {
+        usize::MAX => "rank ?".to_string(),
+        r => format!("rank {r}"),
+    }
+}
+
+fn mpi_running() -> bool {
+    let (mut initialized, mut finalized) = (0, 0);
+    // SAFETY: both queries may be called at any time, even before MPI_Init.
+    unsafe {
+        mpi::ffi::MPI_Initialized(&mut initialized);
+        mpi::ffi::MPI_Finalized(&mut finalized);
+    }
+    initialized != 0 && finalized == 0
+}
+
+/// Ends the whole job: other ranks may be blocked waiting for this one, and
+/// only MPI_Abort reaches them. A job of one rank just exits.
+pub fn abort_job(code: i32) -> ! {
+    let _ = std::io::stderr().flush();
+    let _ = std::io::stdout().flush();
+    if mpi_running() && SIZE.load(Ordering::SeqCst) > 1 {
+        // SAFETY: MPI is initialised and not finalised.
+        unsafe {
+            mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
+        }
+    }
+    std::process::exit(code)
+}
+
+/// Prints `error: rank R: cause` (with its chain of causes) and ends the job.
+pub fn fail(err: &anyhow::Error) -> ! {
+    eprintln!("error: {}: {err:#}", rank_label());
+    abort_job(1)
+}
+
+/// A panic on one rank would leave the others blocked forever in their next
+/// receive: report it as an error naming the rank, then abort every rank.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: {}: internal error: {msg}{at}", rank_label());
+        abort_job(PANIC_EXIT);
+    }));
+}
+
+fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            writeln!(buf, "[{}] {}: {}", rank_label(), record.level().as_str().to_lowercase(), record.args())
+        })
+        .try_init();
+}
