@@ -399,18 +399,23 @@ impl<T: Transport> Communicator<T> {
         let blocks = self.check_counts(counts)?;
         self.check_len("allgather send buffer", send.len(), counts[self.rank()])?;
         self.check_len("allgather receive buffer", recv.len(), blocks.total())?;
-        recv[blocks.range(self.rank())].copy_from_slice(send);
-        self.allgatherv_blocks(recv, &blocks, algo)
+        self.allgatherv_blocks(Some(send), recv, &blocks, algo)
     }
 
     /// In place: this rank's block of `buf` is already where it belongs.
     pub fn allgatherv_in_place<E: Element>(&self, buf: &mut [E], counts: &[usize]) -> Result<()> {
         let blocks = self.check_counts(counts)?;
         self.check_len("allgather buffer", buf.len(), blocks.total())?;
-        self.allgatherv_blocks(buf, &blocks, self.config.allgather)
+        self.allgatherv_blocks(None, buf, &blocks, self.config.allgather)
     }
 
-    fn allgatherv_blocks<E: Element>(&self, buf: &mut [E], blocks: &Blocks, algo: AllgatherAlgo) -> Result<()> {
+    fn allgatherv_blocks<E: Element>(
+        &self,
+        own: Option<&[E]>,
+        buf: &mut [E],
+        blocks: &Blocks,
+        algo: AllgatherAlgo,
+    ) -> Result<()> {
         let p = self.size();
         let algo = match algo {
             AllgatherAlgo::Auto => self.config.tuning.allgather(std::mem::size_of_val(buf), p),
@@ -420,12 +425,23 @@ impl<T: Transport> Communicator<T> {
         sig.layout = layout_hash(&(0..p).map(|i| blocks.count(i)).collect::<Vec<_>>());
         self.begin(sig)?;
         let ctx = self.ctx(Collective::Allgather);
+        // Ring sends this rank's block straight from `own`; the others start
+        // from a buffer with it in place.
+        let in_place = |buf: &mut [E]| {
+            if let Some(a) = own {
+                buf[blocks.range(self.rank())].copy_from_slice(a);
+            }
+        };
         match algo {
+            AllgatherAlgo::Ring => allgather_ring::allgather(ctx, own, buf, blocks)?,
+            AllgatherAlgo::Bruck => {
+                in_place(buf);
+                allgather_bruck::allgather(ctx, buf, blocks, &mut self.scratch.borrow_mut())?
+            }
             AllgatherAlgo::RecursiveDoubling | AllgatherAlgo::Auto => {
+                in_place(buf);
                 allgather_recursive_doubling::allgather(ctx, buf, blocks)?
             }
-            AllgatherAlgo::Bruck => allgather_bruck::allgather(ctx, buf, blocks, &mut self.scratch.borrow_mut())?,
-            AllgatherAlgo::Ring => allgather_ring::allgather(ctx, buf, blocks)?,
         }
         Ok(())
     }

@@ -3,8 +3,11 @@
 
 use mpinfer_collectives::*;
 
+/// Unsegmented, so that one algorithmic step is one round on the wire.
 fn counted(t: LocalTransport) -> Communicator<Counting<LocalTransport>> {
-    Communicator::new(Counting::new(t), Config::default())
+    let mut config = Config::default();
+    config.tuning.segment_bytes = 1 << 40;
+    Communicator::new(Counting::new(t), config)
 }
 
 /// Bytes each rank sends for one allreduce of `n` f32 with `algo`, and its rounds.
@@ -54,6 +57,25 @@ fn rabenseifner_sends_the_bandwidth_lower_bound_in_2_log_p_rounds() {
             let core = 2.0 * (pof2 as f64 - 1.0) / pof2 as f64 * (4 * n) as f64;
             assert!(sent as f64 <= core + (4 * n) as f64 + 64.0, "p={p} rank {rank}: sent {sent}");
         }
+    }
+}
+
+#[test]
+fn segmenting_adds_rounds_but_not_bytes() {
+    let n = 1 << 18;
+    let whole = allreduce_traffic(4, n, AllreduceAlgo::RecursiveDoubling);
+    let segmented = LocalWorld::run(4, |t| {
+        let mut config = Config::default();
+        config.tuning.segment_bytes = 64 << 10;
+        let c = Communicator::new(Counting::new(t), config);
+        let mut v = vec![1.0f32; n];
+        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::RecursiveDoubling).unwrap();
+        (c.transport().bytes_sent(), c.transport().rounds())
+    });
+    for (w, s) in whole.iter().zip(&segmented) {
+        assert_eq!(w.0, s.0);
+        // 1 MiB in 64 KiB segments: 16 per step, 2 steps.
+        assert_eq!((w.1, s.1), (2, 32));
     }
 }
 

@@ -2,21 +2,48 @@
 //! the step before, straight into its final place. Time (p−1)α + (p−1)/p·nβ,
 //! bandwidth-optimal for any p.
 
-use super::blocks::{split_ro_rw, Blocks};
+use super::blocks::{split_ro_rw, split_rw_rw, Blocks};
 use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
-use crate::transport::TransportError;
+use crate::transport::{Incoming, Outgoing, TransportError};
 
-/// `buf` holds this rank's block in place; afterwards it holds every block.
-pub fn allgather<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks) -> Result<(), TransportError> {
+/// Afterwards `buf` holds every block. This rank's block is `own` if given
+/// (sent from there, and copied into place while the first step is in
+/// flight), else already in place in `buf`.
+pub fn allgather<E: Element>(
+    ctx: Ctx<'_>,
+    own: Option<&[E]>,
+    buf: &mut [E],
+    blocks: &Blocks,
+) -> Result<(), TransportError> {
     let p = ctx.size();
     let rank = ctx.rank();
+    if let Some(a) = own {
+        if p == 1 || blocks.total() == 0 {
+            buf[blocks.range(rank)].copy_from_slice(a);
+            return Ok(());
+        }
+        let (mine, incoming) = split_rw_rw(buf, blocks.range(rank), blocks.range((rank + p - 1) % p));
+        ctx.transport.exchange(
+            &[Outgoing { peer: (rank + 1) % p, tag: ctx.tag, data: bytes(a) }],
+            &mut [Incoming { peer: (rank + p - 1) % p, tag: ctx.tag, data: bytes_mut(incoming) }],
+            &mut || mine.copy_from_slice(a),
+        )?;
+        return forward(ctx, buf, blocks, 1);
+    }
     if p == 1 || blocks.total() == 0 {
         return Ok(());
     }
+    forward(ctx, buf, blocks, 0)
+}
+
+/// Steps `first..p-1` of the ring.
+fn forward<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks, first: usize) -> Result<(), TransportError> {
+    let p = ctx.size();
+    let rank = ctx.rank();
     let right = (rank + 1) % p;
     let left = (rank + p - 1) % p;
-    for step in 0..p - 1 {
+    for step in first..p - 1 {
         let send_block = (rank + p - step) % p;
         let recv_block = (rank + 2 * p - step - 1) % p;
         let (send, recv) = split_ro_rw(buf, blocks.range(send_block), blocks.range(recv_block));

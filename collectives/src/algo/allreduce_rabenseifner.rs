@@ -4,7 +4,8 @@
 
 use super::blocks::{split_ro_rw, Blocks, Fold};
 use super::fold::{fold_in, fold_out};
-use super::{reduce_into, Ctx, Scratch};
+use super::segmented::{exchange_reduce, Source};
+use super::{Ctx, Scratch};
 use crate::element::{bytes, bytes_mut, Element};
 use crate::op::ReduceOp;
 use crate::transport::TransportError;
@@ -18,8 +19,7 @@ pub fn allreduce<E: Element>(
     scratch: &mut Scratch,
 ) -> Result<(), TransportError> {
     let fold = Fold::new(ctx.size());
-    let tmp = scratch.get::<E>(buf.len());
-    let (active, mut own) = fold_in(ctx, fold, own, buf, tmp, op)?;
+    let (active, mut own) = fold_in(ctx, fold, own, buf, op, scratch)?;
     let Some(me) = active else {
         return fold_out(ctx, fold, buf);
     };
@@ -35,20 +35,12 @@ pub fn allreduce<E: Element>(
         let (keep, give) = if me & mask == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
         let keep_range = blocks.span(keep.0, keep.1);
         let give_range = blocks.span(give.0, give.1);
-        let incoming = &mut tmp[..keep_range.len()];
-        match own.take() {
-            Some(a) => {
-                ctx.transport
-                    .sendrecv(partner, bytes(&a[give_range]), partner, bytes_mut(incoming), ctx.tag)?;
-                reduce_into(op, &mut buf[keep_range.clone()], Some(&a[keep_range]), incoming);
-            }
-            None => {
-                let (send, acc) = split_ro_rw(buf, give_range, keep_range);
-                ctx.transport
-                    .sendrecv(partner, bytes(send), partner, bytes_mut(incoming), ctx.tag)?;
-                E::combine(op, acc, incoming);
-            }
-        }
+        let own_keep = own.map(|a| &a[keep_range.clone()]);
+        let out = match own.take() {
+            Some(a) => Source::Slice(&a[give_range]),
+            None => Source::Buf(give_range),
+        };
+        exchange_reduce(ctx, Some(partner), out, Some(partner), buf, keep_range, own_keep, op, scratch)?;
         (lo, hi) = keep;
         mask >>= 1;
     }

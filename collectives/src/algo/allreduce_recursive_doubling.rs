@@ -4,8 +4,9 @@
 
 use super::blocks::Fold;
 use super::fold::{fold_in, fold_out};
-use super::{reduce_into, Ctx, Scratch};
-use crate::element::{bytes, bytes_mut, Element};
+use super::segmented::{exchange_reduce, Source};
+use super::{Ctx, Scratch};
+use crate::element::Element;
 use crate::op::ReduceOp;
 use crate::transport::TransportError;
 
@@ -19,18 +20,17 @@ pub fn allreduce<E: Element>(
     scratch: &mut Scratch,
 ) -> Result<(), TransportError> {
     let fold = Fold::new(ctx.size());
-    let tmp = scratch.get::<E>(buf.len());
-    let (active, mut own) = fold_in(ctx, fold, own, buf, tmp, op)?;
+    let n = buf.len();
+    let (active, mut own) = fold_in(ctx, fold, own, buf, op, scratch)?;
     if let Some(me) = active {
         let mut mask = 1;
         while mask < fold.pof2 {
             let partner = fold.real(me ^ mask);
-            let outgoing = own.unwrap_or(buf);
-            ctx.transport
-                .sendrecv(partner, bytes(outgoing), partner, bytes_mut(tmp), ctx.tag)?;
-            // IEEE addition and multiplication commute bitwise, so both partners
-            // hold the same bits after every round.
-            reduce_into(op, buf, own.take(), tmp);
+            let out = own.map_or(Source::Buf(0..n), Source::Slice);
+            // Segment j is sent before segment j is reduced, so the partner
+            // gets this rank's value; IEEE addition and multiplication commute
+            // bitwise, so both partners hold the same bits after every round.
+            exchange_reduce(ctx, Some(partner), out, Some(partner), buf, 0..n, own.take(), op, scratch)?;
             mask <<= 1;
         }
     }

@@ -18,5 +18,5 @@ pub fn allreduce<E: Element>(
 ) -> Result<(), TransportError> {
     let blocks = Blocks::even(buf.len(), ctx.size());
     reduce_scatter_ring::reduce_scatter(ctx, own, buf, &blocks, op, scratch)?;
-    allgather_ring::allgather(ctx, buf, &blocks)
+    allgather_ring::allgather(ctx, None, buf, &blocks)
 }

@@ -85,6 +85,25 @@ pub fn split_ro_rw<E>(buf: &mut [E], ro: Range<usize>, rw: Range<usize>) -> (&[E
     }
 }
 
+/// Two writable views of one buffer; panics if they overlap.
+pub fn split_rw_rw<E>(buf: &mut [E], a: Range<usize>, b: Range<usize>) -> (&mut [E], &mut [E]) {
+    assert!(a.end <= b.start || b.end <= a.start || a.is_empty() || b.is_empty(), "overlapping views {a:?} and {b:?}");
+    if a.is_empty() {
+        return (&mut [], &mut buf[b]);
+    }
+    if b.is_empty() {
+        return (&mut buf[a], &mut []);
+    }
+    if a.start <= b.start {
+        let (x, y) = buf.split_at_mut(b.start);
+        let a_len = a.len();
+        (&mut x[a.start..a.start + a_len], &mut y[..b.len()])
+    } else {
+        let (x, y) = buf.split_at_mut(a.start);
+        (&mut y[..a.len()], &mut x[b])
+    }
+}
+
 /// The largest power of two not above `p`, and how many ranks exceed it.
 ///
 /// Power-of-two algorithms fold the excess: among the first `2 * rem` ranks,
@@ -169,6 +188,15 @@ mod tests {
         assert_eq!(ro, &[6, 7, 8]);
         rw[0] = 100;
         assert_eq!(v[1], 100);
+    }
+
+    #[test]
+    fn empty_views_may_sit_inside_the_other() {
+        let mut v: Vec<u32> = (0..4).collect();
+        let (a, b) = split_rw_rw(&mut v, 0..3, 1..1);
+        assert_eq!((a.len(), b.len()), (3, 0));
+        let (a, b) = split_rw_rw(&mut v, 2..2, 0..4);
+        assert_eq!((a.len(), b.len()), (0, 4));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! the whole vector before and after on the first `2 * rem` ranks.
 
 use super::blocks::Fold;
-use super::{reduce_into, Ctx};
+use super::segmented::{exchange_reduce, Source};
+use super::{Ctx, Scratch};
 use crate::element::{bytes, bytes_mut, Element};
 use crate::op::ReduceOp;
 use crate::transport::TransportError;
@@ -16,17 +17,18 @@ pub fn fold_in<'a, E: Element>(
     fold: Fold,
     own: Option<&'a [E]>,
     buf: &mut [E],
-    tmp: &mut [E],
     op: ReduceOp,
+    scratch: &mut Scratch,
 ) -> Result<(Option<usize>, Option<&'a [E]>), TransportError> {
     let rank = ctx.rank();
+    let n = buf.len();
     if rank < 2 * fold.rem {
         if rank % 2 == 0 {
-            ctx.transport.send(rank + 1, ctx.tag, bytes(own.unwrap_or(buf)))?;
+            let out = own.map_or(Source::Buf(0..n), Source::Slice);
+            exchange_reduce(ctx, Some(rank + 1), out, None, buf, 0..0, None, op, scratch)?;
             return Ok((None, own));
         }
-        ctx.transport.recv(rank - 1, ctx.tag, bytes_mut(tmp))?;
-        reduce_into(op, buf, own, tmp);
+        exchange_reduce(ctx, None, Source::Nothing, Some(rank - 1), buf, 0..n, own, op, scratch)?;
         return Ok((fold.active(rank), None));
     }
     Ok((fold.active(rank), own))

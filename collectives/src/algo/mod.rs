@@ -19,6 +19,7 @@ pub mod reduce_binomial;
 pub mod reduce_scatter_gather;
 pub mod reduce_scatter_ring;
 pub mod scatter_linear;
+pub mod segmented;
 
 use crate::element::Element;
 use crate::transport::{Tag, Transport};

@@ -1,8 +1,10 @@
 //! Reduce along a binomial tree: log2(p) levels, each rank receiving from its
-//! children and sending once to its parent. Time ⌈log p⌉(α + nβ + nγ).
+//! children and sending once to its parent, in segments reduced as they
+//! arrive. Time ⌈log p⌉(α + nβ + nγ).
 
-use super::{reduce_into, Ctx, Scratch};
-use crate::element::{bytes, bytes_mut, Element};
+use super::segmented::{exchange_reduce, Source};
+use super::{Ctx, Scratch};
+use crate::element::Element;
 use crate::op::ReduceOp;
 use crate::transport::TransportError;
 
@@ -20,15 +22,16 @@ pub fn reduce<E: Element>(
     let p = ctx.size();
     let me = (ctx.rank() + p - root) % p;
     let real = |v: usize| (v + root) % p;
-    let tmp = scratch.get::<E>(acc.len());
+    let n = acc.len();
     let mut mask = 1;
     while mask < p {
         if me & mask != 0 {
-            return ctx.transport.send(real(me - mask), ctx.tag, bytes(own.unwrap_or(acc)));
+            let out = own.map_or(Source::Buf(0..n), Source::Slice);
+            return exchange_reduce(ctx, Some(real(me - mask)), out, None, acc, 0..0, None, op, scratch);
         }
         if me + mask < p {
-            ctx.transport.recv(real(me + mask), ctx.tag, bytes_mut(tmp))?;
-            reduce_into(op, acc, own.take(), tmp);
+            let child = Some(real(me + mask));
+            exchange_reduce(ctx, None, Source::Nothing, child, acc, 0..n, own.take(), op, scratch)?;
         }
         mask <<= 1;
     }

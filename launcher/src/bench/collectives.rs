@@ -40,11 +40,13 @@ pub struct Args {
     /// Output: table, csv or json (one object per line).
     #[arg(long, default_value = "table")]
     format: Format,
-    /// Timed batches per algorithm and size; the median is reported.
-    #[arg(long, default_value_t = 11)]
+    /// Timed batches per algorithm and size; the median is reported. Batches
+    /// of all algorithms alternate, so a drift of the machine hits all alike.
+    #[arg(long, default_value_t = 31)]
     batches: usize,
-    /// Target length of one timed batch, in milliseconds.
-    #[arg(long, default_value_t = 2.0)]
+    /// Target length of one timed batch, in milliseconds: short batches keep
+    /// the alternation finer than the machine's drift.
+    #[arg(long, default_value_t = 0.25)]
     batch_ms: f64,
     /// Root rank of reduce and broadcast.
     #[arg(long, default_value_t = 0)]
@@ -166,7 +168,7 @@ fn select(op: Op, wanted: &[String], strict: bool) -> Result<Vec<Algo>> {
             out.push(Algo::Mpi);
         } else if let Some(a) = all.iter().find(|a| a.name() == w) {
             out.push(*a);
-        } else if w == "ring" && op == Op::ReduceScatter {
+        } else if (w == "ring" || w == "auto") && op == Op::ReduceScatter {
             out.push(Algo::ReduceScatter);
         } else if strict {
             let names: Vec<&str> = all.iter().map(|a| a.name()).collect();
@@ -261,7 +263,7 @@ fn bench<E: Element>(job: &Job, args: &Args, per_op: &[(Op, Vec<Algo>)], min: us
     let plan = Plan { batches: args.batches, batch_seconds: args.batch_ms / 1e3 };
     if rank == 0 && args.format == Format::Table {
         let lib = mpi::environment::library_version().unwrap_or_default();
-        let lib = lib.lines().next().unwrap_or("").trim().to_string();
+        let lib = lib.lines().next().unwrap_or("").trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string();
         println!("# mpinfer bench collectives: {} ranks, {}, MPI: {}", p, E::DTYPE, lib);
         println!("# time: median over {} interleaved batches of the slowest rank; ratio = our busbw / MPI busbw", args.batches);
         if mpi_type.is_none() {
