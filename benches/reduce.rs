@@ -9,8 +9,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
 use mpinfer_collectives::{bf16, f16, Element, ReduceOp};
 
 const SIZES: [(usize, &str); 3] = [(64 << 10, "64KiB"), (1 << 20, "1MiB"), (16 << 20, "16MiB")];
@@ -76,7 +79,12 @@ fn combine_into_one<T: Element>(group: &mut BenchmarkGroup<'_, WallTime>, name: 
         group.throughput(Throughput::BytesDecimal(bytes as u64));
         group.bench_function(BenchmarkId::new(name, label), |b| {
             b.iter(|| {
-                T::combine_into(ReduceOp::Sum, black_box(&mut dst), black_box(&a), black_box(&src));
+                T::combine_into(
+                    ReduceOp::Sum,
+                    black_box(&mut dst),
+                    black_box(&a),
+                    black_box(&src),
+                );
             })
         });
     }

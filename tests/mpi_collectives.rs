@@ -47,7 +47,10 @@ fn mpirun(ranks: usize, mode: &str, extra_env: &[(&str, &str)]) -> Outcome {
     let exe = std::env::current_exe().expect("test binary path");
     let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
     let mut cmd = Command::new(mpirun);
-    cmd.arg("-n").arg(ranks.to_string()).arg("--oversubscribe").arg(exe);
+    cmd.arg("-n")
+        .arg(ranks.to_string())
+        .arg("--oversubscribe")
+        .arg(exe);
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env(RANK_MODE, mode)
@@ -58,7 +61,9 @@ fn mpirun(ranks: usize, mode: &str, extra_env: &[(&str, &str)]) -> Outcome {
         cmd.env(k, v);
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
+    let mut child = cmd
+        .spawn()
+        .expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -110,16 +115,25 @@ fn launcher() {
     for ranks in 1..=4 {
         let o = mpirun(ranks, "compare", &[]);
         let ok = if o.timed_out {
-            Err(format!("hung: killed after {:?}\n{}{}", o.elapsed, o.stdout, o.stderr))
+            Err(format!(
+                "hung: killed after {:?}\n{}{}",
+                o.elapsed, o.stdout, o.stderr
+            ))
         } else if o.code != Some(0) {
-            Err(format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.code, o.stdout, o.stderr))
+            Err(format!(
+                "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+                o.code, o.stdout, o.stderr
+            ))
         } else if !o.stdout.contains("comparisons agree with MPI") {
             Err(format!("no summary line\n{}", o.stdout))
         } else {
             print!("{}", o.stdout);
             Ok(())
         };
-        record(&format!("every_algorithm_matches_mpi_builtin_on_{ranks}_ranks"), ok);
+        record(
+            &format!("every_algorithm_matches_mpi_builtin_on_{ranks}_ranks"),
+            ok,
+        );
     }
 
     for ranks in [2, 3] {
@@ -131,7 +145,10 @@ fn launcher() {
         let o = mpirun(ranks, "error", &[]);
         record(
             &format!("an_error_on_one_rank_ends_all_{ranks}_ranks"),
-            expect_abort(&o, &["error: rank 1: injected failure: the input shard is unreadable"]),
+            expect_abort(
+                &o,
+                &["error: rank 1: injected failure: the input shard is unreadable"],
+            ),
         );
         let o = mpirun(ranks, "mismatch", &[("MPINFER_CHECK", "1")]);
         record(
@@ -146,7 +163,12 @@ fn launcher() {
 
 /// The job must end on its own, non-zero, soon, saying `needles` on stderr.
 fn expect_abort(o: &Outcome, needles: &[&str]) -> Result<(), String> {
-    let show = || format!("exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}", o.code, o.elapsed, o.stdout, o.stderr);
+    let show = || {
+        format!(
+            "exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.code, o.elapsed, o.stdout, o.stderr
+        )
+    };
     if o.timed_out {
         return Err(format!("hung instead of aborting: {}", show()));
     }
@@ -162,7 +184,10 @@ fn expect_abort(o: &Outcome, needles: &[&str]) -> Result<(), String> {
         }
     }
     if o.stderr.contains("panicked at") || o.stderr.contains("RUST_BACKTRACE") {
-        return Err(format!("a raw Rust panic message reached the user: {}", show()));
+        return Err(format!(
+            "a raw Rust panic message reached the user: {}",
+            show()
+        ));
     }
     Ok(())
 }
@@ -197,7 +222,10 @@ fn rank_error() {
 fn rank_mismatch() {
     let job = Job::start().unwrap();
     let comm = job.communicator().unwrap();
-    assert!(comm.config().check, "MPINFER_CHECK=1 should turn checking on");
+    assert!(
+        comm.config().check,
+        "MPINFER_CHECK=1 should turn checking on"
+    );
     let n = if job.rank() == 0 { 10 } else { 11 };
     let mut v = vec![1.0f32; n];
     if let Err(e) = comm.allreduce(&mut v, ReduceOp::Sum) {
@@ -238,7 +266,11 @@ fn rank_compare() {
     let world = job.world();
     let p = job.size();
     let rank = job.rank();
-    let mut t = Tally { rank, checks: 0, failures: 0 };
+    let mut t = Tally {
+        rank,
+        checks: 0,
+        failures: 0,
+    };
     // Sizes agree across ranks; data differs per rank.
     let mut shared = StdRng::seed_from_u64(2024);
     let mut mine = StdRng::seed_from_u64(99 + rank as u64);
@@ -264,14 +296,23 @@ fn rank_compare() {
             }
             let mut want_root = vec![0i32; if rank == root { n } else { 0 }];
             if rank == root {
-                world.process_at_rank(root as i32).reduce_into_root(&xi[..], &mut want_root[..], mpi_op);
+                world.process_at_rank(root as i32).reduce_into_root(
+                    &xi[..],
+                    &mut want_root[..],
+                    mpi_op,
+                );
             } else {
-                world.process_at_rank(root as i32).reduce_into(&xi[..], mpi_op);
+                world
+                    .process_at_rank(root as i32)
+                    .reduce_into(&xi[..], mpi_op);
             }
             for &algo in ReduceAlgo::CONCRETE {
                 let mut got = vec![0i32; if rank == root { n } else { 0 }];
-                comm.reduce_into_with(&xi, &mut got, op, root, algo).unwrap();
-                t.check(got == want_root, || format!("reduce {algo} {op} i32 n={n} root={root}"));
+                comm.reduce_into_with(&xi, &mut got, op, root, algo)
+                    .unwrap();
+                t.check(got == want_root, || {
+                    format!("reduce {algo} {op} i32 n={n} root={root}")
+                });
             }
         }
         // Floats: every algorithm within rounding of MPI's sum, and exactly equal on every rank.
@@ -279,12 +320,18 @@ fn rank_compare() {
         world.all_reduce_into(&xf[..], &mut want[..], SystemOperation::sum());
         for &algo in AllreduceAlgo::CONCRETE {
             let mut got = vec![0f64; n];
-            comm.allreduce_into_with(&xf, &mut got, ReduceOp::Sum, algo).unwrap();
-            let close = got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-12 * p as f64);
+            comm.allreduce_into_with(&xf, &mut got, ReduceOp::Sum, algo)
+                .unwrap();
+            let close = got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| (g - w).abs() <= 1e-12 * p as f64);
             t.check(close, || format!("allreduce {algo} sum f64 n={n}"));
             let mut first = got.clone();
             comm.broadcast(&mut first, 0).unwrap();
-            t.check(first == got, || format!("allreduce {algo} f64 n={n}: ranks disagree bitwise"));
+            t.check(first == got, || {
+                format!("allreduce {algo} f64 n={n}: ranks disagree bitwise")
+            });
         }
         // Reduce-scatter of equal blocks against MPI_Reduce_scatter_block.
         let block = n / p;
@@ -301,15 +348,22 @@ fn rank_compare() {
             );
         }
         let mut got_rs = vec![0i32; block];
-        comm.reduce_scatter(&xi[..block * p], &mut got_rs, ReduceOp::Sum).unwrap();
-        t.check(got_rs == want_rs, || format!("reduce_scatter i32 block={block}"));
+        comm.reduce_scatter(&xi[..block * p], &mut got_rs, ReduceOp::Sum)
+            .unwrap();
+        t.check(got_rs == want_rs, || {
+            format!("reduce_scatter i32 block={block}")
+        });
         // Broadcast.
         for &algo in BroadcastAlgo::CONCRETE {
             let mut got = xi.clone();
             comm.broadcast_with(&mut got, root, algo).unwrap();
             let mut want = xi.clone();
-            world.process_at_rank(root as i32).broadcast_into(&mut want[..]);
-            t.check(got == want, || format!("broadcast {algo} n={n} root={root}"));
+            world
+                .process_at_rank(root as i32)
+                .broadcast_into(&mut want[..]);
+            t.check(got == want, || {
+                format!("broadcast {algo} n={n} root={root}")
+            });
         }
         // Allgather, even and uneven.
         let per = n / p.max(1);
@@ -317,7 +371,14 @@ fn rank_compare() {
         let mut want = vec![0i32; per * p];
         world.all_gather_into(send, &mut want[..]);
         let counts: Vec<usize> = (0..p).map(|r| (per + r * 3) % (per + 1)).collect();
-        let displs: Vec<i32> = counts.iter().scan(0, |a, c| { let d = *a; *a += *c as i32; Some(d) }).collect();
+        let displs: Vec<i32> = counts
+            .iter()
+            .scan(0, |a, c| {
+                let d = *a;
+                *a += *c as i32;
+                Some(d)
+            })
+            .collect();
         let counts_i32: Vec<i32> = counts.iter().map(|c| *c as i32).collect();
         let total: usize = counts.iter().sum();
         let mut want_v = vec![0i32; total];
@@ -330,8 +391,11 @@ fn rank_compare() {
             comm.allgather_with(send, &mut got, algo).unwrap();
             t.check(got == want, || format!("allgather {algo} per-rank={per}"));
             let mut got_v = vec![0i32; total];
-            comm.allgatherv_with(&xi[..counts[rank]], &mut got_v, &counts, algo).unwrap();
-            t.check(got_v == want_v, || format!("allgatherv {algo} counts={counts:?}"));
+            comm.allgatherv_with(&xi[..counts[rank]], &mut got_v, &counts, algo)
+                .unwrap();
+            t.check(got_v == want_v, || {
+                format!("allgatherv {algo} counts={counts:?}")
+            });
         }
         // Gather and scatter.
         let mut want_g = vec![0i32; if rank == root { per * p } else { 0 }];
@@ -343,7 +407,9 @@ fn rank_compare() {
         }
         let mut got_g = vec![0i32; if rank == root { per * p } else { 0 }];
         comm.gather(send, &mut got_g, root).unwrap();
-        t.check(got_g == want_g, || format!("gather per-rank={per} root={root}"));
+        t.check(got_g == want_g, || {
+            format!("gather per-rank={per} root={root}")
+        });
         let mut want_s = vec![0i32; per];
         if rank == root {
             rp.scatter_into_root(&want[..], &mut want_s[..]);
@@ -351,18 +417,28 @@ fn rank_compare() {
             rp.scatter_into(&mut want_s[..]);
         }
         let mut got_s = vec![0i32; per];
-        comm.scatter(if rank == root { &want[..] } else { &[] }, &mut got_s, root).unwrap();
-        t.check(got_s == want_s, || format!("scatter per-rank={per} root={root}"));
+        comm.scatter(if rank == root { &want[..] } else { &[] }, &mut got_s, root)
+            .unwrap();
+        t.check(got_s == want_s, || {
+            format!("scatter per-rank={per} root={root}")
+        });
     }
     comm.barrier().unwrap();
 
     let mut totals = [0u64; 2];
-    world.all_reduce_into(&[t.checks, t.failures][..], &mut totals[..], SystemOperation::sum());
+    world.all_reduce_into(
+        &[t.checks, t.failures][..],
+        &mut totals[..],
+        SystemOperation::sum(),
+    );
     if rank == 0 {
         if totals[1] == 0 {
             println!("  {p} ranks: all {} comparisons agree with MPI", totals[0]);
         } else {
-            println!("  {p} ranks: {} of {} comparisons differ from MPI", totals[1], totals[0]);
+            println!(
+                "  {p} ranks: {} of {} comparisons differ from MPI",
+                totals[1], totals[0]
+            );
         }
     }
     drop(comm);

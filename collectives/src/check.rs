@@ -161,12 +161,13 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     })
 }
 
-pub fn layout_hash(counts: &[usize]) -> u64 {
-    let mut bytes = Vec::with_capacity(counts.len() * 8);
-    for c in counts {
-        bytes.extend_from_slice(&(*c as u64).to_le_bytes());
-    }
-    checksum(&bytes)
+pub fn layout_hash(counts: impl IntoIterator<Item = usize>) -> u64 {
+    counts.into_iter().fold(checksum(&[]), |h, c| {
+        (c as u64)
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +183,7 @@ mod tests {
             algorithm: "ring",
             root: Some(3),
             count: 65539,
-            layout: layout_hash(&[1, 2, 3]),
+            layout: layout_hash([1, 2, 3]),
             seq: 42,
         };
         assert_eq!(Signature::decode(&s.encode()), Some(s));

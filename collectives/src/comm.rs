@@ -58,16 +58,25 @@ impl Config {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> std::result::Result<Config, String> {
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Config, String> {
         fn parse<T: std::str::FromStr<Err = String>>(
             get: &impl Fn(&str) -> Option<String>,
             key: &str,
         ) -> std::result::Result<Option<T>, String> {
-            get(key).map(|v| v.parse::<T>().map_err(|e| format!("{key}: {e}"))).transpose()
+            get(key)
+                .map(|v| v.parse::<T>().map_err(|e| format!("{key}: {e}")))
+                .transpose()
         }
-        fn bytes(get: &impl Fn(&str) -> Option<String>, key: &str, into: &mut usize) -> std::result::Result<(), String> {
+        fn bytes(
+            get: &impl Fn(&str) -> Option<String>,
+            key: &str,
+            into: &mut usize,
+        ) -> std::result::Result<(), String> {
             if let Some(v) = get(key) {
-                *into = parse_bytes(&v).ok_or_else(|| format!("{key}: `{v}` is not a byte size"))?;
+                *into =
+                    parse_bytes(&v).ok_or_else(|| format!("{key}: `{v}` is not a byte size"))?;
             }
             Ok(())
         }
@@ -107,7 +116,10 @@ impl Config {
 /// `64`, `64K`, `1M`, `2G` (powers of 1024; a trailing `B`/`iB` is allowed).
 pub fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
-    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
     let (digits, shift) = match s.chars().last()? {
         'k' | 'K' => (&s[..s.len() - 1], 10),
         'm' | 'M' => (&s[..s.len() - 1], 20),
@@ -173,13 +185,15 @@ impl<T: Transport> Communicator<T> {
 
     /// Counts the call and, in check mode, compares signatures with both ring
     /// neighbours so that a disagreeing pair both report it.
-    fn begin(&self, mut sig: Signature) -> Result<()> {
-        sig.seq = self.seq.get();
-        self.seq.set(sig.seq + 1);
+    /// The signature is built only in check mode: off, a call costs one counter.
+    fn begin(&self, sig: impl FnOnce() -> Signature) -> Result<()> {
+        let seq = self.seq.get();
+        self.seq.set(seq + 1);
         let p = self.size();
         if !self.config.check || p == 1 {
             return Ok(());
         }
+        let sig = Signature { seq, ..sig() };
         let rank = self.rank();
         let right = (rank + 1) % p;
         let left = (rank + p - 1) % p;
@@ -188,12 +202,28 @@ impl<T: Transport> Communicator<T> {
         let mut from_right = [0u8; WIRE_BYTES];
         self.transport.exchange(
             &[
-                Outgoing { peer: right, tag: TAG_CHECK, data: &ours },
-                Outgoing { peer: left, tag: TAG_CHECK, data: &ours },
+                Outgoing {
+                    peer: right,
+                    tag: TAG_CHECK,
+                    data: &ours,
+                },
+                Outgoing {
+                    peer: left,
+                    tag: TAG_CHECK,
+                    data: &ours,
+                },
             ],
             &mut [
-                Incoming { peer: left, tag: TAG_CHECK, data: &mut from_left },
-                Incoming { peer: right, tag: TAG_CHECK, data: &mut from_right },
+                Incoming {
+                    peer: left,
+                    tag: TAG_CHECK,
+                    data: &mut from_left,
+                },
+                Incoming {
+                    peer: right,
+                    tag: TAG_CHECK,
+                    data: &mut from_right,
+                },
             ],
             &mut || {},
         )?;
@@ -217,7 +247,11 @@ impl<T: Transport> Communicator<T> {
         if root < self.size() {
             Ok(())
         } else {
-            Err(CollectiveError::BadRoot { rank: self.rank(), root, size: self.size() })
+            Err(CollectiveError::BadRoot {
+                rank: self.rank(),
+                root,
+                size: self.size(),
+            })
         }
     }
 
@@ -225,18 +259,33 @@ impl<T: Transport> Communicator<T> {
         if got == expected {
             Ok(())
         } else {
-            Err(CollectiveError::BadLength { rank: self.rank(), what, got, expected })
+            Err(CollectiveError::BadLength {
+                rank: self.rank(),
+                what,
+                got,
+                expected,
+            })
         }
     }
 
     fn check_counts(&self, counts: &[usize]) -> Result<Blocks> {
         if counts.len() != self.size() {
-            return Err(CollectiveError::BadCounts { rank: self.rank(), got: counts.len(), size: self.size() });
+            return Err(CollectiveError::BadCounts {
+                rank: self.rank(),
+                got: counts.len(),
+                size: self.size(),
+            });
         }
         Ok(Blocks::from_counts(counts))
     }
 
-    fn sig<E: Element>(&self, c: Collective, op: Option<ReduceOp>, algorithm: &'static str, count: usize) -> Signature {
+    fn sig<E: Element>(
+        &self,
+        c: Collective,
+        op: Option<ReduceOp>,
+        algorithm: &'static str,
+        count: usize,
+    ) -> Signature {
         Signature {
             collective: c,
             dtype: Some(E::DTYPE),
@@ -255,13 +304,23 @@ impl<T: Transport> Communicator<T> {
         self.allreduce_with(buf, op, self.config.allreduce)
     }
 
-    pub fn allreduce_with<E: Element>(&self, buf: &mut [E], op: ReduceOp, algo: AllreduceAlgo) -> Result<()> {
+    pub fn allreduce_with<E: Element>(
+        &self,
+        buf: &mut [E],
+        op: ReduceOp,
+        algo: AllreduceAlgo,
+    ) -> Result<()> {
         self.allreduce_impl(None, buf, op, algo)
     }
 
     /// Out of place: `send` is read where the algorithm first needs it, never
     /// copied up front.
-    pub fn allreduce_into<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp) -> Result<()> {
+    pub fn allreduce_into<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        op: ReduceOp,
+    ) -> Result<()> {
         self.allreduce_into_with(send, recv, op, self.config.allreduce)
     }
 
@@ -276,13 +335,19 @@ impl<T: Transport> Communicator<T> {
         self.allreduce_impl(Some(send), recv, op, algo)
     }
 
-    fn allreduce_impl<E: Element>(&self, own: Option<&[E]>, buf: &mut [E], op: ReduceOp, algo: AllreduceAlgo) -> Result<()> {
+    fn allreduce_impl<E: Element>(
+        &self,
+        own: Option<&[E]>,
+        buf: &mut [E],
+        op: ReduceOp,
+        algo: AllreduceAlgo,
+    ) -> Result<()> {
         let p = self.size();
         let algo = match algo {
             AllreduceAlgo::Auto => self.config.tuning.allreduce(std::mem::size_of_val(buf), p),
             a => a,
         };
-        self.begin(self.sig::<E>(Collective::Allreduce, Some(op), algo.name(), buf.len()))?;
+        self.begin(|| self.sig::<E>(Collective::Allreduce, Some(op), algo.name(), buf.len()))?;
         if p == 1 || buf.is_empty() {
             if let Some(a) = own {
                 buf.copy_from_slice(a);
@@ -296,7 +361,9 @@ impl<T: Transport> Communicator<T> {
                 allreduce_recursive_doubling::allreduce(ctx, own, buf, op, scratch)?
             }
             AllreduceAlgo::Ring => allreduce_ring::allreduce(ctx, own, buf, op, scratch)?,
-            AllreduceAlgo::Rabenseifner => allreduce_rabenseifner::allreduce(ctx, own, buf, op, scratch)?,
+            AllreduceAlgo::Rabenseifner => {
+                allreduce_rabenseifner::allreduce(ctx, own, buf, op, scratch)?
+            }
         }
         if op == ReduceOp::Avg {
             E::divide(buf, p);
@@ -312,13 +379,25 @@ impl<T: Transport> Communicator<T> {
         self.reduce_with(buf, op, root, self.config.reduce)
     }
 
-    pub fn reduce_with<E: Element>(&self, buf: &mut [E], op: ReduceOp, root: usize, algo: ReduceAlgo) -> Result<()> {
+    pub fn reduce_with<E: Element>(
+        &self,
+        buf: &mut [E],
+        op: ReduceOp,
+        root: usize,
+        algo: ReduceAlgo,
+    ) -> Result<()> {
         self.reduce_impl(None, buf, op, root, algo)
     }
 
     /// `send` is left untouched; `recv` is written at the root only (other
     /// ranks may pass an empty slice).
-    pub fn reduce_into<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp, root: usize) -> Result<()> {
+    pub fn reduce_into<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<()> {
         self.reduce_into_with(send, recv, op, root, self.config.reduce)
     }
 
@@ -354,17 +433,22 @@ impl<T: Transport> Communicator<T> {
             ReduceAlgo::Auto => self.config.tuning.reduce(std::mem::size_of_val(buf), p),
             a => a,
         };
-        let mut sig = self.sig::<E>(Collective::Reduce, Some(op), algo.name(), buf.len());
-        sig.root = Some(root);
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            root: Some(root),
+            ..self.sig::<E>(Collective::Reduce, Some(op), algo.name(), buf.len())
+        })?;
         if buf.is_empty() {
             return Ok(());
         }
         let ctx = self.ctx(Collective::Reduce);
         let scratch = &mut self.scratch.borrow_mut();
         match algo {
-            ReduceAlgo::Binomial | ReduceAlgo::Auto => reduce_binomial::reduce(ctx, own, buf, op, root, scratch)?,
-            ReduceAlgo::ReduceScatterGather => reduce_scatter_gather::reduce(ctx, own, buf, op, root, scratch)?,
+            ReduceAlgo::Binomial | ReduceAlgo::Auto => {
+                reduce_binomial::reduce(ctx, own, buf, op, root, scratch)?
+            }
+            ReduceAlgo::ReduceScatterGather => {
+                reduce_scatter_gather::reduce(ctx, own, buf, op, root, scratch)?
+            }
         }
         if op == ReduceOp::Avg && self.rank() == root {
             E::divide(buf, p);
@@ -379,13 +463,24 @@ impl<T: Transport> Communicator<T> {
         self.allgather_with(send, recv, self.config.allgather)
     }
 
-    pub fn allgather_with<E: Element>(&self, send: &[E], recv: &mut [E], algo: AllgatherAlgo) -> Result<()> {
-        let counts = vec![send.len(); self.size()];
-        self.allgatherv_with(send, recv, &counts, algo)
+    pub fn allgather_with<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        algo: AllgatherAlgo,
+    ) -> Result<()> {
+        let blocks = Blocks::even(send.len() * self.size(), self.size());
+        self.check_len("allgather receive buffer", recv.len(), blocks.total())?;
+        self.allgatherv_blocks(Some(send), recv, &blocks, algo)
     }
 
     /// Uneven allgather: rank `i` contributes `counts[i]` elements.
-    pub fn allgatherv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize]) -> Result<()> {
+    pub fn allgatherv<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        counts: &[usize],
+    ) -> Result<()> {
         self.allgatherv_with(send, recv, counts, self.config.allgather)
     }
 
@@ -421,9 +516,10 @@ impl<T: Transport> Communicator<T> {
             AllgatherAlgo::Auto => self.config.tuning.allgather(std::mem::size_of_val(buf), p),
             a => a,
         };
-        let mut sig = self.sig::<E>(Collective::Allgather, None, algo.name(), buf.len());
-        sig.layout = layout_hash(&(0..p).map(|i| blocks.count(i)).collect::<Vec<_>>());
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            layout: layout_hash(blocks.counts()),
+            ..self.sig::<E>(Collective::Allgather, None, algo.name(), buf.len())
+        })?;
         let ctx = self.ctx(Collective::Allgather);
         // Ring sends this rank's block straight from `own`; the others start
         // from a buffer with it in place.
@@ -452,19 +548,32 @@ impl<T: Transport> Communicator<T> {
         self.broadcast_with(buf, root, self.config.broadcast)
     }
 
-    pub fn broadcast_with<E: Element>(&self, buf: &mut [E], root: usize, algo: BroadcastAlgo) -> Result<()> {
+    pub fn broadcast_with<E: Element>(
+        &self,
+        buf: &mut [E],
+        root: usize,
+        algo: BroadcastAlgo,
+    ) -> Result<()> {
         self.check_root(root)?;
         let algo = match algo {
-            BroadcastAlgo::Auto => self.config.tuning.broadcast(std::mem::size_of_val(buf), self.size()),
+            BroadcastAlgo::Auto => self
+                .config
+                .tuning
+                .broadcast(std::mem::size_of_val(buf), self.size()),
             a => a,
         };
-        let mut sig = self.sig::<E>(Collective::Broadcast, None, algo.name(), buf.len());
-        sig.root = Some(root);
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            root: Some(root),
+            ..self.sig::<E>(Collective::Broadcast, None, algo.name(), buf.len())
+        })?;
         let ctx = self.ctx(Collective::Broadcast);
         match algo {
-            BroadcastAlgo::Binomial | BroadcastAlgo::Auto => broadcast_binomial::broadcast(ctx, buf, root)?,
-            BroadcastAlgo::ScatterAllgather => broadcast_scatter_allgather::broadcast(ctx, buf, root)?,
+            BroadcastAlgo::Binomial | BroadcastAlgo::Auto => {
+                broadcast_binomial::broadcast(ctx, buf, root)?
+            }
+            BroadcastAlgo::ScatterAllgather => {
+                broadcast_scatter_allgather::broadcast(ctx, buf, root)?
+            }
         }
         Ok(())
     }
@@ -472,26 +581,59 @@ impl<T: Transport> Communicator<T> {
     // ---- reduce-scatter ----
 
     /// Even reduce-scatter: `send.len() == p * recv.len()`; rank `i` gets block `i`.
-    pub fn reduce_scatter<E: Element>(&self, send: &[E], recv: &mut [E], op: ReduceOp) -> Result<()> {
-        let counts = vec![recv.len(); self.size()];
-        self.reduce_scatterv(send, recv, &counts, op)
+    pub fn reduce_scatter<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        op: ReduceOp,
+    ) -> Result<()> {
+        self.reduce_scatter_out(
+            send,
+            recv,
+            &Blocks::even(recv.len() * self.size(), self.size()),
+            op,
+        )
     }
 
     /// Uneven reduce-scatter: rank `i` gets the `counts[i]` elements of block `i`.
-    pub fn reduce_scatterv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize], op: ReduceOp) -> Result<()> {
-        let blocks = self.check_counts(counts)?;
+    pub fn reduce_scatterv<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        counts: &[usize],
+        op: ReduceOp,
+    ) -> Result<()> {
+        self.reduce_scatter_out(send, recv, &self.check_counts(counts)?, op)
+    }
+
+    fn reduce_scatter_out<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        blocks: &Blocks,
+        op: ReduceOp,
+    ) -> Result<()> {
         self.check_len("reduce_scatter send buffer", send.len(), blocks.total())?;
-        self.check_len("reduce_scatter receive buffer", recv.len(), counts[self.rank()])?;
+        self.check_len(
+            "reduce_scatter receive buffer",
+            recv.len(),
+            blocks.count(self.rank()),
+        )?;
         let mut staging = self.staging.borrow_mut();
         let work = staging.get::<E>(send.len());
-        self.reduce_scatter_blocks(Some(send), work, &blocks, op)?;
+        self.reduce_scatter_blocks(Some(send), work, blocks, op)?;
         recv.copy_from_slice(&work[blocks.range(self.rank())]);
         Ok(())
     }
 
     /// In place: afterwards block `rank` of `buf` holds this rank's result;
     /// the rest of `buf` holds partial sums.
-    pub fn reduce_scatter_in_place<E: Element>(&self, buf: &mut [E], counts: &[usize], op: ReduceOp) -> Result<()> {
+    pub fn reduce_scatter_in_place<E: Element>(
+        &self,
+        buf: &mut [E],
+        counts: &[usize],
+        op: ReduceOp,
+    ) -> Result<()> {
         let blocks = self.check_counts(counts)?;
         self.check_len("reduce_scatter buffer", buf.len(), blocks.total())?;
         self.reduce_scatter_blocks(None, buf, &blocks, op)
@@ -505,11 +647,19 @@ impl<T: Transport> Communicator<T> {
         op: ReduceOp,
     ) -> Result<()> {
         let p = self.size();
-        let mut sig = self.sig::<E>(Collective::ReduceScatter, Some(op), "ring", buf.len());
-        sig.layout = layout_hash(&(0..p).map(|i| blocks.count(i)).collect::<Vec<_>>());
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            layout: layout_hash(blocks.counts()),
+            ..self.sig::<E>(Collective::ReduceScatter, Some(op), "ring", buf.len())
+        })?;
         let ctx = self.ctx(Collective::ReduceScatter);
-        reduce_scatter_ring::reduce_scatter(ctx, own, buf, blocks, op, &mut self.scratch.borrow_mut())?;
+        reduce_scatter_ring::reduce_scatter(
+            ctx,
+            own,
+            buf,
+            blocks,
+            op,
+            &mut self.scratch.borrow_mut(),
+        )?;
         if op == ReduceOp::Avg {
             E::divide(&mut buf[blocks.range(self.rank())], p);
         }
@@ -520,26 +670,46 @@ impl<T: Transport> Communicator<T> {
 
     /// `recv` (root only, `p * send.len()`) gets every rank's `send` in rank order.
     pub fn gather<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
-        let counts = vec![send.len(); self.size()];
-        self.gatherv(send, recv, &counts, root)
+        self.gather_blocks(
+            send,
+            recv,
+            &Blocks::even(send.len() * self.size(), self.size()),
+            root,
+        )
     }
 
-    pub fn gatherv<E: Element>(&self, send: &[E], recv: &mut [E], counts: &[usize], root: usize) -> Result<()> {
+    pub fn gatherv<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        counts: &[usize],
+        root: usize,
+    ) -> Result<()> {
+        self.gather_blocks(send, recv, &self.check_counts(counts)?, root)
+    }
+
+    fn gather_blocks<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        blocks: &Blocks,
+        root: usize,
+    ) -> Result<()> {
         self.check_root(root)?;
-        let blocks = self.check_counts(counts)?;
         let rank = self.rank();
-        self.check_len("gather send buffer", send.len(), counts[rank])?;
+        self.check_len("gather send buffer", send.len(), blocks.count(rank))?;
         if rank == root {
             self.check_len("gather receive buffer", recv.len(), blocks.total())?;
         }
-        let mut sig = self.sig::<E>(Collective::Gather, None, "linear", blocks.total());
-        sig.root = Some(root);
-        sig.layout = layout_hash(counts);
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            root: Some(root),
+            layout: layout_hash(blocks.counts()),
+            ..self.sig::<E>(Collective::Gather, None, "linear", blocks.total())
+        })?;
         let ctx = self.ctx(Collective::Gather);
         if rank == root {
             recv[blocks.range(rank)].copy_from_slice(send);
-            gather_linear::collect(ctx, recv, &blocks)?;
+            gather_linear::collect(ctx, recv, blocks)?;
         } else {
             gather_linear::send_block(ctx, send, root)?;
         }
@@ -548,26 +718,46 @@ impl<T: Transport> Communicator<T> {
 
     /// Rank `i` gets block `i` of the root's `send` (`p * recv.len()` elements).
     pub fn scatter<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
-        let counts = vec![recv.len(); self.size()];
-        self.scatterv(send, &counts, recv, root)
+        self.scatter_blocks(
+            send,
+            recv,
+            &Blocks::even(recv.len() * self.size(), self.size()),
+            root,
+        )
     }
 
-    pub fn scatterv<E: Element>(&self, send: &[E], counts: &[usize], recv: &mut [E], root: usize) -> Result<()> {
+    pub fn scatterv<E: Element>(
+        &self,
+        send: &[E],
+        counts: &[usize],
+        recv: &mut [E],
+        root: usize,
+    ) -> Result<()> {
+        self.scatter_blocks(send, recv, &self.check_counts(counts)?, root)
+    }
+
+    fn scatter_blocks<E: Element>(
+        &self,
+        send: &[E],
+        recv: &mut [E],
+        blocks: &Blocks,
+        root: usize,
+    ) -> Result<()> {
         self.check_root(root)?;
-        let blocks = self.check_counts(counts)?;
         let rank = self.rank();
-        self.check_len("scatter receive buffer", recv.len(), counts[rank])?;
+        self.check_len("scatter receive buffer", recv.len(), blocks.count(rank))?;
         if rank == root {
             self.check_len("scatter send buffer", send.len(), blocks.total())?;
         }
-        let mut sig = self.sig::<E>(Collective::Scatter, None, "linear", blocks.total());
-        sig.root = Some(root);
-        sig.layout = layout_hash(counts);
-        self.begin(sig)?;
+        self.begin(|| Signature {
+            root: Some(root),
+            layout: layout_hash(blocks.counts()),
+            ..self.sig::<E>(Collective::Scatter, None, "linear", blocks.total())
+        })?;
         let ctx = self.ctx(Collective::Scatter);
         if rank == root {
             recv.copy_from_slice(&send[blocks.range(rank)]);
-            scatter_linear::distribute(ctx, send, &blocks)?;
+            scatter_linear::distribute(ctx, send, blocks)?;
         } else {
             scatter_linear::receive_block(ctx, recv, root)?;
         }
@@ -575,7 +765,7 @@ impl<T: Transport> Communicator<T> {
     }
 
     pub fn barrier(&self) -> Result<()> {
-        self.begin(Signature {
+        self.begin(|| Signature {
             collective: Collective::Barrier,
             dtype: None,
             op: None,

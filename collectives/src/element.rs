@@ -70,7 +70,9 @@ impl std::str::FromStr for DType {
         DType::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| format!("unknown dtype `{s}` (expected one of f32, f64, f16, bf16, i32, i64, u8)"))
+            .ok_or_else(|| {
+                format!("unknown dtype `{s}` (expected one of f32, f64, f16, bf16, i32, i64, u8)")
+            })
     }
 }
 
@@ -214,7 +216,11 @@ macro_rules! half_element {
                 assert!(dst.len() == a.len() && a.len() == b.len());
                 let mut a32 = [0f32; HALF_BLOCK];
                 let mut b32 = [0f32; HALF_BLOCK];
-                for ((d, a), b) in dst.chunks_mut(HALF_BLOCK).zip(a.chunks(HALF_BLOCK)).zip(b.chunks(HALF_BLOCK)) {
+                for ((d, a), b) in dst
+                    .chunks_mut(HALF_BLOCK)
+                    .zip(a.chunks(HALF_BLOCK))
+                    .zip(b.chunks(HALF_BLOCK))
+                {
                     let n = d.len();
                     a.convert_to_f32_slice(&mut a32[..n]);
                     b.convert_to_f32_slice(&mut b32[..n]);

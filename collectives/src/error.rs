@@ -14,9 +14,17 @@ pub enum CollectiveError {
         expected: usize,
     },
     #[error("rank {rank}: root {root} is out of range for {size} ranks")]
-    BadRoot { rank: usize, root: usize, size: usize },
+    BadRoot {
+        rank: usize,
+        root: usize,
+        size: usize,
+    },
     #[error("rank {rank}: counts list has {got} entries for {size} ranks")]
-    BadCounts { rank: usize, got: usize, size: usize },
+    BadCounts {
+        rank: usize,
+        got: usize,
+        size: usize,
+    },
     #[error("collective mismatch: rank {rank} called {ours} but rank {peer} called {theirs}")]
     Mismatch {
         rank: usize,

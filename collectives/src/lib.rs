@@ -22,4 +22,6 @@ pub use error::CollectiveError;
 pub use half::{bf16, f16};
 pub use op::ReduceOp;
 pub use select::{AllgatherAlgo, AllreduceAlgo, BroadcastAlgo, ReduceAlgo, Tuning};
-pub use transport::{Counting, LocalTransport, LocalWorld, MpiTransport, Transport, TransportError};
+pub use transport::{
+    Counting, LocalTransport, LocalWorld, MpiTransport, Transport, TransportError,
+};

@@ -94,7 +94,7 @@ impl Default for Tuning {
             allreduce_large: 4 << 20,
             allgather_small: 64 << 10,
             tree_small: 256 << 10,
-            segment_bytes: 256 << 10,
+            segment_bytes: 1 << 20,
         }
     }
 }

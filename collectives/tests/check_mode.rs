@@ -5,7 +5,13 @@ use mpinfer_collectives::*;
 use std::time::Duration;
 
 fn checked(t: LocalTransport) -> Communicator<LocalTransport> {
-    Communicator::new(t, Config { check: true, ..Config::default() })
+    Communicator::new(
+        t,
+        Config {
+            check: true,
+            ..Config::default()
+        },
+    )
 }
 
 fn run_short<R: Send>(p: usize, f: impl Fn(LocalTransport) -> R + Sync) -> Vec<R> {
@@ -13,11 +19,13 @@ fn run_short<R: Send>(p: usize, f: impl Fn(LocalTransport) -> R + Sync) -> Vec<R
     // short receive timeout turns that into an error for the test.
     let world = LocalWorld::with_timeout(p, Duration::from_secs(2));
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..p).map(|r| {
-            let t = world.transport(r);
-            let f = &f;
-            s.spawn(move || f(t))
-        }).collect();
+        let hs: Vec<_> = (0..p)
+            .map(|r| {
+                let t = world.transport(r);
+                let f = &f;
+                s.spawn(move || f(t))
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
@@ -40,12 +48,16 @@ fn a_different_count_is_reported_with_both_ranks() {
         let c = checked(t);
         let n = if c.rank() == 1 { 10 } else { 11 };
         let mut v = vec![1.0f32; n];
-        c.allreduce(&mut v, ReduceOp::Sum).map_err(|e| e.to_string())
+        c.allreduce(&mut v, ReduceOp::Sum)
+            .map_err(|e| e.to_string())
     });
     for (rank, r) in out.iter().enumerate() {
         let e = r.as_ref().unwrap_err();
         assert!(e.contains("collective mismatch"), "rank {rank}: {e}");
-        assert!(e.contains("count 10") && e.contains("count 11"), "rank {rank}: {e}");
+        assert!(
+            e.contains("count 10") && e.contains("count 11"),
+            "rank {rank}: {e}"
+        );
     }
 }
 
@@ -54,7 +66,11 @@ fn a_different_collective_or_root_is_reported() {
     let out = run_short(2, |t| {
         let c = checked(t);
         let mut v = vec![0u8; 4];
-        let r = if c.rank() == 0 { c.broadcast(&mut v, 0) } else { c.broadcast(&mut v, 1) };
+        let r = if c.rank() == 0 {
+            c.broadcast(&mut v, 0)
+        } else {
+            c.broadcast(&mut v, 1)
+        };
         r.map_err(|e| e.to_string())
     });
     let e = out[0].as_ref().unwrap_err();
@@ -63,11 +79,18 @@ fn a_different_collective_or_root_is_reported() {
     let out = run_short(2, |t| {
         let c = checked(t);
         let mut v = vec![0f64; 4];
-        let r = if c.rank() == 0 { c.allreduce(&mut v, ReduceOp::Max) } else { c.reduce(&mut v, ReduceOp::Max, 0) };
+        let r = if c.rank() == 0 {
+            c.allreduce(&mut v, ReduceOp::Max)
+        } else {
+            c.reduce(&mut v, ReduceOp::Max, 0)
+        };
         r.map_err(|e| e.to_string())
     });
     let e = out[1].as_ref().unwrap_err();
-    assert!(e.contains("rank 1 called reduce") && e.contains("rank 0 called allreduce"), "{e}");
+    assert!(
+        e.contains("rank 1 called reduce") && e.contains("rank 0 called allreduce"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,11 +101,15 @@ fn a_rank_one_call_ahead_is_reported_by_sequence_number() {
             c.barrier().unwrap_err();
         }
         let mut v = vec![1i32; 8];
-        c.allreduce(&mut v, ReduceOp::Sum).map_err(|e| e.to_string())
+        c.allreduce(&mut v, ReduceOp::Sum)
+            .map_err(|e| e.to_string())
     });
     // Rank 1's allreduce #0 meets rank 0's barrier #0.
     let e = out[1].as_ref().unwrap_err();
-    assert!(e.contains("allreduce #0") && e.contains("barrier #0"), "{e}");
+    assert!(
+        e.contains("allreduce #0") && e.contains("barrier #0"),
+        "{e}"
+    );
 }
 
 #[test]

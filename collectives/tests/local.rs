@@ -3,8 +3,8 @@
 
 use mpinfer_collectives::reference;
 use mpinfer_collectives::*;
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const RANKS: [usize; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16];
 
@@ -52,7 +52,10 @@ fn assert_reduced<E: Element>(got: &[E], inputs: &[Vec<E>], op: ReduceOp, what: 
     assert_eq!(got.len(), inputs[0].len(), "{what}: length");
     if !E::DTYPE.is_float() || matches!(op, ReduceOp::Min | ReduceOp::Max) {
         let want = reference::reduce(inputs, op);
-        assert!(got == want.as_slice(), "{what}: differs from the sequential reference");
+        assert!(
+            got == want.as_slice(),
+            "{what}: differs from the sequential reference"
+        );
         return;
     }
     let exact = reference::reduce_f64(inputs, op);
@@ -66,7 +69,11 @@ fn assert_reduced<E: Element>(got: &[E], inputs: &[Vec<E>], op: ReduceOp, what: 
         };
         let bound = (p + 1.0) * eps * scale + 1e-30;
         let err = (g.to_f64() - w).abs();
-        assert!(err <= bound, "{what}: element {i} = {} but reference {w} (error {err:e} > bound {bound:e})", g.to_f64());
+        assert!(
+            err <= bound,
+            "{what}: element {i} = {} but reference {w} (error {err:e} > bound {bound:e})",
+            g.to_f64()
+        );
     }
 }
 
@@ -103,7 +110,6 @@ fn allreduce_all<E: Element>() {
         }
     }
 }
-
 
 #[test]
 fn allreduce_f32() {
@@ -146,12 +152,22 @@ fn reduce_all<E: Element>() {
                         let c = comm(t);
                         let mut buf = data[c.rank()].clone();
                         c.reduce_with(&mut buf, op, root, algo).unwrap();
-                        let mut out = if c.rank() == root { vec![E::zeroed(); n] } else { Vec::new() };
-                        c.reduce_into_with(&data[c.rank()], &mut out, op, root, algo).unwrap();
+                        let mut out = if c.rank() == root {
+                            vec![E::zeroed(); n]
+                        } else {
+                            Vec::new()
+                        };
+                        c.reduce_into_with(&data[c.rank()], &mut out, op, root, algo)
+                            .unwrap();
                         (buf, out)
                     });
                     assert_reduced(&results[root].0, &data, op, &what);
-                    assert_reduced(&results[root].1, &data, op, &format!("{what} (out of place)"));
+                    assert_reduced(
+                        &results[root].1,
+                        &data,
+                        op,
+                        &format!("{what} (out of place)"),
+                    );
                 }
             }
         }
@@ -183,11 +199,16 @@ fn reduce_scatter_all<E: Element>() {
                 let results = LocalWorld::run(p, |t| {
                     let c = comm(t);
                     let mut out = vec![E::zeroed(); counts[c.rank()]];
-                    c.reduce_scatterv(&data[c.rank()], &mut out, &counts, op).unwrap();
+                    c.reduce_scatterv(&data[c.rank()], &mut out, &counts, op)
+                        .unwrap();
                     let mut inplace = data[c.rank()].clone();
-                    c.reduce_scatter_in_place(&mut inplace, &counts, op).unwrap();
+                    c.reduce_scatter_in_place(&mut inplace, &counts, op)
+                        .unwrap();
                     let start: usize = counts[..c.rank()].iter().sum();
-                    assert!(out.as_slice() == &inplace[start..start + out.len()], "{what}: in place differs");
+                    assert!(
+                        out.as_slice() == &inplace[start..start + out.len()],
+                        "{what}: in place differs"
+                    );
                     out
                 });
                 let mut joined = Vec::new();
@@ -211,7 +232,15 @@ fn reduce_scatter_every_type() {
 
 /// Per-rank counts for the v-variants: uneven, with empty ranks.
 fn uneven(p: usize, n: usize) -> Vec<usize> {
-    (0..p).map(|r| if r % 3 == 1 { 0 } else { (n / p + r % 4).min(n) }).collect()
+    (0..p)
+        .map(|r| {
+            if r % 3 == 1 {
+                0
+            } else {
+                (n / p + r % 4).min(n)
+            }
+        })
+        .collect()
 }
 
 fn movement_all<E: Element>() {
@@ -258,16 +287,29 @@ fn movement_all<E: Element>() {
             let results = LocalWorld::run(p, |t| {
                 let c = comm(t);
                 let r = c.rank();
-                let mut g = if r == root { vec![E::zeroed(); want_g.len()] } else { vec![] };
-                c.gatherv(&data[r][..counts[r]], &mut g, &counts, root).unwrap();
+                let mut g = if r == root {
+                    vec![E::zeroed(); want_g.len()]
+                } else {
+                    vec![]
+                };
+                c.gatherv(&data[r][..counts[r]], &mut g, &counts, root)
+                    .unwrap();
                 let src = if r == root { want_g.clone() } else { vec![] };
                 let mut back = vec![E::zeroed(); counts[r]];
                 c.scatterv(&src, &counts, &mut back, root).unwrap();
                 (g, back)
             });
-            assert!(results[root].0 == want_g, "gatherv {} p={p} n={n}", E::DTYPE);
+            assert!(
+                results[root].0 == want_g,
+                "gatherv {} p={p} n={n}",
+                E::DTYPE
+            );
             for (r, res) in results.iter().enumerate() {
-                assert!(res.1.as_slice() == &data[r][..counts[r]], "scatterv {} p={p} n={n} rank {r}", E::DTYPE);
+                assert!(
+                    res.1.as_slice() == &data[r][..counts[r]],
+                    "scatterv {} p={p} n={n} rank {r}",
+                    E::DTYPE
+                );
             }
         }
     }
@@ -315,8 +357,14 @@ fn wrong_lengths_and_roots_are_errors() {
 
 #[test]
 fn algorithm_names_parse_and_unknown_ones_are_listed() {
-    assert_eq!("ring".parse::<AllreduceAlgo>().unwrap(), AllreduceAlgo::Ring);
-    assert_eq!("Recursive-Doubling".parse::<AllgatherAlgo>().unwrap(), AllgatherAlgo::RecursiveDoubling);
+    assert_eq!(
+        "ring".parse::<AllreduceAlgo>().unwrap(),
+        AllreduceAlgo::Ring
+    );
+    assert_eq!(
+        "Recursive-Doubling".parse::<AllgatherAlgo>().unwrap(),
+        AllgatherAlgo::RecursiveDoubling
+    );
     let e = "tree".parse::<AllreduceAlgo>().unwrap_err();
     assert!(e.contains("rabenseifner"), "{e}");
     let env = |k: &str| match k {
@@ -344,10 +392,16 @@ fn small_segments_still_pipeline_correctly() {
                 cfg.tuning.segment_bytes = 64;
                 let c = Communicator::new(t, cfg);
                 let mut a = data[c.rank()].clone();
-                c.allreduce_with(&mut a, ReduceOp::Sum, AllreduceAlgo::Ring).unwrap();
+                c.allreduce_with(&mut a, ReduceOp::Sum, AllreduceAlgo::Ring)
+                    .unwrap();
                 a
             });
-            assert_reduced(&results[0], &data, ReduceOp::Sum, &format!("segmented ring p={p} n={n}"));
+            assert_reduced(
+                &results[0],
+                &data,
+                ReduceOp::Sum,
+                &format!("segmented ring p={p} n={n}"),
+            );
         }
     }
 }

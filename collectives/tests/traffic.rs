@@ -30,11 +30,20 @@ fn ring_allreduce_sends_the_bandwidth_lower_bound() {
     let n = 1 << 18;
     for p in 2..=9 {
         let bound = 2.0 * (p as f64 - 1.0) / p as f64 * (4 * n) as f64;
-        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::Ring).into_iter().enumerate() {
+        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::Ring)
+            .into_iter()
+            .enumerate()
+        {
             // Uneven blocks add at most one element per step.
             let slack = (2 * (p - 1) * 4) as f64;
-            assert!(sent as f64 <= bound + slack, "p={p} rank {rank}: sent {sent} > {bound}");
-            assert!(sent as f64 >= bound - slack, "p={p} rank {rank}: sent {sent}, less than the lower bound {bound}");
+            assert!(
+                sent as f64 <= bound + slack,
+                "p={p} rank {rank}: sent {sent} > {bound}"
+            );
+            assert!(
+                sent as f64 >= bound - slack,
+                "p={p} rank {rank}: sent {sent}, less than the lower bound {bound}"
+            );
             assert!(rounds >= 2 * (p as u64 - 1));
         }
     }
@@ -45,17 +54,29 @@ fn rabenseifner_sends_the_bandwidth_lower_bound_in_2_log_p_rounds() {
     let n = 1 << 18;
     for p in [2, 4, 8, 16] {
         let bound = 2.0 * (p as f64 - 1.0) / p as f64 * (4 * n) as f64;
-        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::Rabenseifner).into_iter().enumerate() {
-            assert!(sent as f64 <= bound + 64.0, "p={p} rank {rank}: sent {sent} > {bound}");
+        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::Rabenseifner)
+            .into_iter()
+            .enumerate()
+        {
+            assert!(
+                sent as f64 <= bound + 64.0,
+                "p={p} rank {rank}: sent {sent} > {bound}"
+            );
             assert_eq!(rounds, 2 * log2_ceil(p), "p={p} rank {rank}");
         }
     }
     // Folding a non-power-of-two costs the folded pairs one extra vector each way.
     for p in [3usize, 5, 6, 7] {
-        for (rank, (sent, _)) in allreduce_traffic(p, n, AllreduceAlgo::Rabenseifner).into_iter().enumerate() {
+        for (rank, (sent, _)) in allreduce_traffic(p, n, AllreduceAlgo::Rabenseifner)
+            .into_iter()
+            .enumerate()
+        {
             let pof2 = 1usize << (usize::BITS - 1 - p.leading_zeros());
             let core = 2.0 * (pof2 as f64 - 1.0) / pof2 as f64 * (4 * n) as f64;
-            assert!(sent as f64 <= core + (4 * n) as f64 + 64.0, "p={p} rank {rank}: sent {sent}");
+            assert!(
+                sent as f64 <= core + (4 * n) as f64 + 64.0,
+                "p={p} rank {rank}: sent {sent}"
+            );
         }
     }
 }
@@ -69,7 +90,8 @@ fn segmenting_adds_rounds_but_not_bytes() {
         config.tuning.segment_bytes = 64 << 10;
         let c = Communicator::new(Counting::new(t), config);
         let mut v = vec![1.0f32; n];
-        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::RecursiveDoubling).unwrap();
+        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::RecursiveDoubling)
+            .unwrap();
         (c.transport().bytes_sent(), c.transport().rounds())
     });
     for (w, s) in whole.iter().zip(&segmented) {
@@ -83,14 +105,20 @@ fn segmenting_adds_rounds_but_not_bytes() {
 fn recursive_doubling_takes_log_p_rounds() {
     let n = 1000;
     for p in [2, 4, 8, 16] {
-        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::RecursiveDoubling).into_iter().enumerate() {
+        for (rank, (sent, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::RecursiveDoubling)
+            .into_iter()
+            .enumerate()
+        {
             assert_eq!(rounds, log2_ceil(p), "p={p} rank {rank}");
             assert_eq!(sent, log2_ceil(p) * 4 * n as u64, "p={p} rank {rank}");
         }
     }
     for p in [3usize, 5, 6, 7, 9] {
         let floor = (usize::BITS - 1 - p.leading_zeros()) as u64;
-        for (rank, (_, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::RecursiveDoubling).into_iter().enumerate() {
+        for (rank, (_, rounds)) in allreduce_traffic(p, n, AllreduceAlgo::RecursiveDoubling)
+            .into_iter()
+            .enumerate()
+        {
             assert!(rounds <= floor + 2, "p={p} rank {rank}: {rounds} rounds");
         }
     }
@@ -141,11 +169,13 @@ fn reduce_scatter_gather_moves_less_than_a_tree_at_large_sizes() {
     let results = LocalWorld::run(p, |t| {
         let c = counted(t);
         let mut v = vec![1i32; n];
-        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::ReduceScatterGather).unwrap();
+        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::ReduceScatterGather)
+            .unwrap();
         let rsg = c.transport().bytes_received();
         c.transport().reset();
         let mut v = vec![1i32; n];
-        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::Binomial).unwrap();
+        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::Binomial)
+            .unwrap();
         (rsg, c.transport().bytes_received())
     });
     // The binomial root receives the vector once per level; the ring pipeline

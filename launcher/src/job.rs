@@ -26,7 +26,8 @@ impl Job {
     /// Initialises MPI, then installs the panic hook and the logger, both of
     /// which name this rank in everything they print.
     pub fn start() -> Result<Job> {
-        let universe = mpi::initialize().ok_or_else(|| anyhow!("MPI was already initialised in this process"))?;
+        let universe = mpi::initialize()
+            .ok_or_else(|| anyhow!("MPI was already initialised in this process"))?;
         let world = universe.world();
         let rank = world.rank() as usize;
         let size = world.size() as usize;
@@ -34,7 +35,12 @@ impl Job {
         SIZE.store(size, Ordering::SeqCst);
         install_panic_hook();
         init_logging();
-        Ok(Job { world, rank, size, _universe: universe })
+        Ok(Job {
+            world,
+            rank,
+            size,
+            _universe: universe,
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -104,7 +110,10 @@ pub fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("error: {}: internal error: {msg}{at}", rank_label());
         abort_job(PANIC_EXIT);
     }));
@@ -113,7 +122,13 @@ pub fn install_panic_hook() {
 fn init_logging() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format(|buf, record| {
-            writeln!(buf, "[{}] {}: {}", rank_label(), record.level().as_str().to_lowercase(), record.args())
+            writeln!(
+                buf,
+                "[{}] {}: {}",
+                rank_label(),
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
         })
         .try_init();
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mpinfer", version, about = "Neural-network inference across the ranks of an MPI job")]
+#[command(
+    name = "mpinfer",
+    version,
+    about = "Neural-network inference across the ranks of an MPI job"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

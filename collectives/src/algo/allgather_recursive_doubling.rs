@@ -8,7 +8,11 @@ use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::TransportError;
 
-pub fn allgather<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks) -> Result<(), TransportError> {
+pub fn allgather<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &mut [E],
+    blocks: &Blocks,
+) -> Result<(), TransportError> {
     let p = ctx.size();
     let rank = ctx.rank();
     if p == 1 || blocks.total() == 0 {
@@ -21,12 +25,20 @@ pub fn allgather<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks) -> Re
             t.send(rank + 1, ctx.tag, bytes(&buf[blocks.range(rank)]))?;
             return t.recv(rank + 1, ctx.tag, bytes_mut(buf));
         }
-        t.recv(rank - 1, ctx.tag, bytes_mut(&mut buf[blocks.range(rank - 1)]))?;
+        t.recv(
+            rank - 1,
+            ctx.tag,
+            bytes_mut(&mut buf[blocks.range(rank - 1)]),
+        )?;
     }
     let me = fold.active(rank).expect("odd and upper ranks stay active");
     // Active index j stands for real blocks first_real(j)..first_real(j + 1).
     let span = |j0: usize, j1: usize| {
-        let end = if j1 == fold.pof2 { p } else { fold.first_real(j1) };
+        let end = if j1 == fold.pof2 {
+            p
+        } else {
+            fold.first_real(j1)
+        };
         blocks.span(fold.first_real(j0), end)
     };
     let mut mask = 1;

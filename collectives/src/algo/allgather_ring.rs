@@ -23,10 +23,19 @@ pub fn allgather<E: Element>(
             buf[blocks.range(rank)].copy_from_slice(a);
             return Ok(());
         }
-        let (mine, incoming) = split_rw_rw(buf, blocks.range(rank), blocks.range((rank + p - 1) % p));
+        let (mine, incoming) =
+            split_rw_rw(buf, blocks.range(rank), blocks.range((rank + p - 1) % p));
         ctx.transport.exchange(
-            &[Outgoing { peer: (rank + 1) % p, tag: ctx.tag, data: bytes(a) }],
-            &mut [Incoming { peer: (rank + p - 1) % p, tag: ctx.tag, data: bytes_mut(incoming) }],
+            &[Outgoing {
+                peer: (rank + 1) % p,
+                tag: ctx.tag,
+                data: bytes(a),
+            }],
+            &mut [Incoming {
+                peer: (rank + p - 1) % p,
+                tag: ctx.tag,
+                data: bytes_mut(incoming),
+            }],
             &mut || mine.copy_from_slice(a),
         )?;
         return forward(ctx, buf, blocks, 1);
@@ -38,7 +47,12 @@ pub fn allgather<E: Element>(
 }
 
 /// Steps `first..p-1` of the ring.
-fn forward<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks, first: usize) -> Result<(), TransportError> {
+fn forward<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &mut [E],
+    blocks: &Blocks,
+    first: usize,
+) -> Result<(), TransportError> {
     let p = ctx.size();
     let rank = ctx.rank();
     let right = (rank + 1) % p;

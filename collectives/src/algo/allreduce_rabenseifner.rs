@@ -32,7 +32,11 @@ pub fn allreduce<E: Element>(
     while mask > 0 {
         let partner = fold.real(me ^ mask);
         let mid = lo + (hi - lo) / 2;
-        let (keep, give) = if me & mask == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
+        let (keep, give) = if me & mask == 0 {
+            ((lo, mid), (mid, hi))
+        } else {
+            ((mid, hi), (lo, mid))
+        };
         let keep_range = blocks.span(keep.0, keep.1);
         let give_range = blocks.span(give.0, give.1);
         let own_keep = own.map(|a| &a[keep_range.clone()]);
@@ -40,7 +44,17 @@ pub fn allreduce<E: Element>(
             Some(a) => Source::Slice(&a[give_range]),
             None => Source::Buf(give_range),
         };
-        exchange_reduce(ctx, Some(partner), out, Some(partner), buf, keep_range, own_keep, op, scratch)?;
+        exchange_reduce(
+            ctx,
+            Some(partner),
+            out,
+            Some(partner),
+            buf,
+            keep_range,
+            own_keep,
+            op,
+            scratch,
+        )?;
         (lo, hi) = keep;
         mask >>= 1;
     }
@@ -52,7 +66,11 @@ pub fn allreduce<E: Element>(
         let partner_me = me ^ mask;
         let mine = me & !(mask - 1);
         let theirs = partner_me & !(mask - 1);
-        let (send, recv) = split_ro_rw(buf, blocks.span(mine, mine + mask), blocks.span(theirs, theirs + mask));
+        let (send, recv) = split_ro_rw(
+            buf,
+            blocks.span(mine, mine + mask),
+            blocks.span(theirs, theirs + mask),
+        );
         let partner = fold.real(partner_me);
         ctx.transport
             .sendrecv(partner, bytes(send), partner, bytes_mut(recv), ctx.tag)?;

@@ -30,7 +30,17 @@ pub fn allreduce<E: Element>(
             // Segment j is sent before segment j is reduced, so the partner
             // gets this rank's value; IEEE addition and multiplication commute
             // bitwise, so both partners hold the same bits after every round.
-            exchange_reduce(ctx, Some(partner), out, Some(partner), buf, 0..n, own.take(), op, scratch)?;
+            exchange_reduce(
+                ctx,
+                Some(partner),
+                out,
+                Some(partner),
+                buf,
+                0..n,
+                own.take(),
+                op,
+                scratch,
+            )?;
             mask <<= 1;
         }
     }

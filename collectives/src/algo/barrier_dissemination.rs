@@ -9,8 +9,13 @@ pub fn barrier(ctx: Ctx<'_>) -> Result<(), TransportError> {
     let rank = ctx.rank();
     let mut dist = 1;
     while dist < p {
-        ctx.transport
-            .sendrecv((rank + dist) % p, &[], (rank + p - dist) % p, &mut [], ctx.tag)?;
+        ctx.transport.sendrecv(
+            (rank + dist) % p,
+            &[],
+            (rank + p - dist) % p,
+            &mut [],
+            ctx.tag,
+        )?;
         dist <<= 1;
     }
     Ok(())

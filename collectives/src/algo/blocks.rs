@@ -9,10 +9,14 @@ pub fn even_counts(n: usize, parts: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Block boundaries: block `i` is `displs[i]..displs[i + 1]`.
+/// How a vector is cut into per-rank blocks: evenly (no allocation, the
+/// common case on every hot path) or by explicit counts.
 #[derive(Clone, Debug)]
-pub struct Blocks {
-    displs: Vec<usize>,
+pub enum Blocks {
+    /// `parts` nearly equal blocks of `n`; the first `n % parts` get one more.
+    Even { n: usize, parts: usize },
+    /// Block `i` is `displs[i]..displs[i + 1]`.
+    Listed { displs: Vec<usize> },
 }
 
 impl Blocks {
@@ -24,36 +28,61 @@ impl Blocks {
             at += c;
             displs.push(at);
         }
-        Blocks { displs }
+        Blocks::Listed { displs }
     }
 
     pub fn even(n: usize, parts: usize) -> Blocks {
-        Blocks::from_counts(&even_counts(n, parts))
+        assert!(parts > 0);
+        Blocks::Even { n, parts }
     }
 
     pub fn len(&self) -> usize {
-        self.displs.len() - 1
+        match self {
+            Blocks::Even { parts, .. } => *parts,
+            Blocks::Listed { displs } => displs.len() - 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn total(&self) -> usize {
-        *self.displs.last().unwrap()
+        match self {
+            Blocks::Even { n, .. } => *n,
+            Blocks::Listed { displs } => *displs.last().unwrap(),
+        }
+    }
+
+    fn start(&self, i: usize) -> usize {
+        match self {
+            Blocks::Even { n, parts } => i * (n / parts) + i.min(n % parts),
+            Blocks::Listed { displs } => displs[i],
+        }
     }
 
     pub fn range(&self, i: usize) -> Range<usize> {
-        self.displs[i]..self.displs[i + 1]
+        self.start(i)..self.start(i + 1)
     }
 
     /// Blocks `first..end` as one range (they are contiguous).
     pub fn span(&self, first: usize, end: usize) -> Range<usize> {
-        self.displs[first]..self.displs[end]
+        self.start(first)..self.start(end)
     }
 
     pub fn count(&self, i: usize) -> usize {
-        self.displs[i + 1] - self.displs[i]
+        self.start(i + 1) - self.start(i)
     }
 
     pub fn max_count(&self) -> usize {
-        (0..self.len()).map(|i| self.count(i)).max().unwrap_or(0)
+        match self {
+            Blocks::Even { n, parts } => n.div_ceil(*parts),
+            Blocks::Listed { .. } => (0..self.len()).map(|i| self.count(i)).max().unwrap_or(0),
+        }
+    }
+
+    pub fn counts(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).map(|i| self.count(i))
     }
 }
 
@@ -87,7 +116,10 @@ pub fn split_ro_rw<E>(buf: &mut [E], ro: Range<usize>, rw: Range<usize>) -> (&[E
 
 /// Two writable views of one buffer; panics if they overlap.
 pub fn split_rw_rw<E>(buf: &mut [E], a: Range<usize>, b: Range<usize>) -> (&mut [E], &mut [E]) {
-    assert!(a.end <= b.start || b.end <= a.start || a.is_empty() || b.is_empty(), "overlapping views {a:?} and {b:?}");
+    assert!(
+        a.end <= b.start || b.end <= a.start || a.is_empty() || b.is_empty(),
+        "overlapping views {a:?} and {b:?}"
+    );
     if a.is_empty() {
         return (&mut [], &mut buf[b]);
     }
@@ -116,8 +148,15 @@ pub struct Fold {
 
 impl Fold {
     pub fn new(p: usize) -> Fold {
-        let pof2 = if p == 0 { 0 } else { 1 << (usize::BITS - 1 - p.leading_zeros()) };
-        Fold { pof2, rem: p - pof2 }
+        let pof2 = if p == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - p.leading_zeros())
+        };
+        Fold {
+            pof2,
+            rem: p - pof2,
+        }
     }
 
     /// Index among the `pof2` active ranks, or `None` for a rank that sits out.
@@ -164,6 +203,21 @@ mod tests {
                     at = p.end;
                 }
                 assert_eq!(at, r.end);
+            }
+        }
+    }
+
+    #[test]
+    fn even_and_listed_blocks_agree() {
+        for n in [0usize, 1, 7, 64, 1001] {
+            for parts in 1..10 {
+                let even = Blocks::even(n, parts);
+                let listed = Blocks::from_counts(&even_counts(n, parts));
+                for i in 0..parts {
+                    assert_eq!(even.range(i), listed.range(i));
+                }
+                assert_eq!(even.max_count(), listed.max_count());
+                assert_eq!(even.total(), n);
             }
         }
     }

@@ -5,7 +5,11 @@ use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::{Outgoing, TransportError};
 
-pub fn broadcast<E: Element>(ctx: Ctx<'_>, buf: &mut [E], root: usize) -> Result<(), TransportError> {
+pub fn broadcast<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &mut [E],
+    root: usize,
+) -> Result<(), TransportError> {
     let p = ctx.size();
     if p == 1 || buf.is_empty() {
         return Ok(());
@@ -15,7 +19,8 @@ pub fn broadcast<E: Element>(ctx: Ctx<'_>, buf: &mut [E], root: usize) -> Result
     let mut mask = 1;
     while mask < p {
         if me & mask != 0 {
-            ctx.transport.recv(real(me - mask), ctx.tag, bytes_mut(buf))?;
+            ctx.transport
+                .recv(real(me - mask), ctx.tag, bytes_mut(buf))?;
             break;
         }
         mask <<= 1;
@@ -31,7 +36,11 @@ pub fn broadcast<E: Element>(ctx: Ctx<'_>, buf: &mut [E], root: usize) -> Result
     let data = bytes(buf);
     let sends: Vec<Outgoing<'_>> = children
         .into_iter()
-        .map(|peer| Outgoing { peer, tag: ctx.tag, data })
+        .map(|peer| Outgoing {
+            peer,
+            tag: ctx.tag,
+            data,
+        })
         .collect();
     ctx.transport.exchange(&sends, &mut [], &mut || {})
 }

@@ -7,7 +7,11 @@ use super::{allgather_ring, scatter_linear, Ctx};
 use crate::element::Element;
 use crate::transport::TransportError;
 
-pub fn broadcast<E: Element>(ctx: Ctx<'_>, buf: &mut [E], root: usize) -> Result<(), TransportError> {
+pub fn broadcast<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &mut [E],
+    root: usize,
+) -> Result<(), TransportError> {
     let blocks = Blocks::even(buf.len(), ctx.size());
     scatter_linear::scatter_in_place(ctx, buf, &blocks, root)?;
     allgather_ring::allgather(ctx, None, buf, &blocks)

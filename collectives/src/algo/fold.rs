@@ -28,7 +28,17 @@ pub fn fold_in<'a, E: Element>(
             exchange_reduce(ctx, Some(rank + 1), out, None, buf, 0..0, None, op, scratch)?;
             return Ok((None, own));
         }
-        exchange_reduce(ctx, None, Source::Nothing, Some(rank - 1), buf, 0..n, own, op, scratch)?;
+        exchange_reduce(
+            ctx,
+            None,
+            Source::Nothing,
+            Some(rank - 1),
+            buf,
+            0..n,
+            own,
+            op,
+            scratch,
+        )?;
         return Ok((fold.active(rank), None));
     }
     Ok((fold.active(rank), own))

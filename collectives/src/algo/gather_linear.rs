@@ -15,7 +15,11 @@ pub fn send_block<E: Element>(ctx: Ctx<'_>, mine: &[E], root: usize) -> Result<(
 }
 
 /// The root's part: its own block is already in place in `buf`.
-pub fn collect<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks) -> Result<(), TransportError> {
+pub fn collect<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &mut [E],
+    blocks: &Blocks,
+) -> Result<(), TransportError> {
     let root = ctx.rank();
     let mut recvs = Vec::with_capacity(ctx.size().saturating_sub(1));
     let mut rest = &mut buf[..];
@@ -27,7 +31,11 @@ pub fn collect<E: Element>(ctx: Ctx<'_>, buf: &mut [E], blocks: &Blocks) -> Resu
         rest = tail;
         consumed = r.end;
         if peer != root && !this.is_empty() {
-            recvs.push(Incoming { peer, tag: ctx.tag, data: bytes_mut(this) });
+            recvs.push(Incoming {
+                peer,
+                tag: ctx.tag,
+                data: bytes_mut(this),
+            });
         }
     }
     ctx.transport.exchange(&[], &mut recvs, &mut || {})

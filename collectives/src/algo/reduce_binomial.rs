@@ -27,11 +27,31 @@ pub fn reduce<E: Element>(
     while mask < p {
         if me & mask != 0 {
             let out = own.map_or(Source::Buf(0..n), Source::Slice);
-            return exchange_reduce(ctx, Some(real(me - mask)), out, None, acc, 0..0, None, op, scratch);
+            return exchange_reduce(
+                ctx,
+                Some(real(me - mask)),
+                out,
+                None,
+                acc,
+                0..0,
+                None,
+                op,
+                scratch,
+            );
         }
         if me + mask < p {
             let child = Some(real(me + mask));
-            exchange_reduce(ctx, None, Source::Nothing, child, acc, 0..n, own.take(), op, scratch)?;
+            exchange_reduce(
+                ctx,
+                None,
+                Source::Nothing,
+                child,
+                acc,
+                0..n,
+                own.take(),
+                op,
+                scratch,
+            )?;
         }
         mask <<= 1;
     }

@@ -48,8 +48,16 @@ pub fn reduce_scatter<E: Element>(
         let send_from_own = if step == 0 { own } else { None };
         for j in 0..=nseg {
             // Segment j travels while segment j−1 is reduced.
-            let outgoing = if j < nseg { part(&send_block, nseg, j) } else { 0..0 };
-            let arrived = if j > 0 { part(&recv_block, nseg, j - 1) } else { 0..0 };
+            let outgoing = if j < nseg {
+                part(&send_block, nseg, j)
+            } else {
+                0..0
+            };
+            let arrived = if j > 0 {
+                part(&recv_block, nseg, j - 1)
+            } else {
+                0..0
+            };
             let (send_view, acc) = match send_from_own {
                 Some(a) => (&a[outgoing], &mut buf[arrived.clone()]),
                 None => split_ro_rw(buf, outgoing, arrived.clone()),
@@ -65,8 +73,16 @@ pub fn reduce_scatter<E: Element>(
             if j < nseg {
                 let n_in = part(&recv_block, nseg, j).len();
                 ctx.transport.exchange(
-                    &[Outgoing { peer: right, tag: ctx.tag, data: bytes(send_view) }],
-                    &mut [Incoming { peer: left, tag: ctx.tag, data: bytes_mut(&mut incoming[..n_in]) }],
+                    &[Outgoing {
+                        peer: right,
+                        tag: ctx.tag,
+                        data: bytes(send_view),
+                    }],
+                    &mut [Incoming {
+                        peer: left,
+                        tag: ctx.tag,
+                        data: bytes_mut(&mut incoming[..n_in]),
+                    }],
                     &mut reduce_previous,
                 )?;
             } else {

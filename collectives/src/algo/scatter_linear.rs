@@ -7,7 +7,11 @@ use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::{Outgoing, TransportError};
 
 /// A non-root rank's part: receive its block from the root.
-pub fn receive_block<E: Element>(ctx: Ctx<'_>, mine: &mut [E], root: usize) -> Result<(), TransportError> {
+pub fn receive_block<E: Element>(
+    ctx: Ctx<'_>,
+    mine: &mut [E],
+    root: usize,
+) -> Result<(), TransportError> {
     if mine.is_empty() {
         return Ok(());
     }
@@ -15,11 +19,19 @@ pub fn receive_block<E: Element>(ctx: Ctx<'_>, mine: &mut [E], root: usize) -> R
 }
 
 /// The root's part: send every other rank its block of `buf`.
-pub fn distribute<E: Element>(ctx: Ctx<'_>, buf: &[E], blocks: &Blocks) -> Result<(), TransportError> {
+pub fn distribute<E: Element>(
+    ctx: Ctx<'_>,
+    buf: &[E],
+    blocks: &Blocks,
+) -> Result<(), TransportError> {
     let root = ctx.rank();
     let sends: Vec<Outgoing<'_>> = (0..ctx.size())
         .filter(|&peer| peer != root && blocks.count(peer) > 0)
-        .map(|peer| Outgoing { peer, tag: ctx.tag, data: bytes(&buf[blocks.range(peer)]) })
+        .map(|peer| Outgoing {
+            peer,
+            tag: ctx.tag,
+            data: bytes(&buf[blocks.range(peer)]),
+        })
         .collect();
     ctx.transport.exchange(&sends, &mut [], &mut || {})
 }

@@ -55,13 +55,41 @@ pub fn exchange_reduce<E: Element>(
     let out_whole = 0..send_len;
     let acc_local = 0..recv_len;
 
+    if let (Some(peer), None) = (to, from) {
+        // Nothing to reduce here: post every segment at once, so the receiver
+        // never waits for this rank to come back and post the next one.
+        let whole: &[E] = match &out {
+            Source::Slice(s) => s,
+            Source::Buf(r) => &buf[r.clone()],
+            Source::Nothing => &[],
+        };
+        let sends: Vec<Outgoing<'_>> = (0..nseg)
+            .map(|j| Outgoing {
+                peer,
+                tag: ctx.tag,
+                data: bytes(&whole[part(&out_whole, nseg, j)]),
+            })
+            .collect();
+        return ctx.transport.exchange(&sends, &mut [], &mut || {});
+    }
+
     for j in 0..=nseg {
-        let sending = if j < nseg { part(&out_whole, nseg, j) } else { 0..0 };
-        let arrived = if j > 0 { part(&acc_local, nseg, j - 1) } else { 0..0 };
+        let sending = if j < nseg {
+            part(&out_whole, nseg, j)
+        } else {
+            0..0
+        };
+        let arrived = if j > 0 {
+            part(&acc_local, nseg, j - 1)
+        } else {
+            0..0
+        };
         let acc_abs = acc.start + arrived.start..acc.start + arrived.end;
         let (send_view, acc_view): (&[E], &mut [E]) = match &out {
             Source::Slice(s) => (&s[sending.clone()], &mut buf[acc_abs]),
-            Source::Buf(r) => split_ro_rw(buf, r.start + sending.start..r.start + sending.end, acc_abs),
+            Source::Buf(r) => {
+                split_ro_rw(buf, r.start + sending.start..r.start + sending.end, acc_abs)
+            }
             Source::Nothing => (&[], &mut buf[acc_abs]),
         };
         let own_part = own.map(|a| &a[arrived.clone()]);
@@ -76,10 +104,23 @@ pub fn exchange_reduce<E: Element>(
             reduce_previous();
             break;
         }
-        let n_in = if from.is_some() { part(&acc_local, nseg, j).len() } else { 0 };
-        let send = to.map(|peer| Outgoing { peer, tag: ctx.tag, data: bytes(send_view) });
-        let mut recv = from.map(|peer| Incoming { peer, tag: ctx.tag, data: bytes_mut(&mut incoming[..n_in]) });
-        ctx.transport.exchange(send.as_slice(), recv.as_mut_slice(), &mut reduce_previous)?;
+        let n_in = if from.is_some() {
+            part(&acc_local, nseg, j).len()
+        } else {
+            0
+        };
+        let send = to.map(|peer| Outgoing {
+            peer,
+            tag: ctx.tag,
+            data: bytes(send_view),
+        });
+        let mut recv = from.map(|peer| Incoming {
+            peer,
+            tag: ctx.tag,
+            data: bytes_mut(&mut incoming[..n_in]),
+        });
+        ctx.transport
+            .exchange(send.as_slice(), recv.as_mut_slice(), &mut reduce_previous)?;
     }
     Ok(())
 }

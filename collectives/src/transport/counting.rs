@@ -41,11 +41,21 @@ impl<T: Transport> Counting<T> {
     }
 
     pub fn bytes_received(&self) -> u64 {
-        self.tally.borrow().peers.iter().map(|p| p.bytes_received).sum()
+        self.tally
+            .borrow()
+            .peers
+            .iter()
+            .map(|p| p.bytes_received)
+            .sum()
     }
 
     pub fn messages_sent(&self) -> u64 {
-        self.tally.borrow().peers.iter().map(|p| p.messages_sent).sum()
+        self.tally
+            .borrow()
+            .peers
+            .iter()
+            .map(|p| p.messages_sent)
+            .sum()
     }
 
     pub fn rounds(&self) -> u64 {

@@ -109,7 +109,11 @@ impl LocalTransport {
                     seconds: self.world.timeout.as_secs(),
                 });
             }
-            queues = mailbox.arrived.wait_timeout(queues, deadline - now).unwrap().0;
+            queues = mailbox
+                .arrived
+                .wait_timeout(queues, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 }

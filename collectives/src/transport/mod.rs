@@ -9,9 +9,9 @@ mod counting;
 mod local;
 mod mpi;
 
+pub use self::mpi::MpiTransport;
 pub use counting::{Counting, PeerTraffic};
 pub use local::{LocalTransport, LocalWorld};
-pub use self::mpi::MpiTransport;
 
 use thiserror::Error;
 
@@ -21,8 +21,14 @@ pub type Tag = u16;
 #[derive(Debug, Error)]
 pub enum TransportError {
     #[error("rank {rank}: peer {peer} is out of range for {size} ranks")]
-    BadPeer { rank: usize, peer: usize, size: usize },
-    #[error("rank {rank}: message from rank {peer} (tag {tag}) has {got} bytes, expected {expected}")]
+    BadPeer {
+        rank: usize,
+        peer: usize,
+        size: usize,
+    },
+    #[error(
+        "rank {rank}: message from rank {peer} (tag {tag}) has {got} bytes, expected {expected}"
+    )]
     LengthMismatch {
         rank: usize,
         peer: usize,
@@ -87,8 +93,16 @@ pub trait Transport {
         tag: Tag,
     ) -> Result<(), TransportError> {
         self.exchange(
-            &[Outgoing { peer: dst, tag, data: send }],
-            &mut [Incoming { peer: src, tag, data: recv }],
+            &[Outgoing {
+                peer: dst,
+                tag,
+                data: send,
+            }],
+            &mut [Incoming {
+                peer: src,
+                tag,
+                data: recv,
+            }],
             &mut || {},
         )
     }

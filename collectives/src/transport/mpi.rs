@@ -138,4 +138,3 @@ impl Transport for MpiTransport {
         Ok(())
     }
 }
-

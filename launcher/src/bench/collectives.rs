@@ -67,7 +67,9 @@ impl std::str::FromStr for Format {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
-            _ => Err(format!("unknown format `{s}` (expected table, csv or json)")),
+            _ => Err(format!(
+                "unknown format `{s}` (expected table, csv or json)"
+            )),
         }
     }
 }
@@ -82,7 +84,13 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::Allreduce, Op::Allgather, Op::Reduce, Op::Broadcast, Op::ReduceScatter];
+    const ALL: [Op; 5] = [
+        Op::Allreduce,
+        Op::Allgather,
+        Op::Reduce,
+        Op::Broadcast,
+        Op::ReduceScatter,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -172,7 +180,11 @@ fn select(op: Op, wanted: &[String], strict: bool) -> Result<Vec<Algo>> {
             out.push(Algo::ReduceScatter);
         } else if strict {
             let names: Vec<&str> = all.iter().map(|a| a.name()).collect();
-            bail!("`{w}` is not a {} algorithm (expected {}, mpi or all)", op.name(), names.join(", "));
+            bail!(
+                "`{w}` is not a {} algorithm (expected {}, mpi or all)",
+                op.name(),
+                names.join(", ")
+            );
         }
     }
     out.dedup();
@@ -197,8 +209,10 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
             .find(|o| o.name() == name)
             .with_context(|| format!("unknown collective `{name}` (expected allreduce, allgather, reduce, broadcast, reduce_scatter or all)"))?],
     };
-    let min = parse_bytes(&args.min_bytes).with_context(|| format!("-b {}: not a byte size", args.min_bytes))?;
-    let max = parse_bytes(&args.max_bytes).with_context(|| format!("-e {}: not a byte size", args.max_bytes))?;
+    let min = parse_bytes(&args.min_bytes)
+        .with_context(|| format!("-b {}: not a byte size", args.min_bytes))?;
+    let max = parse_bytes(&args.max_bytes)
+        .with_context(|| format!("-e {}: not a byte size", args.max_bytes))?;
     if args.step_factor < 2 {
         bail!("-f must be at least 2");
     }
@@ -206,7 +220,11 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         bail!("-b must be positive and not above -e");
     }
     if args.root >= job.size() {
-        bail!("--root {} is out of range for {} ranks", args.root, job.size());
+        bail!(
+            "--root {} is out of range for {} ranks",
+            args.root,
+            job.size()
+        );
     }
     if args.batches == 0 {
         bail!("--batches must be positive");
@@ -219,7 +237,11 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         }
     }
     if per_op.is_empty() {
-        bail!("no algorithm named by --algo {} applies to --op {}", args.algo.join(","), args.op);
+        bail!(
+            "no algorithm named by --algo {} applies to --op {}",
+            args.algo.join(","),
+            args.op
+        );
     }
     match args.dtype {
         DType::F32 => bench::<f32>(job, args, &per_op, min, max),
@@ -254,17 +276,36 @@ struct Buffers<E> {
     count: usize,
 }
 
-fn bench<E: Element>(job: &Job, args: &Args, per_op: &[(Op, Vec<Algo>)], min: usize, max: usize) -> Result<()> {
+fn bench<E: Element>(
+    job: &Job,
+    args: &Args,
+    per_op: &[(Op, Vec<Algo>)],
+    min: usize,
+    max: usize,
+) -> Result<()> {
     let comm = job.communicator()?;
     let p = job.size();
     let rank = job.rank();
     let esize = std::mem::size_of::<E>();
     let mpi_type = mpi_datatype(E::DTYPE);
-    let plan = Plan { batches: args.batches, batch_seconds: args.batch_ms / 1e3 };
+    let plan = Plan {
+        batches: args.batches,
+        batch_seconds: args.batch_ms / 1e3,
+    };
     if rank == 0 && args.format == Format::Table {
         let lib = mpi::environment::library_version().unwrap_or_default();
-        let lib = lib.lines().next().unwrap_or("").trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string();
-        println!("# mpinfer bench collectives: {} ranks, {}, MPI: {}", p, E::DTYPE, lib);
+        let lib = lib
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string();
+        println!(
+            "# mpinfer bench collectives: {} ranks, {}, MPI: {}",
+            p,
+            E::DTYPE,
+            lib
+        );
         println!("# time: median over {} interleaved batches of the slowest rank; ratio = our busbw / MPI busbw", args.batches);
         if mpi_type.is_none() {
             println!("# MPI has no {} type: no MPI baseline", E::DTYPE);
@@ -280,12 +321,22 @@ fn bench<E: Element>(job: &Job, args: &Args, per_op: &[(Op, Vec<Algo>)], min: us
             println!("# {}", op.name());
             println!(
                 "{:>12} {:>11} {:<28} {:>11} {:>10} {:>10} {:>11} {:>10} {:>7} {:>6}",
-                "bytes", "count", "algo", "time_us", "algbw_GB/s", "busbw_GB/s", "mpi_time_us", "mpi_busbw", "ratio", "wrong"
+                "bytes",
+                "count",
+                "algo",
+                "time_us",
+                "algbw_GB/s",
+                "busbw_GB/s",
+                "mpi_time_us",
+                "mpi_busbw",
+                "ratio",
+                "wrong"
             );
         }
         let mut size = min;
         while size <= max {
-            if let Some(rows) = bench_size::<E>(job, &comm, args, op, algos, size, mpi_type, &plan)? {
+            if let Some(rows) = bench_size::<E>(job, &comm, args, op, algos, size, mpi_type, &plan)?
+            {
                 if rank == 0 {
                     for row in &rows {
                         print_row(args.format, p, E::DTYPE, row);
@@ -318,21 +369,41 @@ fn bench_size<E: Element>(
     let root = args.root;
     let esize = std::mem::size_of::<E>();
     let per_rank = matches!(op, Op::Allgather | Op::ReduceScatter);
-    let count = if per_rank { size / (esize * p) } else { size / esize };
+    let count = if per_rank {
+        size / (esize * p)
+    } else {
+        size / esize
+    };
     if count == 0 {
         return Ok(None);
     }
     let n = if per_rank { count * p } else { count };
     let mut b = match op {
-        Op::Allreduce => Buffers { send: vec![E::zeroed(); n], recv: vec![E::zeroed(); n], count },
-        Op::Allgather => Buffers { send: vec![E::zeroed(); count], recv: vec![E::zeroed(); n], count },
+        Op::Allreduce => Buffers {
+            send: vec![E::zeroed(); n],
+            recv: vec![E::zeroed(); n],
+            count,
+        },
+        Op::Allgather => Buffers {
+            send: vec![E::zeroed(); count],
+            recv: vec![E::zeroed(); n],
+            count,
+        },
         Op::Reduce => Buffers {
             send: vec![E::zeroed(); n],
             recv: vec![E::zeroed(); if rank == root { n } else { 0 }],
             count,
         },
-        Op::Broadcast => Buffers { send: Vec::new(), recv: vec![E::zeroed(); n], count },
-        Op::ReduceScatter => Buffers { send: vec![E::zeroed(); n], recv: vec![E::zeroed(); count], count },
+        Op::Broadcast => Buffers {
+            send: Vec::new(),
+            recv: vec![E::zeroed(); n],
+            count,
+        },
+        Op::ReduceScatter => Buffers {
+            send: vec![E::zeroed(); n],
+            recv: vec![E::zeroed(); count],
+            count,
+        },
     };
     // Touch every page with real values: never-written buffers map the
     // kernel's shared zero page, which makes copies from them misleadingly
@@ -361,7 +432,11 @@ fn bench_size<E: Element>(
         if *a == Algo::Mpi && !show_mpi {
             continue;
         }
-        let wrong = if args.check { Some(check_once(job, comm, op, *a, &mut b, root, mpi_type)?) } else { None };
+        let wrong = if args.check {
+            Some(check_once(job, comm, op, *a, &mut b, root, mpi_type)?)
+        } else {
+            None
+        };
         let mut name = a.name().to_string();
         if a.is_auto() {
             let t = &comm.config().tuning;
@@ -375,7 +450,15 @@ fn bench_size<E: Element>(
             };
             name = format!("auto({picked})");
         }
-        rows.push(Row { op, algo: name, bytes: n * esize, count: b.count, time: times[i], mpi_time, wrong });
+        rows.push(Row {
+            op,
+            algo: name,
+            bytes: n * esize,
+            count: b.count,
+            time: times[i],
+            mpi_time,
+            wrong,
+        });
     }
     Ok(Some(rows))
 }
@@ -391,19 +474,37 @@ fn run_once<E: Element>(
 ) -> Result<()> {
     let sum = ReduceOp::Sum;
     match (op, algo) {
-        (Op::Allreduce, Algo::Allreduce(a)) => comm.allreduce_into_with(&b.send, &mut b.recv, sum, a)?,
+        (Op::Allreduce, Algo::Allreduce(a)) => {
+            comm.allreduce_into_with(&b.send, &mut b.recv, sum, a)?
+        }
         (Op::Allgather, Algo::Allgather(a)) => comm.allgather_with(&b.send, &mut b.recv, a)?,
-        (Op::Reduce, Algo::Reduce(a)) => comm.reduce_into_with(&b.send, &mut b.recv, sum, root, a)?,
+        (Op::Reduce, Algo::Reduce(a)) => {
+            comm.reduce_into_with(&b.send, &mut b.recv, sum, root, a)?
+        }
         (Op::Broadcast, Algo::Broadcast(a)) => comm.broadcast_with(&mut b.recv, root, a)?,
-        (Op::ReduceScatter, Algo::ReduceScatter) => comm.reduce_scatter(&b.send, &mut b.recv, sum)?,
-        (_, Algo::Mpi) => mpi_builtin(job, op, b, root, mpi_type.expect("MPI baseline needs an MPI type")),
+        (Op::ReduceScatter, Algo::ReduceScatter) => {
+            comm.reduce_scatter(&b.send, &mut b.recv, sum)?
+        }
+        (_, Algo::Mpi) => mpi_builtin(
+            job,
+            op,
+            b,
+            root,
+            mpi_type.expect("MPI baseline needs an MPI type"),
+        ),
         (op, a) => unreachable!("{a:?} is not an algorithm of {op:?}"),
     }
     Ok(())
 }
 
 /// MPI's own collective, out of place like ours.
-fn mpi_builtin<E: Element>(job: &Job, op: Op, b: &mut Buffers<E>, root: usize, dt: ffi::MPI_Datatype) {
+fn mpi_builtin<E: Element>(
+    job: &Job,
+    op: Op,
+    b: &mut Buffers<E>,
+    root: usize,
+    dt: ffi::MPI_Datatype,
+) {
     let comm = job.world().as_raw();
     let send = b.send.as_ptr() as *const c_void;
     let recv = b.recv.as_mut_ptr() as *mut c_void;
@@ -468,7 +569,8 @@ fn check_once<E: Element>(
         .filter(|(i, v)| expected(*i).is_some_and(|e| v.to_f64() != e))
         .count() as u64;
     let mut total = 0u64;
-    job.world().all_reduce_into(&wrong, &mut total, SystemOperation::sum());
+    job.world()
+        .all_reduce_into(&wrong, &mut total, SystemOperation::sum());
     fill(b, r);
     Ok(total)
 }
@@ -487,7 +589,9 @@ fn fill<E: Element>(b: &mut Buffers<E>, rank: usize) {
 fn print_row(format: Format, p: usize, dtype: DType, row: &Row) {
     let algbw = row.bytes as f64 / row.time / 1e9;
     let busbw = algbw * row.op.bus_factor(p);
-    let mpi_busbw = row.mpi_time.map(|t| row.bytes as f64 / t / 1e9 * row.op.bus_factor(p));
+    let mpi_busbw = row
+        .mpi_time
+        .map(|t| row.bytes as f64 / t / 1e9 * row.op.bus_factor(p));
     let ratio = row.mpi_time.map(|t| t / row.time);
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     let wrong = row.wrong.map_or("-".to_string(), |w| w.to_string());

@@ -14,7 +14,12 @@ pub struct Plan {
 }
 
 /// Median seconds per call of each candidate. `run(i)` runs candidate `i` once.
-pub fn interleaved(world: &SimpleCommunicator, plan: &Plan, n: usize, mut run: impl FnMut(usize)) -> Vec<f64> {
+pub fn interleaved(
+    world: &SimpleCommunicator,
+    plan: &Plan,
+    n: usize,
+    mut run: impl FnMut(usize),
+) -> Vec<f64> {
     // Warm up (first touches, scratch growth), then size the batches from one
     // timed call each, agreed across ranks so everyone runs the same count.
     for i in 0..n {
