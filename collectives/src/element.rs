@@ -1,5 +1,6 @@
 //! Element types the collectives move and reduce.
 
+use crate::half_math;
 use crate::op::ReduceOp;
 use half::{bf16, f16};
 use std::fmt;
@@ -189,54 +190,18 @@ int_element!(i32, DType::I32);
 int_element!(i64, DType::I64);
 int_element!(u8, DType::U8);
 
-/// Half-precision values are widened to f32 a block at a time, combined in
-/// f32 and rounded once per step: converting one value at a time is about
-/// 100x slower than the slice conversions, which use F16C where present.
-const HALF_BLOCK: usize = 1024;
-
 macro_rules! half_element {
-    ($t:ty, $d:expr) => {
+    ($t:ty, $d:expr, $combine:path, $combine_into:path, $divide:path) => {
         impl Element for $t {
             const DTYPE: DType = $d;
             fn combine(op: ReduceOp, acc: &mut [Self], src: &[Self]) {
-                use half::slice::HalfFloatSliceExt;
-                assert_eq!(acc.len(), src.len());
-                let mut a32 = [0f32; HALF_BLOCK];
-                let mut b32 = [0f32; HALF_BLOCK];
-                for (a, b) in acc.chunks_mut(HALF_BLOCK).zip(src.chunks(HALF_BLOCK)) {
-                    let n = a.len();
-                    a.convert_to_f32_slice(&mut a32[..n]);
-                    b.convert_to_f32_slice(&mut b32[..n]);
-                    f32::combine(op, &mut a32[..n], &b32[..n]);
-                    a.convert_from_f32_slice(&a32[..n]);
-                }
+                $combine(op, acc, src)
             }
             fn combine_into(op: ReduceOp, dst: &mut [Self], a: &[Self], b: &[Self]) {
-                use half::slice::HalfFloatSliceExt;
-                assert!(dst.len() == a.len() && a.len() == b.len());
-                let mut a32 = [0f32; HALF_BLOCK];
-                let mut b32 = [0f32; HALF_BLOCK];
-                for ((d, a), b) in dst
-                    .chunks_mut(HALF_BLOCK)
-                    .zip(a.chunks(HALF_BLOCK))
-                    .zip(b.chunks(HALF_BLOCK))
-                {
-                    let n = d.len();
-                    a.convert_to_f32_slice(&mut a32[..n]);
-                    b.convert_to_f32_slice(&mut b32[..n]);
-                    f32::combine(op, &mut a32[..n], &b32[..n]);
-                    d.convert_from_f32_slice(&a32[..n]);
-                }
+                $combine_into(op, dst, a, b)
             }
             fn divide(buf: &mut [Self], by: usize) {
-                use half::slice::HalfFloatSliceExt;
-                let mut a32 = [0f32; HALF_BLOCK];
-                for a in buf.chunks_mut(HALF_BLOCK) {
-                    let n = a.len();
-                    a.convert_to_f32_slice(&mut a32[..n]);
-                    f32::divide(&mut a32[..n], by);
-                    a.convert_from_f32_slice(&a32[..n]);
-                }
+                $divide(buf, by)
             }
             fn to_f64(self) -> f64 {
                 self.to_f64()
@@ -247,8 +212,8 @@ macro_rules! half_element {
         }
     };
 }
-half_element!(f16, DType::F16);
-half_element!(bf16, DType::BF16);
+half_element!(f16, DType::F16, half_math::f16_combine, half_math::f16_combine_into, half_math::f16_divide);
+half_element!(bf16, DType::BF16, half_math::bf16_combine, half_math::bf16_combine_into, half_math::bf16_divide);
 
 /// Reinterprets elements as bytes for the transport.
 pub(crate) fn bytes<E: Element>(v: &[E]) -> &[u8] {

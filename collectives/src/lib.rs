@@ -11,6 +11,7 @@ pub mod check;
 mod comm;
 mod element;
 mod error;
+mod half_math;
 mod op;
 pub mod reference;
 mod select;
