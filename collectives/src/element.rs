@@ -212,8 +212,20 @@ macro_rules! half_element {
         }
     };
 }
-half_element!(f16, DType::F16, half_math::f16_combine, half_math::f16_combine_into, half_math::f16_divide);
-half_element!(bf16, DType::BF16, half_math::bf16_combine, half_math::bf16_combine_into, half_math::bf16_divide);
+half_element!(
+    f16,
+    DType::F16,
+    half_math::f16_combine,
+    half_math::f16_combine_into,
+    half_math::f16_divide
+);
+half_element!(
+    bf16,
+    DType::BF16,
+    half_math::bf16_combine,
+    half_math::bf16_combine_into,
+    half_math::bf16_divide
+);
 
 /// Reinterprets elements as bytes for the transport.
 pub(crate) fn bytes<E: Element>(v: &[E]) -> &[u8] {

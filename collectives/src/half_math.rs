@@ -139,7 +139,13 @@ mod f16c {
     ///
     /// # Safety
     /// `dst`, `a`, `b` each point to `n` elements; `dst` may equal `a`.
-    pub unsafe fn apply(op: ReduceOp, dst: *mut f16, a: *const f16, b: *const f16, n: usize) -> bool {
+    pub unsafe fn apply(
+        op: ReduceOp,
+        dst: *mut f16,
+        a: *const f16,
+        b: *const f16,
+        n: usize,
+    ) -> bool {
         if !(std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx")) {
             return false;
         }
@@ -157,8 +163,15 @@ mod f16c {
         while i + 8 <= n {
             let x = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i) as *const __m128i));
             let y = _mm256_cvtph_ps(_mm_loadu_si128(b.add(i) as *const __m128i));
-            let r = if MUL { _mm256_mul_ps(x, y) } else { _mm256_add_ps(x, y) };
-            _mm_storeu_si128(dst.add(i) as *mut __m128i, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+            let r = if MUL {
+                _mm256_mul_ps(x, y)
+            } else {
+                _mm256_add_ps(x, y)
+            };
+            _mm_storeu_si128(
+                dst.add(i) as *mut __m128i,
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r),
+            );
             i += 8;
         }
         while i < n {
@@ -186,7 +199,11 @@ mod tests {
         for bits in 0..=u16::MAX {
             let h = bf16::from_bits(bits);
             if !h.is_nan() {
-                assert_eq!(bf16_widen(h).to_bits(), h.to_f32().to_bits(), "widen {bits:#06x}");
+                assert_eq!(
+                    bf16_widen(h).to_bits(),
+                    h.to_f32().to_bits(),
+                    "widen {bits:#06x}"
+                );
             } else {
                 assert!(bf16_widen(h).is_nan());
             }
@@ -204,7 +221,12 @@ mod tests {
                     }
                     continue;
                 }
-                assert_eq!(bf16_narrow(v).to_bits(), bf16::from_f32(v).to_bits(), "narrow {:#010x}", v.to_bits());
+                assert_eq!(
+                    bf16_narrow(v).to_bits(),
+                    bf16::from_f32(v).to_bits(),
+                    "narrow {:#010x}",
+                    v.to_bits()
+                );
             }
         }
         // Arithmetic on widened NaNs keeps the low half zero.
@@ -215,8 +237,12 @@ mod tests {
 
     #[test]
     fn f16_kernels_match_the_portable_path() {
-        let a: Vec<f16> = (0..1037).map(|i| f16::from_f32((i as f32 * 0.37).sin() * 3.0)).collect();
-        let b: Vec<f16> = (0..1037).map(|i| f16::from_f32((i as f32 * 0.11).cos() * 2.0)).collect();
+        let a: Vec<f16> = (0..1037)
+            .map(|i| f16::from_f32((i as f32 * 0.37).sin() * 3.0))
+            .collect();
+        let b: Vec<f16> = (0..1037)
+            .map(|i| f16::from_f32((i as f32 * 0.11).cos() * 2.0))
+            .collect();
         for op in ReduceOp::ALL {
             let mut fast = vec![f16::ZERO; a.len()];
             f16_combine_into(op, &mut fast, &a, &b);

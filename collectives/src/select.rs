@@ -70,30 +70,39 @@ algorithm_enum!(BroadcastAlgo, "broadcast" {
 });
 
 /// Crossover points of `auto`, in bytes of the whole vector. The defaults were
-/// measured with `mpinfer bench collectives` on this project's 2-core test
-/// machine (see docs/BENCHMARKS.md); each can be overridden by an environment
-/// variable of the same name in upper case with an `MPINFER_` prefix.
+/// measured with `mpinfer bench collectives` at 2 and 4 ranks on this
+/// project's 2-core test machine (see docs/BENCHMARKS.md); each can be
+/// overridden by the environment variable named in [`crate::Config::from_env`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     /// Below this, allreduce uses recursive doubling (fewest rounds).
     pub allreduce_small: usize,
-    /// From this up, allreduce uses the ring; between, Rabenseifner.
+    /// From this up, allreduce uses the ring; between, Rabenseifner. At two
+    /// ranks recursive doubling moves the same bytes as both in one round,
+    /// so it is used up to here.
     pub allreduce_large: usize,
     /// Below this (gathered bytes), allgather uses recursive doubling or Bruck.
     pub allgather_small: usize,
-    /// Below this, reduce and broadcast use binomial trees.
-    pub tree_small: usize,
-    /// Pipelining unit of the segmented ring.
+    /// From this up, with more than four ranks, reduce and broadcast split
+    /// the vector (reduce-scatter + gather, scatter + allgather); trees
+    /// otherwise. Up to four ranks a tree is at most two levels deep and its
+    /// fewer rounds won at every size measured.
+    pub tree_large: usize,
+    /// From this up, two ranks reduce by reduce-scatter + gather: each rank
+    /// then reduces half, where a tree leaves the whole reduction to the root.
+    pub reduce_split: usize,
+    /// Pipelining unit of the segmented steps.
     pub segment_bytes: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            allreduce_small: 64 << 10,
-            allreduce_large: 4 << 20,
+            allreduce_small: 128 << 10,
+            allreduce_large: 1 << 20,
             allgather_small: 64 << 10,
-            tree_small: 256 << 10,
+            tree_large: 256 << 10,
+            reduce_split: 8 << 20,
             segment_bytes: 1 << 20,
         }
     }
@@ -101,7 +110,7 @@ impl Default for Tuning {
 
 impl Tuning {
     pub fn allreduce(&self, bytes: usize, p: usize) -> AllreduceAlgo {
-        if bytes < self.allreduce_small || p == 1 {
+        if (p <= 2 && bytes < self.allreduce_large) || bytes < self.allreduce_small {
             AllreduceAlgo::RecursiveDoubling
         } else if bytes < self.allreduce_large && p.is_power_of_two() {
             AllreduceAlgo::Rabenseifner
@@ -111,7 +120,9 @@ impl Tuning {
     }
 
     pub fn allgather(&self, total_bytes: usize, p: usize) -> AllgatherAlgo {
-        if total_bytes >= self.allgather_small {
+        // At two ranks every algorithm is one exchange; the ring's sends its
+        // block straight from the caller's buffer.
+        if total_bytes >= self.allgather_small || p == 2 {
             AllgatherAlgo::Ring
         } else if p.is_power_of_two() {
             AllgatherAlgo::RecursiveDoubling
@@ -121,20 +132,18 @@ impl Tuning {
     }
 
     pub fn reduce(&self, bytes: usize, p: usize) -> ReduceAlgo {
-        if bytes < self.tree_small || p <= 2 {
-            ReduceAlgo::Binomial
-        } else {
+        if (p > 4 && bytes >= self.tree_large) || (p == 2 && bytes >= self.reduce_split) {
             ReduceAlgo::ReduceScatterGather
+        } else {
+            ReduceAlgo::Binomial
         }
     }
 
     pub fn broadcast(&self, bytes: usize, p: usize) -> BroadcastAlgo {
-        // At two ranks a tree sends the vector once; scatter+allgather sends
-        // two halves in two rounds for the same bytes.
-        if bytes < self.tree_small || p <= 2 {
-            BroadcastAlgo::Binomial
-        } else {
+        if bytes >= self.tree_large && p > 4 {
             BroadcastAlgo::ScatterAllgather
+        } else {
+            BroadcastAlgo::Binomial
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Non-power-of-two p: the first `2 * rem` even ranks pass their block to the
 //! next odd rank first and get the whole vector back at the end.
 
-use super::blocks::{split_ro_rw, Blocks, Fold};
+use super::blocks::{disjoint_mut, Blocks, Fold};
 use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::TransportError;
@@ -46,9 +46,10 @@ pub fn allgather<E: Element>(
         let partner = me ^ mask;
         let mine = me & !(mask - 1);
         let theirs = partner & !(mask - 1);
-        let (send, recv) = split_ro_rw(buf, span(mine, mine + mask), span(theirs, theirs + mask));
+        let [send, recv] =
+            disjoint_mut(buf, [span(mine, mine + mask), span(theirs, theirs + mask)]);
         let peer = fold.real(partner);
-        t.sendrecv(peer, bytes(send), peer, bytes_mut(recv), ctx.tag)?;
+        t.sendrecv(peer, bytes(&*send), peer, bytes_mut(recv), ctx.tag)?;
         mask <<= 1;
     }
     if rank < 2 * fold.rem {

@@ -2,7 +2,7 @@
 //! the step before, straight into its final place. Time (p−1)α + (p−1)/p·nβ,
 //! bandwidth-optimal for any p.
 
-use super::blocks::{split_ro_rw, split_rw_rw, Blocks};
+use super::blocks::{disjoint_mut, Blocks};
 use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::{Incoming, Outgoing, TransportError};
@@ -23,8 +23,8 @@ pub fn allgather<E: Element>(
             buf[blocks.range(rank)].copy_from_slice(a);
             return Ok(());
         }
-        let (mine, incoming) =
-            split_rw_rw(buf, blocks.range(rank), blocks.range((rank + p - 1) % p));
+        let [mine, incoming] =
+            disjoint_mut(buf, [blocks.range(rank), blocks.range((rank + p - 1) % p)]);
         ctx.transport.exchange(
             &[Outgoing {
                 peer: (rank + 1) % p,
@@ -60,9 +60,9 @@ fn forward<E: Element>(
     for step in first..p - 1 {
         let send_block = (rank + p - step) % p;
         let recv_block = (rank + 2 * p - step - 1) % p;
-        let (send, recv) = split_ro_rw(buf, blocks.range(send_block), blocks.range(recv_block));
+        let [send, recv] = disjoint_mut(buf, [blocks.range(send_block), blocks.range(recv_block)]);
         ctx.transport
-            .sendrecv(right, bytes(send), left, bytes_mut(recv), ctx.tag)?;
+            .sendrecv(right, bytes(&*send), left, bytes_mut(recv), ctx.tag)?;
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! allgather by recursive doubling. Time 2 log p α + 2(p−1)/p·nβ + (p−1)/p·nγ:
 //! ring's bandwidth in log p rounds. Non-power-of-two p is folded first.
 
-use super::blocks::{split_ro_rw, Blocks, Fold};
+use super::blocks::{disjoint_mut, Blocks, Fold};
 use super::fold::{fold_in, fold_out};
-use super::segmented::{exchange_reduce, Source};
+use super::segmented::{exchange_reduce, Source, Step};
 use super::{Ctx, Scratch};
 use crate::element::{bytes, bytes_mut, Element};
 use crate::op::ReduceOp;
@@ -40,18 +40,22 @@ pub fn allreduce<E: Element>(
         let keep_range = blocks.span(keep.0, keep.1);
         let give_range = blocks.span(give.0, give.1);
         let own_keep = own.map(|a| &a[keep_range.clone()]);
+        let agreed_len = keep_range.len().max(give_range.len());
         let out = match own.take() {
             Some(a) => Source::Slice(&a[give_range]),
             None => Source::Buf(give_range),
         };
         exchange_reduce(
             ctx,
-            Some(partner),
-            out,
-            Some(partner),
+            Step {
+                to: Some(partner),
+                out,
+                from: Some(partner),
+                acc: keep_range,
+                own: own_keep,
+                agreed_len,
+            },
             buf,
-            keep_range,
-            own_keep,
             op,
             scratch,
         )?;
@@ -66,14 +70,16 @@ pub fn allreduce<E: Element>(
         let partner_me = me ^ mask;
         let mine = me & !(mask - 1);
         let theirs = partner_me & !(mask - 1);
-        let (send, recv) = split_ro_rw(
+        let [send, recv] = disjoint_mut(
             buf,
-            blocks.span(mine, mine + mask),
-            blocks.span(theirs, theirs + mask),
+            [
+                blocks.span(mine, mine + mask),
+                blocks.span(theirs, theirs + mask),
+            ],
         );
         let partner = fold.real(partner_me);
         ctx.transport
-            .sendrecv(partner, bytes(send), partner, bytes_mut(recv), ctx.tag)?;
+            .sendrecv(partner, bytes(&*send), partner, bytes_mut(recv), ctx.tag)?;
         mask <<= 1;
     }
     fold_out(ctx, fold, buf)

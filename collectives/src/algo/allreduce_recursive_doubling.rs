@@ -4,7 +4,7 @@
 
 use super::blocks::Fold;
 use super::fold::{fold_in, fold_out};
-use super::segmented::{exchange_reduce, Source};
+use super::segmented::{exchange_reduce, Source, Step};
 use super::{Ctx, Scratch};
 use crate::element::Element;
 use crate::op::ReduceOp;
@@ -32,12 +32,15 @@ pub fn allreduce<E: Element>(
             // bitwise, so both partners hold the same bits after every round.
             exchange_reduce(
                 ctx,
-                Some(partner),
-                out,
-                Some(partner),
+                Step {
+                    to: Some(partner),
+                    out,
+                    from: Some(partner),
+                    acc: 0..n,
+                    own: own.take(),
+                    agreed_len: n,
+                },
                 buf,
-                0..n,
-                own.take(),
                 op,
                 scratch,
             )?;

@@ -94,46 +94,27 @@ pub fn part(range: &Range<usize>, nparts: usize, j: usize) -> Range<usize> {
     start..end
 }
 
-/// Read-only `ro` and writable `rw` views of one buffer. Panics if they overlap:
-/// the algorithms' correctness rests on that never happening.
-pub fn split_ro_rw<E>(buf: &mut [E], ro: Range<usize>, rw: Range<usize>) -> (&[E], &mut [E]) {
-    let disjoint = ro.is_empty() || rw.is_empty() || ro.end <= rw.start || rw.end <= ro.start;
-    assert!(disjoint, "overlapping views {ro:?} and {rw:?}");
-    if ro.is_empty() {
-        return (&[], &mut buf[rw]);
+/// Writable views of `N` ranges of one buffer. Panics if two non-empty
+/// ranges overlap: the algorithms' correctness rests on that never happening.
+pub fn disjoint_mut<E, const N: usize>(buf: &mut [E], ranges: [Range<usize>; N]) -> [&mut [E]; N] {
+    for r in &ranges {
+        assert!(
+            r.start <= r.end && r.end <= buf.len(),
+            "range {r:?} outside a buffer of {}",
+            buf.len()
+        );
     }
-    if rw.is_empty() {
-        return (&buf[ro], &mut []);
+    for i in 0..N {
+        for j in i + 1..N {
+            let (a, b) = (&ranges[i], &ranges[j]);
+            let apart = a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start;
+            assert!(apart, "overlapping views {a:?} and {b:?}");
+        }
     }
-    if ro.end <= rw.start {
-        let (a, b) = buf.split_at_mut(rw.start);
-        (&a[ro], &mut b[..rw.len()])
-    } else {
-        let (a, b) = buf.split_at_mut(ro.start);
-        (&b[..ro.len()], &mut a[rw])
-    }
-}
-
-/// Two writable views of one buffer; panics if they overlap.
-pub fn split_rw_rw<E>(buf: &mut [E], a: Range<usize>, b: Range<usize>) -> (&mut [E], &mut [E]) {
-    assert!(
-        a.end <= b.start || b.end <= a.start || a.is_empty() || b.is_empty(),
-        "overlapping views {a:?} and {b:?}"
-    );
-    if a.is_empty() {
-        return (&mut [], &mut buf[b]);
-    }
-    if b.is_empty() {
-        return (&mut buf[a], &mut []);
-    }
-    if a.start <= b.start {
-        let (x, y) = buf.split_at_mut(b.start);
-        let a_len = a.len();
-        (&mut x[a.start..a.start + a_len], &mut y[..b.len()])
-    } else {
-        let (x, y) = buf.split_at_mut(a.start);
-        (&mut y[..a.len()], &mut x[b])
-    }
+    let base = buf.as_mut_ptr();
+    // SAFETY: every range lies inside `buf` and no two non-empty ranges
+    // overlap, so the views never alias; they borrow `buf` mutably.
+    ranges.map(|r| unsafe { std::slice::from_raw_parts_mut(base.add(r.start), r.len()) })
 }
 
 /// The largest power of two not above `p`, and how many ranks exceed it.
@@ -236,27 +217,29 @@ mod tests {
     }
 
     #[test]
-    fn split_views_are_the_requested_ranges() {
+    fn views_are_the_requested_ranges() {
         let mut v: Vec<u32> = (0..10).collect();
-        let (ro, rw) = split_ro_rw(&mut v, 6..9, 1..3);
-        assert_eq!(ro, &[6, 7, 8]);
-        rw[0] = 100;
+        let [a, b, c] = disjoint_mut(&mut v, [6..9, 1..3, 3..3]);
+        assert_eq!(a, &[6, 7, 8]);
+        b[0] = 100;
+        assert!(c.is_empty());
         assert_eq!(v[1], 100);
-    }
-
-    #[test]
-    fn empty_views_may_sit_inside_the_other() {
-        let mut v: Vec<u32> = (0..4).collect();
-        let (a, b) = split_rw_rw(&mut v, 0..3, 1..1);
-        assert_eq!((a.len(), b.len()), (3, 0));
-        let (a, b) = split_rw_rw(&mut v, 2..2, 0..4);
-        assert_eq!((a.len(), b.len()), (0, 4));
+        // An empty view may sit inside another.
+        let [a, b] = disjoint_mut(&mut v, [0..4, 2..2]);
+        assert_eq!((a.len(), b.len()), (4, 0));
     }
 
     #[test]
     #[should_panic(expected = "overlapping")]
     fn overlapping_views_are_refused() {
         let mut v = [0u8; 8];
-        let _ = split_ro_rw(&mut v, 0..4, 3..5);
+        let _ = disjoint_mut(&mut v, [0..4, 3..5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn views_past_the_end_are_refused() {
+        let mut v = [0u8; 8];
+        let _ = disjoint_mut(&mut v, [6..9]);
     }
 }

@@ -3,7 +3,7 @@
 //! the whole vector before and after on the first `2 * rem` ranks.
 
 use super::blocks::Fold;
-use super::segmented::{exchange_reduce, Source};
+use super::segmented::{exchange_reduce, Source, Step};
 use super::{Ctx, Scratch};
 use crate::element::{bytes, bytes_mut, Element};
 use crate::op::ReduceOp;
@@ -25,17 +25,28 @@ pub fn fold_in<'a, E: Element>(
     if rank < 2 * fold.rem {
         if rank % 2 == 0 {
             let out = own.map_or(Source::Buf(0..n), Source::Slice);
-            exchange_reduce(ctx, Some(rank + 1), out, None, buf, 0..0, None, op, scratch)?;
+            let step = Step {
+                to: Some(rank + 1),
+                out,
+                from: None,
+                acc: 0..0,
+                own: None,
+                agreed_len: n,
+            };
+            exchange_reduce(ctx, step, buf, op, scratch)?;
             return Ok((None, own));
         }
         exchange_reduce(
             ctx,
-            None,
-            Source::Nothing,
-            Some(rank - 1),
+            Step {
+                to: None,
+                out: Source::Nothing,
+                from: Some(rank - 1),
+                acc: 0..n,
+                own: own,
+                agreed_len: n,
+            },
             buf,
-            0..n,
-            own,
             op,
             scratch,
         )?;

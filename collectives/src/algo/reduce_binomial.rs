@@ -2,7 +2,7 @@
 //! children and sending once to its parent, in segments reduced as they
 //! arrive. Time ⌈log p⌉(α + nβ + nγ).
 
-use super::segmented::{exchange_reduce, Source};
+use super::segmented::{exchange_reduce, Source, Step};
 use super::{Ctx, Scratch};
 use crate::element::Element;
 use crate::op::ReduceOp;
@@ -29,12 +29,15 @@ pub fn reduce<E: Element>(
             let out = own.map_or(Source::Buf(0..n), Source::Slice);
             return exchange_reduce(
                 ctx,
-                Some(real(me - mask)),
-                out,
-                None,
+                Step {
+                    to: Some(real(me - mask)),
+                    out,
+                    from: None,
+                    acc: 0..0,
+                    own: None,
+                    agreed_len: n,
+                },
                 acc,
-                0..0,
-                None,
                 op,
                 scratch,
             );
@@ -43,12 +46,15 @@ pub fn reduce<E: Element>(
             let child = Some(real(me + mask));
             exchange_reduce(
                 ctx,
-                None,
-                Source::Nothing,
-                child,
+                Step {
+                    to: None,
+                    out: Source::Nothing,
+                    from: child,
+                    acc: 0..n,
+                    own: own.take(),
+                    agreed_len: n,
+                },
                 acc,
-                0..n,
-                own.take(),
                 op,
                 scratch,
             )?;
