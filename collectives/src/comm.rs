@@ -227,7 +227,7 @@ impl<T: Transport> Communicator<T> {
                     data: &mut from_right,
                 },
             ],
-            &mut || {},
+            None,
         )?;
         for (peer, theirs) in [(left, &from_left), (right, &from_right)] {
             let Some(theirs) = Signature::decode(theirs) else {

@@ -7,6 +7,10 @@ use super::Ctx;
 use crate::element::{bytes, bytes_mut, Element};
 use crate::transport::{Incoming, Outgoing, TransportError};
 
+/// Copies of this rank's block shorter than this are done before the ring
+/// starts rather than overlapped with its first step.
+const OVERLAP_MIN_BYTES: usize = 16 << 10;
+
 /// Afterwards `buf` holds every block. This rank's block is `own` if given
 /// (sent from there, and copied into place while the first step is in
 /// flight), else already in place in `buf`.
@@ -19,9 +23,10 @@ pub fn allgather<E: Element>(
     let p = ctx.size();
     let rank = ctx.rank();
     if let Some(a) = own {
-        if p == 1 || blocks.total() == 0 {
+        // A small copy costs less than giving up the blocking fast path.
+        if p == 1 || blocks.total() == 0 || std::mem::size_of_val(a) < OVERLAP_MIN_BYTES {
             buf[blocks.range(rank)].copy_from_slice(a);
-            return Ok(());
+            return forward(ctx, buf, blocks, 0);
         }
         let [mine, incoming] =
             disjoint_mut(buf, [blocks.range(rank), blocks.range((rank + p - 1) % p)]);
@@ -36,12 +41,9 @@ pub fn allgather<E: Element>(
                 tag: ctx.tag,
                 data: bytes_mut(incoming),
             }],
-            &mut || mine.copy_from_slice(a),
+            Some(&mut || mine.copy_from_slice(a)),
         )?;
         return forward(ctx, buf, blocks, 1);
-    }
-    if p == 1 || blocks.total() == 0 {
-        return Ok(());
     }
     forward(ctx, buf, blocks, 0)
 }
@@ -55,6 +57,9 @@ fn forward<E: Element>(
 ) -> Result<(), TransportError> {
     let p = ctx.size();
     let rank = ctx.rank();
+    if p == 1 || blocks.total() == 0 {
+        return Ok(());
+    }
     let right = (rank + 1) % p;
     let left = (rank + p - 1) % p;
     for step in first..p - 1 {

@@ -42,5 +42,5 @@ pub fn broadcast<E: Element>(
             data,
         })
         .collect();
-    ctx.transport.exchange(&sends, &mut [], &mut || {})
+    ctx.transport.exchange(&sends, &mut [], None)
 }

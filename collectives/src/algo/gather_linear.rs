@@ -38,7 +38,7 @@ pub fn collect<E: Element>(
             });
         }
     }
-    ctx.transport.exchange(&[], &mut recvs, &mut || {})
+    ctx.transport.exchange(&[], &mut recvs, None)
 }
 
 /// Every rank's block of `buf` is in place; afterwards the root's holds all.

@@ -33,7 +33,7 @@ pub fn distribute<E: Element>(
             data: bytes(&buf[blocks.range(peer)]),
         })
         .collect();
-    ctx.transport.exchange(&sends, &mut [], &mut || {})
+    ctx.transport.exchange(&sends, &mut [], None)
 }
 
 /// The root's `buf` holds every block; afterwards each rank's block of `buf` holds its part.

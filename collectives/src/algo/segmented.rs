@@ -82,7 +82,7 @@ pub fn exchange_reduce<E: Element>(
                 data: bytes(&whole[out_range(j)]),
             })
             .collect();
-        return ctx.transport.exchange(&sends, &mut [], &mut || {});
+        return ctx.transport.exchange(&sends, &mut [], None);
     }
 
     // While this rank's contribution is still in the caller's input, segments
@@ -150,8 +150,14 @@ pub fn exchange_reduce<E: Element>(
             tag: ctx.tag,
             data: bytes_mut(landing),
         });
+        // Segment 0 has nothing before it to reduce.
+        let work: Option<&mut dyn FnMut()> = if j > 0 && from.is_some() {
+            Some(&mut reduce_previous)
+        } else {
+            None
+        };
         ctx.transport
-            .exchange(send.as_slice(), recv.as_mut_slice(), &mut reduce_previous)?;
+            .exchange(send.as_slice(), recv.as_mut_slice(), work)?;
     }
     Ok(())
 }

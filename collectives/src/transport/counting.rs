@@ -86,7 +86,7 @@ impl<T: Transport> Transport for Counting<T> {
         &self,
         sends: &[Outgoing<'_>],
         recvs: &mut [Incoming<'_>],
-        overlap: &mut dyn FnMut(),
+        overlap: Option<&mut dyn FnMut()>,
     ) -> Result<(), TransportError> {
         self.inner.exchange(sends, recvs, overlap)?;
         let mut t = self.tally.borrow_mut();

@@ -66,20 +66,21 @@ pub trait Transport {
     fn size(&self) -> usize;
 
     /// Posts all `sends` and `recvs` (isend/irecv), runs `overlap` while they
-    /// are in flight, then waits for every one of them.
+    /// are in flight, then waits for every one of them. Without overlap work
+    /// a transport may use cheaper blocking calls for a single message.
     fn exchange(
         &self,
         sends: &[Outgoing<'_>],
         recvs: &mut [Incoming<'_>],
-        overlap: &mut dyn FnMut(),
+        overlap: Option<&mut dyn FnMut()>,
     ) -> Result<(), TransportError>;
 
     fn send(&self, peer: usize, tag: Tag, data: &[u8]) -> Result<(), TransportError> {
-        self.exchange(&[Outgoing { peer, tag, data }], &mut [], &mut || {})
+        self.exchange(&[Outgoing { peer, tag, data }], &mut [], None)
     }
 
     fn recv(&self, peer: usize, tag: Tag, data: &mut [u8]) -> Result<(), TransportError> {
-        self.exchange(&[], &mut [Incoming { peer, tag, data }], &mut || {})
+        self.exchange(&[], &mut [Incoming { peer, tag, data }], None)
     }
 
     /// Send to `dst` and receive from `src` at once: the building block of
@@ -103,7 +104,7 @@ pub trait Transport {
                 tag,
                 data: recv,
             }],
-            &mut || {},
+            None,
         )
     }
 }
@@ -119,7 +120,7 @@ impl<T: Transport + ?Sized> Transport for &T {
         &self,
         sends: &[Outgoing<'_>],
         recvs: &mut [Incoming<'_>],
-        overlap: &mut dyn FnMut(),
+        overlap: Option<&mut dyn FnMut()>,
     ) -> Result<(), TransportError> {
         (**self).exchange(sends, recvs, overlap)
     }

@@ -46,6 +46,96 @@ fn pieces(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..n).map(move |i| i * PIECE..((i + 1) * PIECE).min(len))
 }
 
+impl MpiTransport {
+    /// One message, or one each way, with nothing to overlap: the blocking
+    /// calls skip request bookkeeping, which is most of the cost of a small
+    /// message. `None` where the exchange does not fit.
+    fn blocking(
+        &self,
+        sends: &[Outgoing<'_>],
+        recvs: &mut [Incoming<'_>],
+    ) -> Option<Result<(), TransportError>> {
+        let comm = self.comm.as_raw();
+        let fits = |len: usize| len <= PIECE;
+        // SAFETY: the buffers are borrowed for the duration of each blocking
+        // call, which returns only when MPI is done with them.
+        unsafe {
+            match (sends, &mut *recvs) {
+                ([s], []) if fits(s.data.len()) => {
+                    ffi::MPI_Send(
+                        s.data.as_ptr() as *const c_void,
+                        s.data.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        s.peer as c_int,
+                        s.tag as c_int,
+                        comm,
+                    );
+                    Some(Ok(()))
+                }
+                ([], [r]) if fits(r.data.len()) => {
+                    let mut status: ffi::MPI_Status = std::mem::zeroed();
+                    ffi::MPI_Recv(
+                        r.data.as_mut_ptr() as *mut c_void,
+                        r.data.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        r.peer as c_int,
+                        r.tag as c_int,
+                        comm,
+                        &mut status,
+                    );
+                    Some(self.check_count(&status, r, 0))
+                }
+                ([s], [r]) if fits(s.data.len()) && fits(r.data.len()) => {
+                    let mut status: ffi::MPI_Status = std::mem::zeroed();
+                    ffi::MPI_Sendrecv(
+                        s.data.as_ptr() as *const c_void,
+                        s.data.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        s.peer as c_int,
+                        s.tag as c_int,
+                        r.data.as_mut_ptr() as *mut c_void,
+                        r.data.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        r.peer as c_int,
+                        r.tag as c_int,
+                        comm,
+                        &mut status,
+                    );
+                    Some(self.check_count(&status, r, 0))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// A longer message than posted is an MPI truncation error (fatal by
+    /// default); a shorter one completes quietly, so check it here.
+    fn check_count(
+        &self,
+        status: &ffi::MPI_Status,
+        r: &Incoming<'_>,
+        offset: usize,
+    ) -> Result<(), TransportError> {
+        let mut count: c_int = 0;
+        // SAFETY: `status` belongs to a completed receive.
+        unsafe {
+            ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count);
+        }
+        let expected = r.data.len().min(offset + PIECE) - offset;
+        if count as usize == expected {
+            Ok(())
+        } else {
+            Err(TransportError::LengthMismatch {
+                rank: self.rank,
+                peer: r.peer,
+                tag: r.tag,
+                expected: r.data.len(),
+                got: offset + count as usize,
+            })
+        }
+    }
+}
+
 impl Transport for MpiTransport {
     fn rank(&self) -> usize {
         self.rank
@@ -59,13 +149,18 @@ impl Transport for MpiTransport {
         &self,
         sends: &[Outgoing<'_>],
         recvs: &mut [Incoming<'_>],
-        overlap: &mut dyn FnMut(),
+        overlap: Option<&mut dyn FnMut()>,
     ) -> Result<(), TransportError> {
         for s in sends {
             check_peer(self.rank, self.size, s.peer)?;
         }
         for r in recvs.iter() {
             check_peer(self.rank, self.size, r.peer)?;
+        }
+        if overlap.is_none() {
+            if let Some(done) = self.blocking(sends, recvs) {
+                return done;
+            }
         }
         let mut requests = self.requests.borrow_mut();
         let mut statuses = self.statuses.borrow_mut();
@@ -106,7 +201,9 @@ impl Transport for MpiTransport {
                     requests.push(req);
                 }
             }
-            overlap();
+            if let Some(work) = overlap {
+                work();
+            }
             statuses.clear();
             statuses.resize_with(requests.len(), || std::mem::zeroed());
             ffi::MPI_Waitall(
@@ -114,22 +211,10 @@ impl Transport for MpiTransport {
                 requests.as_mut_ptr(),
                 statuses.as_mut_ptr(),
             );
-            // A longer message than posted is an MPI truncation error (fatal by
-            // default); a shorter one completes quietly, so check it here.
             let mut i = 0;
             for r in recvs.iter() {
                 for p in pieces(r.data.len()) {
-                    let mut count: c_int = 0;
-                    ffi::MPI_Get_count(&statuses[i], ffi::RSMPI_UINT8_T, &mut count);
-                    if count as usize != p.len() {
-                        return Err(TransportError::LengthMismatch {
-                            rank: self.rank,
-                            peer: r.peer,
-                            tag: r.tag,
-                            expected: r.data.len(),
-                            got: p.start + count as usize,
-                        });
-                    }
+                    self.check_count(&statuses[i], r, p.start)?;
                     i += 1;
                 }
             }
