@@ -318,7 +318,10 @@ fn movement_all<E: Element>() {
 #[test]
 fn data_movement_every_type() {
     movement_all::<f32>();
+    movement_all::<f64>();
     movement_all::<f16>();
+    movement_all::<bf16>();
+    movement_all::<i32>();
     movement_all::<i64>();
     movement_all::<u8>();
 }

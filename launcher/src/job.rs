@@ -15,10 +15,12 @@ static SIZE: AtomicUsize = AtomicUsize::new(0);
 pub const PANIC_EXIT: i32 = 101;
 
 pub struct Job {
-    // Dropped last: finalises MPI.
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
+    /// Signature checks before every collective, whatever the environment says.
+    check_collectives: bool,
+    // Dropped last: finalises MPI.
     _universe: Universe,
 }
 
@@ -39,6 +41,7 @@ impl Job {
             world,
             rank,
             size,
+            check_collectives: false,
             _universe: universe,
         })
     }
@@ -55,10 +58,15 @@ impl Job {
         &self.world
     }
 
+    pub fn check_collectives(&mut self, on: bool) {
+        self.check_collectives = on;
+    }
+
     /// Our collectives over MPI point-to-point, on a private duplicate of the
     /// world communicator; settings from `MPINFER_*` variables.
     pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
-        let config = Config::from_env().map_err(|e| anyhow!(e))?;
+        let mut config = Config::from_env().map_err(|e| anyhow!(e))?;
+        config.check |= self.check_collectives;
         Ok(Communicator::new(MpiTransport::new(&self.world), config))
     }
 }

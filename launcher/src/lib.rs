@@ -13,6 +13,11 @@ use std::process::ExitCode;
     about = "Neural-network inference across the ranks of an MPI job"
 )]
 struct Cli {
+    /// Before every collective, ranks compare what they are about to run (op,
+    /// type, count, root, sequence number) and stop with an error naming both
+    /// sides if they differ, instead of hanging. Same as MPINFER_CHECK=1.
+    #[arg(long, global = true)]
+    check_collectives: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,10 +37,11 @@ enum BenchCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let job = match job::Job::start() {
+    let mut job = match job::Job::start() {
         Ok(j) => j,
         Err(e) => job::fail(&e),
     };
+    job.check_collectives(cli.check_collectives);
     let result = match cli.command {
         Command::Bench(BenchCommand::Collectives(args)) => bench::collectives::run(&job, &args),
     };
