@@ -35,13 +35,18 @@ fn main() {
     let outliers: Vec<i32> = samples.iter().copied().filter(|s| *s >= 998).collect();
     let mut counts = vec![0i64; ranks];
     counts[rank] = outliers.len() as i64;
-    comm.allreduce(&mut counts, ReduceOp::Sum).expect("allreduce of counts");
+    comm.allreduce(&mut counts, ReduceOp::Sum)
+        .expect("allreduce of counts");
     let counts: Vec<usize> = counts.iter().map(|c| *c as usize).collect();
     let mut all_outliers = vec![0i32; counts.iter().sum()];
     comm.allgatherv(&outliers, &mut all_outliers, &counts)
         .expect("allgatherv");
 
-    assert_eq!(histogram.iter().sum::<i64>(), 100_000, "every sample counted once");
+    assert_eq!(
+        histogram.iter().sum::<i64>(),
+        100_000,
+        "every sample counted once"
+    );
     if rank == 0 {
         println!("{ranks} ranks: histogram {histogram:?}");
         println!("{} outliers, per rank {counts:?}", all_outliers.len());

@@ -53,7 +53,7 @@ impl Config {
     /// Reads `MPINFER_ALLREDUCE`, `MPINFER_ALLGATHER`, `MPINFER_REDUCE`,
     /// `MPINFER_BROADCAST` (algorithm names), `MPINFER_CHECK` (1/0), and the
     /// tuning crossovers `MPINFER_ALLREDUCE_SMALL`, `MPINFER_ALLREDUCE_LARGE`,
-    /// `MPINFER_ALLGATHER_SMALL`, `MPINFER_TREE_LARGE`, `MPINFER_REDUCE_SPLIT`,
+    /// `MPINFER_ALLGATHER_SMALL`, `MPINFER_ALLGATHER_LARGE`, `MPINFER_TREE_LARGE`, `MPINFER_REDUCE_SPLIT`,
     /// `MPINFER_SEGMENT_BYTES`.
     pub fn from_env() -> std::result::Result<Config, String> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -105,6 +105,7 @@ impl Config {
         bytes(&get, "MPINFER_ALLREDUCE_SMALL", &mut t.allreduce_small)?;
         bytes(&get, "MPINFER_ALLREDUCE_LARGE", &mut t.allreduce_large)?;
         bytes(&get, "MPINFER_ALLGATHER_SMALL", &mut t.allgather_small)?;
+        bytes(&get, "MPINFER_ALLGATHER_LARGE", &mut t.allgather_large)?;
         bytes(&get, "MPINFER_TREE_LARGE", &mut t.tree_large)?;
         bytes(&get, "MPINFER_REDUCE_SPLIT", &mut t.reduce_split)?;
         bytes(&get, "MPINFER_SEGMENT_BYTES", &mut t.segment_bytes)?;

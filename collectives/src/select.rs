@@ -81,8 +81,13 @@ pub struct Tuning {
     /// ranks recursive doubling moves the same bytes as both in one round,
     /// so it is used up to here.
     pub allreduce_large: usize,
-    /// Below this (gathered bytes), allgather uses recursive doubling or Bruck.
+    /// Below this (gathered bytes), allgather at a non-power-of-two rank
+    /// count uses Bruck; from here up, the ring.
     pub allgather_small: usize,
+    /// Below this, allgather at a power-of-two rank count uses recursive
+    /// doubling (log p rounds, each moving what the ring moves in several);
+    /// from here up, the ring.
+    pub allgather_large: usize,
     /// From this up, with more than four ranks, reduce and broadcast split
     /// the vector (reduce-scatter + gather, scatter + allgather); trees
     /// otherwise. Up to four ranks a tree is at most two levels deep and its
@@ -101,6 +106,7 @@ impl Default for Tuning {
             allreduce_small: 128 << 10,
             allreduce_large: 1 << 20,
             allgather_small: 64 << 10,
+            allgather_large: 8 << 20,
             tree_large: 256 << 10,
             reduce_split: 8 << 20,
             segment_bytes: 1 << 20,
@@ -122,12 +128,18 @@ impl Tuning {
     pub fn allgather(&self, total_bytes: usize, p: usize) -> AllgatherAlgo {
         // At two ranks every algorithm is one exchange; the ring's sends its
         // block straight from the caller's buffer.
-        if total_bytes >= self.allgather_small || p == 2 {
+        if p == 2 {
             AllgatherAlgo::Ring
         } else if p.is_power_of_two() {
-            AllgatherAlgo::RecursiveDoubling
-        } else {
+            if total_bytes < self.allgather_large {
+                AllgatherAlgo::RecursiveDoubling
+            } else {
+                AllgatherAlgo::Ring
+            }
+        } else if total_bytes < self.allgather_small {
             AllgatherAlgo::Bruck
+        } else {
+            AllgatherAlgo::Ring
         }
     }
 
