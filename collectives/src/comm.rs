@@ -28,27 +28,6 @@ pub struct Config {
     pub check: bool,
 }
 
-impl Default for AllreduceAlgo {
-    fn default() -> Self {
-        AllreduceAlgo::Auto
-    }
-}
-impl Default for AllgatherAlgo {
-    fn default() -> Self {
-        AllgatherAlgo::Auto
-    }
-}
-impl Default for ReduceAlgo {
-    fn default() -> Self {
-        ReduceAlgo::Auto
-    }
-}
-impl Default for BroadcastAlgo {
-    fn default() -> Self {
-        BroadcastAlgo::Auto
-    }
-}
-
 impl Config {
     /// Reads `MPINFER_ALLREDUCE`, `MPINFER_ALLGATHER`, `MPINFER_REDUCE`,
     /// `MPINFER_BROADCAST` (algorithm names), `MPINFER_CHECK` (1/0), and the

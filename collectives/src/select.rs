@@ -5,8 +5,9 @@ use std::str::FromStr;
 macro_rules! algorithm_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub enum $name {
+            #[default]
             Auto,
             $($variant),+
         }

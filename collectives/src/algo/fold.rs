@@ -43,7 +43,7 @@ pub fn fold_in<'a, E: Element>(
                 out: Source::Nothing,
                 from: Some(rank - 1),
                 acc: 0..n,
-                own: own,
+                own,
                 agreed_len: n,
             },
             buf,

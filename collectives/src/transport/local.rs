@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 /// Messages waiting for one destination rank, keyed by (source, tag) so that
 /// order between one pair on one tag is preserved, as MPI guarantees.
+type Queues = HashMap<(usize, Tag), VecDeque<Vec<u8>>>;
+
 #[derive(Default)]
 struct Mailbox {
-    queues: Mutex<HashMap<(usize, Tag), VecDeque<Vec<u8>>>>,
+    queues: Mutex<Queues>,
     arrived: Condvar,
 }
 
