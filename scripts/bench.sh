@@ -40,4 +40,20 @@ for ranks in ${RANKS:-2 4}; do
         } >>"$summary"
     done
 done
+# Latency: small messages, where the target is time, not bandwidth.
+for ranks in ${RANKS:-2 4}; do
+    csv="$out/collectives-small-${ranks}ranks.csv"
+    echo "bench: $ranks ranks, 8 B..1 KiB -> $csv" >&2
+    mpirun -n "$ranks" target/release/mpinfer bench collectives \
+        --op all --algo auto -b 8 -e 1K -f 4 --check --format csv >"$csv"
+    {
+        echo
+        echo "### $ranks ranks, small messages"
+        echo
+        echo "| op | bytes | auto picks | ours µs | MPI µs | time ours/MPI | wrong |"
+        echo "|---|---:|---|---:|---:|---:|---:|"
+        awk -F, 'NR > 1 { sub(/^auto\(/, "", $2); sub(/\)$/, "", $2);
+            printf "| %s | %s | %s | %.2f | %.2f | %.2f | %s |\n", $1, $5, $2, $7, $10, $7 / $10, $13 }' "$csv"
+    } >>"$summary"
+done
 echo "bench: summary in $summary" >&2
