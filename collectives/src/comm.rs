@@ -33,7 +33,7 @@ impl Config {
     /// `MPINFER_BROADCAST` (algorithm names), `MPINFER_CHECK` (1/0), and the
     /// tuning crossovers `MPINFER_ALLREDUCE_SMALL`, `MPINFER_ALLREDUCE_LARGE`,
     /// `MPINFER_ALLGATHER_SMALL`, `MPINFER_ALLGATHER_LARGE`, `MPINFER_TREE_LARGE`, `MPINFER_REDUCE_SPLIT`,
-    /// `MPINFER_SEGMENT_BYTES`.
+    /// `MPINFER_SEGMENT_BYTES`, `MPINFER_EAGER_BYTES`.
     pub fn from_env() -> std::result::Result<Config, String> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -88,6 +88,7 @@ impl Config {
         bytes(&get, "MPINFER_TREE_LARGE", &mut t.tree_large)?;
         bytes(&get, "MPINFER_REDUCE_SPLIT", &mut t.reduce_split)?;
         bytes(&get, "MPINFER_SEGMENT_BYTES", &mut t.segment_bytes)?;
+        bytes(&get, "MPINFER_EAGER_BYTES", &mut t.eager_bytes)?;
         if t.segment_bytes == 0 {
             return Err("MPINFER_SEGMENT_BYTES must be positive".into());
         }

@@ -121,3 +121,18 @@ fn without_check_mode_no_signature_travels() {
     });
     assert_eq!(out, vec![0, 0]);
 }
+
+#[test]
+fn a_message_of_the_wrong_length_is_an_error_naming_both_ranks() {
+    let out = LocalWorld::run(2, |t| {
+        if t.rank() == 0 {
+            t.send(1, 7, &[1, 2, 3]).map_err(|e| e.to_string())
+        } else {
+            let mut buf = [0u8; 4];
+            t.recv(0, 7, &mut buf).map_err(|e| e.to_string())
+        }
+    });
+    assert!(out[0].is_ok());
+    let e = out[1].as_ref().unwrap_err();
+    assert!(e.contains("rank 1: message from rank 0 (tag 7) has 3 bytes, expected 4"), "{e}");
+}

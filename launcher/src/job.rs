@@ -67,7 +67,9 @@ impl Job {
     pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
         let mut config = Config::from_env().map_err(|e| anyhow!(e))?;
         config.check |= self.check_collectives;
-        Ok(Communicator::new(MpiTransport::new(&self.world), config))
+        let mut transport = MpiTransport::new(&self.world);
+        transport.set_eager_bytes(config.tuning.eager_bytes);
+        Ok(Communicator::new(transport, config))
     }
 }
 

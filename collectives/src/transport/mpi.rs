@@ -11,6 +11,9 @@ use std::os::raw::{c_int, c_void};
 /// MPI counts are `int`; larger messages travel as several pieces of this size.
 const PIECE: usize = 1 << 30;
 
+/// Messages up to this many eager-sized pieces are split into them.
+const EAGER_PIECES: usize = 4;
+
 pub struct MpiTransport {
     comm: SimpleCommunicator,
     rank: usize,
@@ -18,6 +21,7 @@ pub struct MpiTransport {
     // Reused across calls: the hot loop allocates nothing.
     requests: RefCell<Vec<ffi::MPI_Request>>,
     statuses: RefCell<Vec<ffi::MPI_Status>>,
+    eager_bytes: usize,
 }
 
 impl MpiTransport {
@@ -33,7 +37,15 @@ impl MpiTransport {
             size,
             requests: RefCell::new(Vec::new()),
             statuses: RefCell::new(Vec::new()),
+            eager_bytes: crate::Tuning::default().eager_bytes,
         }
+    }
+
+    /// A message a little over the library's eager limit pays a rendezvous
+    /// handshake; a few eager pieces cost less. Both ends derive the pieces
+    /// from the message length alone, so they always agree. 0 turns it off.
+    pub fn set_eager_bytes(&mut self, bytes: usize) {
+        self.eager_bytes = bytes;
     }
 
     pub fn communicator(&self) -> &SimpleCommunicator {
@@ -41,9 +53,15 @@ impl MpiTransport {
     }
 }
 
-fn pieces(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let n = len.div_ceil(PIECE).max(1);
-    (0..n).map(move |i| i * PIECE..((i + 1) * PIECE).min(len))
+/// How one message of `len` bytes travels: nearly equal pieces, several when
+/// it is just over the eager limit or over what an MPI count can say.
+fn pieces(len: usize, eager: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let n = if eager > 0 && len > eager && len <= EAGER_PIECES * eager {
+        len.div_ceil(eager)
+    } else {
+        len.div_ceil(PIECE).max(1)
+    };
+    (0..n).map(move |i| i * (len / n) + i.min(len % n)..(i + 1) * (len / n) + (i + 1).min(len % n))
 }
 
 impl MpiTransport {
@@ -56,7 +74,7 @@ impl MpiTransport {
         recvs: &mut [Incoming<'_>],
     ) -> Option<Result<(), TransportError>> {
         let comm = self.comm.as_raw();
-        let fits = |len: usize| len <= PIECE;
+        let fits = |len: usize| pieces(len, self.eager_bytes).nth(1).is_none();
         // SAFETY: the buffers are borrowed for the duration of each blocking
         // call, which returns only when MPI is done with them.
         unsafe {
@@ -83,7 +101,7 @@ impl MpiTransport {
                         comm,
                         &mut status,
                     );
-                    Some(self.check_count(&status, r, 0))
+                    Some(self.check_count(&status, r, 0..r.data.len()))
                 }
                 ([s], [r]) if fits(s.data.len()) && fits(r.data.len()) => {
                     let mut status: ffi::MPI_Status = std::mem::zeroed();
@@ -101,7 +119,7 @@ impl MpiTransport {
                         comm,
                         &mut status,
                     );
-                    Some(self.check_count(&status, r, 0))
+                    Some(self.check_count(&status, r, 0..r.data.len()))
                 }
                 _ => None,
             }
@@ -114,15 +132,14 @@ impl MpiTransport {
         &self,
         status: &ffi::MPI_Status,
         r: &Incoming<'_>,
-        offset: usize,
+        piece: std::ops::Range<usize>,
     ) -> Result<(), TransportError> {
         let mut count: c_int = 0;
         // SAFETY: `status` belongs to a completed receive.
         unsafe {
             ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count);
         }
-        let expected = r.data.len().min(offset + PIECE) - offset;
-        if count as usize == expected {
+        if count as usize == piece.len() {
             Ok(())
         } else {
             Err(TransportError::LengthMismatch {
@@ -130,7 +147,7 @@ impl MpiTransport {
                 peer: r.peer,
                 tag: r.tag,
                 expected: r.data.len(),
-                got: offset + count as usize,
+                got: piece.start + count as usize,
             })
         }
     }
@@ -171,7 +188,7 @@ impl Transport for MpiTransport {
         unsafe {
             // Receives first, so an arriving message finds its buffer posted.
             for r in recvs.iter_mut() {
-                for p in pieces(r.data.len()) {
+                for p in pieces(r.data.len(), self.eager_bytes) {
                     let mut req = ffi::RSMPI_REQUEST_NULL;
                     ffi::MPI_Irecv(
                         r.data[p.clone()].as_mut_ptr() as *mut c_void,
@@ -187,7 +204,7 @@ impl Transport for MpiTransport {
             }
             let recv_requests = requests.len();
             for s in sends {
-                for p in pieces(s.data.len()) {
+                for p in pieces(s.data.len(), self.eager_bytes) {
                     let mut req = ffi::RSMPI_REQUEST_NULL;
                     ffi::MPI_Isend(
                         s.data[p.clone()].as_ptr() as *const c_void,
@@ -213,13 +230,42 @@ impl Transport for MpiTransport {
             );
             let mut i = 0;
             for r in recvs.iter() {
-                for p in pieces(r.data.len()) {
-                    self.check_count(&statuses[i], r, p.start)?;
+                for p in pieces(r.data.len(), self.eager_bytes) {
+                    self.check_count(&statuses[i], r, p)?;
                     i += 1;
                 }
             }
             debug_assert_eq!(i, recv_requests);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_message_in_order() {
+        for (len, eager, n) in [
+            (0, 3968, 1),
+            (100, 3968, 1),
+            (3968, 3968, 1),
+            (4096, 3968, 2),
+            (8192, 3968, 3),
+            (15872, 3968, 4),
+            (15873, 3968, 1),
+            (4096, 0, 1),
+        ] {
+            let p: Vec<_> = pieces(len, eager).collect();
+            assert_eq!(p.len(), n, "len {len}");
+            assert_eq!(p.first().unwrap().start, 0);
+            assert_eq!(p.last().unwrap().end, len);
+            assert!(p.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(p.iter().all(|r| eager == 0 || n == 1 || r.len() <= eager));
+        }
+        let big: Vec<_> = pieces(3 * PIECE + 5, 3968).collect();
+        assert_eq!(big.len(), 4);
+        assert!(big.iter().all(|r| r.len() <= PIECE));
     }
 }
