@@ -134,5 +134,8 @@ fn a_message_of_the_wrong_length_is_an_error_naming_both_ranks() {
     });
     assert!(out[0].is_ok());
     let e = out[1].as_ref().unwrap_err();
-    assert!(e.contains("rank 1: message from rank 0 (tag 7) has 3 bytes, expected 4"), "{e}");
+    assert!(
+        e.contains("rank 1: message from rank 0 (tag 7) has 3 bytes, expected 4"),
+        "{e}"
+    );
 }

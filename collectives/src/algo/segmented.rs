@@ -75,6 +75,9 @@ pub fn exchange_reduce<E: Element>(
             Source::Buf(r) => &buf[r.clone()],
             Source::Nothing => &[],
         };
+        if nseg == 1 {
+            return ctx.transport.send(peer, ctx.tag, bytes(whole));
+        }
         let sends: Vec<Outgoing<'_>> = (0..nseg)
             .map(|j| Outgoing {
                 peer,

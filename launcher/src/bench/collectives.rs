@@ -7,7 +7,6 @@ use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpinfer_collectives::*;
-use std::fmt::Write as _;
 use std::os::raw::{c_int, c_void};
 
 use crate::job::Job;
@@ -312,7 +311,7 @@ fn bench<E: Element>(
         }
     }
     if rank == 0 && args.format == Format::Csv {
-        println!("op,algo,dtype,ranks,bytes,count,time_us,algbw_gbs,busbw_gbs,mpi_time_us,mpi_busbw_gbs,ratio,wrong");
+        println!("{}", COLUMNS.join(","));
     }
     for (op, algos) in per_op {
         let op = *op;
@@ -586,72 +585,83 @@ fn fill<E: Element>(b: &mut Buffers<E>, rank: usize) {
     }
 }
 
+/// The CSV header, and the keys of the JSON lines, in order.
+const COLUMNS: [&str; 13] = [
+    "op",
+    "algo",
+    "dtype",
+    "ranks",
+    "bytes",
+    "count",
+    "time_us",
+    "algbw_gbs",
+    "busbw_gbs",
+    "mpi_time_us",
+    "mpi_busbw_gbs",
+    "ratio",
+    "wrong",
+];
+
 fn print_row(format: Format, p: usize, dtype: DType, row: &Row) {
     let algbw = row.bytes as f64 / row.time / 1e9;
     let busbw = algbw * row.op.bus_factor(p);
+    let mpi_time_us = row.mpi_time.map(|t| t * 1e6);
     let mpi_busbw = row
         .mpi_time
         .map(|t| row.bytes as f64 / t / 1e9 * row.op.bus_factor(p));
     let ratio = row.mpi_time.map(|t| t / row.time);
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     let wrong = row.wrong.map_or("-".to_string(), |w| w.to_string());
-    let mut line = String::new();
-    match format {
-        Format::Table => {
-            let _ = write!(
-                line,
-                "{:>12} {:>11} {:<28} {:>11.2} {:>10.2} {:>10.2} {:>11} {:>10} {:>7} {:>6}",
-                row.bytes,
-                row.count,
-                row.algo,
-                row.time * 1e6,
-                algbw,
-                busbw,
-                opt(row.mpi_time.map(|t| t * 1e6), 2),
-                opt(mpi_busbw, 2),
-                opt(ratio, 2),
-                wrong
-            );
-        }
-        Format::Csv => {
-            let _ = write!(
-                line,
-                "{},{},{},{},{},{},{:.3},{:.4},{:.4},{},{},{},{}",
-                row.op.name(),
-                row.algo,
-                dtype,
-                p,
-                row.bytes,
-                row.count,
-                row.time * 1e6,
-                algbw,
-                busbw,
-                opt(row.mpi_time.map(|t| t * 1e6), 3),
-                opt(mpi_busbw, 4),
-                opt(ratio, 4),
-                wrong
-            );
-        }
-        Format::Json => {
-            let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v}"));
-            let _ = write!(
-                line,
-                "{{\"op\":\"{}\",\"algo\":\"{}\",\"dtype\":\"{}\",\"ranks\":{},\"bytes\":{},\"count\":{},\"time_us\":{},\"algbw_gbs\":{},\"busbw_gbs\":{},\"mpi_time_us\":{},\"mpi_busbw_gbs\":{},\"ratio\":{},\"wrong\":{}}}",
-                row.op.name(),
-                row.algo,
-                dtype,
-                p,
-                row.bytes,
-                row.count,
-                row.time * 1e6,
-                algbw,
-                busbw,
-                num(row.mpi_time.map(|t| t * 1e6)),
-                num(mpi_busbw),
-                num(ratio),
-                row.wrong.map_or("null".to_string(), |w| w.to_string())
-            );
-        }
+    if format == Format::Table {
+        println!(
+            "{:>12} {:>11} {:<28} {:>11.2} {:>10.2} {:>10.2} {:>11} {:>10} {:>7} {:>6}",
+            row.bytes,
+            row.count,
+            row.algo,
+            row.time * 1e6,
+            algbw,
+            busbw,
+            opt(mpi_time_us, 2),
+            opt(mpi_busbw, 2),
+            opt(ratio, 2),
+            wrong
+        );
+        return;
     }
+    // (value, whether JSON quotes it); a missing figure is `-` in CSV, null in JSON.
+    let values: [(Option<String>, bool); 13] = [
+        (Some(row.op.name().to_string()), true),
+        (Some(row.algo.clone()), true),
+        (Some(dtype.to_string()), true),
+        (Some(p.to_string()), false),
+        (Some(row.bytes.to_string()), false),
+        (Some(row.count.to_string()), false),
+        (Some(format!("{:.3}", row.time * 1e6)), false),
+        (Some(format!("{algbw:.4}")), false),
+        (Some(format!("{busbw:.4}")), false),
+        (mpi_time_us.map(|v| format!("{v:.3}")), false),
+        (mpi_busbw.map(|v| format!("{v:.4}")), false),
+        (ratio.map(|v| format!("{v:.4}")), false),
+        (row.wrong.map(|w| w.to_string()), false),
+    ];
+    let line = match format {
+        Format::Csv => values
+            .iter()
+            .map(|(v, _)| v.clone().unwrap_or_else(|| "-".into()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => {
+            let fields: Vec<String> = COLUMNS
+                .iter()
+                .zip(&values)
+                .map(|(k, (v, quoted))| match (v, quoted) {
+                    (None, _) => format!("\"{k}\":null"),
+                    (Some(v), true) => format!("\"{k}\":\"{v}\""),
+                    (Some(v), false) => format!("\"{k}\":{v}"),
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+    };
     println!("{line}");
 }
