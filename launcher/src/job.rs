@@ -106,8 +106,15 @@ pub fn abort_job(code: i32) -> ! {
 
 /// Prints `error: rank R: cause` (with its chain of causes) and ends the job.
 pub fn fail(err: &anyhow::Error) -> ! {
-    eprintln!("error: {}: {err:#}", rank_label());
+    say(&format!("error: {}: {err:#}", rank_label()));
     abort_job(1)
+}
+
+/// One write per line: stderr is unbuffered, and ranks share the terminal, so
+/// a line written in pieces gets interleaved with other ranks' lines.
+fn say(line: &str) {
+    let mut out = std::io::stderr().lock();
+    let _ = out.write_all(format!("{line}\n").as_bytes());
 }
 
 /// A panic on one rank would leave the others blocked forever in their next
@@ -124,7 +131,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("error: {}: internal error: {msg}{at}", rank_label());
+        say(&format!("error: {}: internal error: {msg}{at}", rank_label()));
         abort_job(PANIC_EXIT);
     }));
 }

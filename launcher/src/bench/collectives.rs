@@ -180,7 +180,7 @@ fn select(op: Op, wanted: &[String], strict: bool) -> Result<Vec<Algo>> {
         } else if strict {
             let names: Vec<&str> = all.iter().map(|a| a.name()).collect();
             bail!(
-                "`{w}` is not a {} algorithm (expected {}, mpi or all)",
+                "`{w}` is not one of the {} algorithms ({}, mpi or all)",
                 op.name(),
                 names.join(", ")
             );
