@@ -1,5 +1,5 @@
 //! Throughput of the reduction loops that every reducing collective runs
-//! (`Element::combine`, `Element::combine_into`) next to a plain memcpy of the
+//! (`Element::combine`: `acc[i] = acc[i] op src[i]`) next to a plain memcpy of the
 //! same bytes, for f32, f16 and bf16 at 64 KiB, 1 MiB and 16 MiB.
 //!
 //! `cargo bench --bench reduce`; criterion prints GB/s (decimal) per case.
@@ -69,27 +69,6 @@ fn combine_one<T: Element>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str)
     }
 }
 
-/// `dst[i] = a[i] + b[i]`: the out-of-place first step that reads the caller's input.
-fn combine_into_one<T: Element>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str) {
-    for (bytes, label) in SIZES {
-        let n = bytes / std::mem::size_of::<T>();
-        let a = filled::<T>(n, 1.5);
-        let src = filled::<T>(n, 0.25);
-        let mut dst = filled::<T>(n, 2.0);
-        group.throughput(Throughput::BytesDecimal(bytes as u64));
-        group.bench_function(BenchmarkId::new(name, label), |b| {
-            b.iter(|| {
-                T::combine_into(
-                    ReduceOp::Sum,
-                    black_box(&mut dst),
-                    black_box(&a),
-                    black_box(&src),
-                );
-            })
-        });
-    }
-}
-
 fn combine(c: &mut Criterion) {
     let mut group = c.benchmark_group("combine_sum");
     configure(&mut group);
@@ -99,14 +78,5 @@ fn combine(c: &mut Criterion) {
     group.finish();
 }
 
-fn combine_into(c: &mut Criterion) {
-    let mut group = c.benchmark_group("combine_into_sum");
-    configure(&mut group);
-    combine_into_one::<f32>(&mut group, "f32");
-    combine_into_one::<f16>(&mut group, "f16");
-    combine_into_one::<bf16>(&mut group, "bf16");
-    group.finish();
-}
-
-criterion_group!(benches, memcpy, combine, combine_into);
+criterion_group!(benches, memcpy, combine);
 criterion_main!(benches);

@@ -85,9 +85,6 @@ pub trait Element: bytemuck::Pod + PartialEq + fmt::Debug + Send + Sync + 'stati
     const DTYPE: DType;
     /// `acc[i] = acc[i] op src[i]`; `Avg` combines as `Sum` (see [`Element::divide`]).
     fn combine(op: ReduceOp, acc: &mut [Self], src: &[Self]);
-    /// `dst[i] = a[i] op b[i]`: lets out-of-place collectives read the
-    /// caller's input where they first touch it instead of copying it first.
-    fn combine_into(op: ReduceOp, dst: &mut [Self], a: &[Self], b: &[Self]);
     /// Finishes `Avg`: divides every element by the number of contributions.
     fn divide(buf: &mut [Self], by: usize);
     /// Lossless-enough view for error bounds in tests and benchmark checks.
@@ -103,14 +100,6 @@ fn combine_with<T: Copy>(acc: &mut [T], src: &[T], f: impl Fn(T, T) -> T) {
     }
 }
 
-#[inline(always)]
-fn combine3_with<T: Copy>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
-    assert!(dst.len() == a.len() && a.len() == b.len());
-    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-        *d = f(*x, *y);
-    }
-}
-
 macro_rules! float_element {
     ($t:ty, $d:expr) => {
         impl Element for $t {
@@ -122,15 +111,6 @@ macro_rules! float_element {
                     ReduceOp::Prod => combine_with(acc, src, |a, b| a * b),
                     ReduceOp::Min => combine_with(acc, src, <$t>::min),
                     ReduceOp::Max => combine_with(acc, src, <$t>::max),
-                }
-            }
-            #[inline]
-            fn combine_into(op: ReduceOp, dst: &mut [Self], a: &[Self], b: &[Self]) {
-                match op {
-                    ReduceOp::Sum | ReduceOp::Avg => combine3_with(dst, a, b, |a, b| a + b),
-                    ReduceOp::Prod => combine3_with(dst, a, b, |a, b| a * b),
-                    ReduceOp::Min => combine3_with(dst, a, b, <$t>::min),
-                    ReduceOp::Max => combine3_with(dst, a, b, <$t>::max),
                 }
             }
             fn divide(buf: &mut [Self], by: usize) {
@@ -164,15 +144,6 @@ macro_rules! int_element {
                     ReduceOp::Max => combine_with(acc, src, std::cmp::max),
                 }
             }
-            #[inline]
-            fn combine_into(op: ReduceOp, dst: &mut [Self], a: &[Self], b: &[Self]) {
-                match op {
-                    ReduceOp::Sum | ReduceOp::Avg => combine3_with(dst, a, b, <$t>::wrapping_add),
-                    ReduceOp::Prod => combine3_with(dst, a, b, <$t>::wrapping_mul),
-                    ReduceOp::Min => combine3_with(dst, a, b, std::cmp::min),
-                    ReduceOp::Max => combine3_with(dst, a, b, std::cmp::max),
-                }
-            }
             fn divide(buf: &mut [Self], by: usize) {
                 let by = by as $t;
                 buf.iter_mut().for_each(|v| *v /= by);
@@ -191,14 +162,11 @@ int_element!(i64, DType::I64);
 int_element!(u8, DType::U8);
 
 macro_rules! half_element {
-    ($t:ty, $d:expr, $combine:path, $combine_into:path, $divide:path) => {
+    ($t:ty, $d:expr, $combine:path, $divide:path) => {
         impl Element for $t {
             const DTYPE: DType = $d;
             fn combine(op: ReduceOp, acc: &mut [Self], src: &[Self]) {
                 $combine(op, acc, src)
-            }
-            fn combine_into(op: ReduceOp, dst: &mut [Self], a: &[Self], b: &[Self]) {
-                $combine_into(op, dst, a, b)
             }
             fn divide(buf: &mut [Self], by: usize) {
                 $divide(buf, by)
@@ -216,14 +184,12 @@ half_element!(
     f16,
     DType::F16,
     half_math::f16_combine,
-    half_math::f16_combine_into,
     half_math::f16_divide
 );
 half_element!(
     bf16,
     DType::BF16,
     half_math::bf16_combine,
-    half_math::bf16_combine_into,
     half_math::bf16_divide
 );
 

@@ -57,15 +57,6 @@ pub fn bf16_combine(op: ReduceOp, acc: &mut [bf16], src: &[bf16]) {
     })
 }
 
-pub fn bf16_combine_into(op: ReduceOp, dst: &mut [bf16], a: &[bf16], b: &[bf16]) {
-    assert!(dst.len() == a.len() && a.len() == b.len());
-    for_op!(op, f => {
-        for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-            *d = bf16_narrow(f(bf16_widen(*x), bf16_widen(*y)));
-        }
-    })
-}
-
 pub fn bf16_divide(buf: &mut [bf16], by: usize) {
     let by = by as f32;
     for v in buf.iter_mut() {
@@ -75,23 +66,9 @@ pub fn bf16_divide(buf: &mut [bf16], by: usize) {
 
 pub fn f16_combine(op: ReduceOp, acc: &mut [f16], src: &[f16]) {
     assert_eq!(acc.len(), src.len());
-    let n = acc.len();
-    let dst = acc.as_mut_ptr();
-    // SAFETY: `dst` and the first operand are the same slice; the kernels
-    // read each lane group before writing it.
-    if unsafe { f16c::apply(op, dst, dst, src.as_ptr(), n) } {
-        return;
+    if !f16c::combine(op, acc, src) {
+        portable::f16_combine(op, acc, src);
     }
-    portable::f16_apply(op, acc, None, src);
-}
-
-pub fn f16_combine_into(op: ReduceOp, dst: &mut [f16], a: &[f16], b: &[f16]) {
-    assert!(dst.len() == a.len() && a.len() == b.len());
-    // SAFETY: three slices of equal length; `dst` is exclusive.
-    if unsafe { f16c::apply(op, dst.as_mut_ptr(), a.as_ptr(), b.as_ptr(), dst.len()) } {
-        return;
-    }
-    portable::f16_apply(op, dst, Some(a), b);
 }
 
 pub fn f16_divide(buf: &mut [f16], by: usize) {
@@ -109,21 +86,17 @@ mod portable {
     use super::*;
     use half::slice::HalfFloatSliceExt;
 
-    /// `dst = (a or dst) op b` through `half`'s slice conversions, a block at a time.
-    pub fn f16_apply(op: ReduceOp, dst: &mut [f16], a: Option<&[f16]>, b: &[f16]) {
+    /// Through `half`'s slice conversions, a block at a time.
+    pub fn f16_combine(op: ReduceOp, acc: &mut [f16], src: &[f16]) {
         const BLOCK: usize = 1024;
         let mut x = [0f32; BLOCK];
         let mut y = [0f32; BLOCK];
-        for (i, d) in dst.chunks_mut(BLOCK).enumerate() {
-            let n = d.len();
-            let range = i * BLOCK..i * BLOCK + n;
-            match a {
-                Some(a) => a[range.clone()].convert_to_f32_slice(&mut x[..n]),
-                None => d.convert_to_f32_slice(&mut x[..n]),
-            }
-            b[range].convert_to_f32_slice(&mut y[..n]);
+        for (a, b) in acc.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
+            let n = a.len();
+            a.convert_to_f32_slice(&mut x[..n]);
+            b.convert_to_f32_slice(&mut y[..n]);
             for_op!(op, f => x[..n].iter_mut().zip(&y[..n]).for_each(|(p, q)| *p = f(*p, *q)));
-            d.convert_from_f32_slice(&x[..n]);
+            a.convert_from_f32_slice(&x[..n]);
         }
     }
 }
@@ -136,29 +109,25 @@ mod f16c {
     /// Runs the F16C kernel if the CPU has it and the op maps onto an AVX
     /// instruction with `f32`'s semantics (min/max differ on NaN, so they
     /// take the portable path). Returns whether it ran.
-    ///
-    /// # Safety
-    /// `dst`, `a`, `b` each point to `n` elements; `dst` may equal `a`.
-    pub unsafe fn apply(
-        op: ReduceOp,
-        dst: *mut f16,
-        a: *const f16,
-        b: *const f16,
-        n: usize,
-    ) -> bool {
+    pub fn combine(op: ReduceOp, acc: &mut [f16], src: &[f16]) -> bool {
         if !(std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx")) {
             return false;
         }
-        match op {
-            ReduceOp::Sum | ReduceOp::Avg => kernel::<false>(dst, a, b, n),
-            ReduceOp::Prod => kernel::<true>(dst, a, b, n),
-            ReduceOp::Min | ReduceOp::Max => return false,
+        // SAFETY: the CPU features were just checked; the slices have equal length.
+        unsafe {
+            match op {
+                ReduceOp::Sum | ReduceOp::Avg => kernel::<false>(acc, src),
+                ReduceOp::Prod => kernel::<true>(acc, src),
+                ReduceOp::Min | ReduceOp::Max => return false,
+            }
         }
         true
     }
 
     #[target_feature(enable = "avx,f16c")]
-    unsafe fn kernel<const MUL: bool>(dst: *mut f16, a: *const f16, b: *const f16, n: usize) {
+    unsafe fn kernel<const MUL: bool>(acc: &mut [f16], src: &[f16]) {
+        let n = acc.len().min(src.len());
+        let (a, b) = (acc.as_mut_ptr(), src.as_ptr());
         let mut i = 0;
         while i + 8 <= n {
             let x = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i) as *const __m128i));
@@ -169,15 +138,14 @@ mod f16c {
                 _mm256_add_ps(x, y)
             };
             _mm_storeu_si128(
-                dst.add(i) as *mut __m128i,
+                a.add(i) as *mut __m128i,
                 _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r),
             );
             i += 8;
         }
-        while i < n {
-            let (x, y) = ((*a.add(i)).to_f32(), (*b.add(i)).to_f32());
-            *dst.add(i) = f16::from_f32(if MUL { x * y } else { x + y });
-            i += 1;
+        for j in i..n {
+            let (x, y) = (acc[j].to_f32(), src[j].to_f32());
+            acc[j] = f16::from_f32(if MUL { x * y } else { x + y });
         }
     }
 }
@@ -185,7 +153,7 @@ mod f16c {
 #[cfg(not(target_arch = "x86_64"))]
 mod f16c {
     use super::*;
-    pub unsafe fn apply(_: ReduceOp, _: *mut f16, _: *const f16, _: *const f16, _: usize) -> bool {
+    pub fn combine(_: ReduceOp, _: &mut [f16], _: &[f16]) -> bool {
         false
     }
 }
@@ -244,14 +212,11 @@ mod tests {
             .map(|i| f16::from_f32((i as f32 * 0.11).cos() * 2.0))
             .collect();
         for op in ReduceOp::ALL {
-            let mut fast = vec![f16::ZERO; a.len()];
-            f16_combine_into(op, &mut fast, &a, &b);
+            let mut fast = a.clone();
+            f16_combine(op, &mut fast, &b);
             let mut slow = a.clone();
-            portable::f16_apply(op, &mut slow, None, &b);
+            portable::f16_combine(op, &mut slow, &b);
             assert_eq!(fast, slow, "{op}");
-            let mut inplace = a.clone();
-            f16_combine(op, &mut inplace, &b);
-            assert_eq!(inplace, slow, "{op} in place");
         }
     }
 }

@@ -131,7 +131,10 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        say(&format!("error: {}: internal error: {msg}{at}", rank_label()));
+        say(&format!(
+            "error: {}: internal error: {msg}{at}",
+            rank_label()
+        ));
         abort_job(PANIC_EXIT);
     }));
 }

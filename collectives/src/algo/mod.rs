@@ -65,19 +65,3 @@ impl Scratch {
         self.words.len() * 8
     }
 }
-
-/// Reduces `incoming` into `dst`. Where this rank's own contribution is still
-/// in the caller's input (`own`), it is read from there: an out-of-place
-/// collective then never copies its input first.
-#[inline]
-pub fn reduce_into<E: Element>(
-    op: crate::op::ReduceOp,
-    dst: &mut [E],
-    own: Option<&[E]>,
-    incoming: &[E],
-) {
-    match own {
-        Some(a) => E::combine_into(op, dst, a, incoming),
-        None => E::combine(op, dst, incoming),
-    }
-}
