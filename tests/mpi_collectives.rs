@@ -43,17 +43,34 @@ struct Outcome {
     timed_out: bool,
 }
 
+/// This test program in one of its rank modes, on `ranks` ranks.
 fn mpirun(ranks: usize, mode: &str, extra_env: &[(&str, &str)]) -> Outcome {
     let exe = std::env::current_exe().expect("test binary path");
+    let mut env = vec![(RANK_MODE, mode)];
+    env.extend_from_slice(extra_env);
+    mpirun_program(ranks, exe.to_str().unwrap(), &[], &env)
+}
+
+/// The `mpinfer` binary with `args`, on `ranks` ranks.
+fn mpirun_mpinfer(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    mpirun_program(ranks, env!("CARGO_BIN_EXE_mpinfer"), args, env)
+}
+
+fn mpirun_program(
+    ranks: usize,
+    program: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Outcome {
     let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
     let mut cmd = Command::new(mpirun);
     cmd.arg("-n")
         .arg(ranks.to_string())
         .arg("--oversubscribe")
-        .arg(exe);
+        .arg(program)
+        .args(args);
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env(RANK_MODE, mode)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -157,8 +174,118 @@ fn launcher() {
         );
     }
 
+    // The benchmark itself: every algorithm of every collective checked
+    // against the expected values, MPI's baseline beside it, in its CSV form.
+    let o = mpirun_mpinfer(
+        2,
+        &[
+            "bench",
+            "collectives",
+            "--op",
+            "all",
+            "--algo",
+            "all",
+            "-b",
+            "1K",
+            "-e",
+            "64K",
+            "-f",
+            "8",
+            "--check",
+            "--format",
+            "csv",
+            "--batches",
+            "3",
+        ],
+        &[],
+    );
+    record(
+        "bench_collectives_checks_every_algorithm_against_mpi",
+        bench_csv_is_right(&o),
+    );
+
+    let o = mpirun_mpinfer(
+        2,
+        &["bench", "collectives"],
+        &[("MPINFER_ALLREDUCE", "tree")],
+    );
+    record(
+        "a_bad_environment_setting_stops_every_rank_with_its_name",
+        expect_abort(
+            &o,
+            &[
+                "error: rank 0: MPINFER_ALLREDUCE: unknown allreduce algorithm `tree`",
+                "error: rank 1:",
+            ],
+        ),
+    );
+
+    let misuse = Command::new(env!("CARGO_BIN_EXE_mpinfer"))
+        .args(["bench", "collectives", "--dtype", "f8"])
+        .output()
+        .expect("run mpinfer");
+    let stderr = String::from_utf8_lossy(&misuse.stderr);
+    record(
+        "cli_misuse_exits_2_with_usage",
+        if misuse.status.code() == Some(2) && stderr.starts_with("error: invalid value 'f8'") {
+            Ok(())
+        } else {
+            Err(format!(
+                "exit {:?}, stderr:\n{stderr}",
+                misuse.status.code()
+            ))
+        },
+    );
+
     println!("\n{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
+}
+
+fn bench_csv_is_right(o: &Outcome) -> Result<(), String> {
+    let show = || {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.code, o.stdout, o.stderr
+        )
+    };
+    if o.timed_out || o.code != Some(0) {
+        return Err(show());
+    }
+    let mut lines = o.stdout.lines();
+    let header = "op,algo,dtype,ranks,bytes,count,time_us,algbw_gbs,busbw_gbs,mpi_time_us,mpi_busbw_gbs,ratio,wrong";
+    if lines.next() != Some(header) {
+        return Err(format!("header is not `{header}`: {}", show()));
+    }
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // 3 sizes (1K, 8K, 64K) × (15 of our algorithms, auto included, + 5 MPI rows).
+    if rows.len() != 60 || rows.iter().any(|r| r.len() != 13) {
+        return Err(format!(
+            "{} rows, or a row without 13 fields: {}",
+            rows.len(),
+            show()
+        ));
+    }
+    for r in &rows {
+        if r[12] != "0" {
+            return Err(format!("wrong elements in {r:?}: {}", show()));
+        }
+        let t: f64 = r[6].parse().map_err(|_| format!("time {:?}", r[6]))?;
+        if !(t > 0.0 && t.is_finite()) || r[9] == "-" {
+            return Err(format!("no time or no MPI baseline in {r:?}"));
+        }
+    }
+    for op in [
+        "allreduce",
+        "allgather",
+        "reduce",
+        "broadcast",
+        "reduce_scatter",
+    ] {
+        if !rows.iter().any(|r| r[0] == op && r[1] == "mpi") {
+            return Err(format!("no MPI row for {op}: {}", show()));
+        }
+    }
+    Ok(())
 }
 
 /// The job must end on its own, non-zero, soon, saying `needles` on stderr.
