@@ -15,6 +15,8 @@ macro_rules! algorithm_enum {
         impl $name {
             /// Every algorithm but `Auto`.
             pub const CONCRETE: &'static [$name] = &[$($name::$variant),+];
+            /// `Auto` and then every algorithm.
+            pub const ALL: &'static [$name] = &[$name::Auto, $($name::$variant),+];
 
             pub fn name(self) -> &'static str {
                 match self {
@@ -34,13 +36,12 @@ macro_rules! algorithm_enum {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
-                std::iter::once($name::Auto)
-                    .chain($name::CONCRETE.iter().copied())
+                $name::ALL
+                    .iter()
+                    .copied()
                     .find(|a| a.name() == wanted)
                     .ok_or_else(|| {
-                        let names: Vec<&str> = std::iter::once("auto")
-                            .chain($name::CONCRETE.iter().map(|a| a.name()))
-                            .collect();
+                        let names: Vec<&str> = $name::ALL.iter().map(|a| a.name()).collect();
                         format!("unknown {} algorithm `{s}` (expected one of {})", $what, names.join(", "))
                     })
             }

@@ -14,20 +14,10 @@ fn checked(t: LocalTransport) -> Communicator<LocalTransport> {
     )
 }
 
+/// Ranks not next to the disagreement would wait for the collective; a short
+/// receive timeout turns that into an error for the test.
 fn run_short<R: Send>(p: usize, f: impl Fn(LocalTransport) -> R + Sync) -> Vec<R> {
-    // Ranks not next to the disagreement would wait for the collective; a
-    // short receive timeout turns that into an error for the test.
-    let world = LocalWorld::with_timeout(p, Duration::from_secs(2));
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..p)
-            .map(|r| {
-                let t = world.transport(r);
-                let f = &f;
-                s.spawn(move || f(t))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    })
+    LocalWorld::run_with_timeout(p, Duration::from_secs(2), f)
 }
 
 #[test]

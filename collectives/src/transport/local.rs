@@ -15,6 +15,8 @@ struct Mailbox {
     arrived: Condvar,
 }
 
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The shared state of one group of local ranks.
 pub struct LocalWorld {
     mailboxes: Vec<Mailbox>,
@@ -23,7 +25,7 @@ pub struct LocalWorld {
 
 impl LocalWorld {
     pub fn new(size: usize) -> Arc<LocalWorld> {
-        Self::with_timeout(size, Duration::from_secs(120))
+        Self::with_timeout(size, DEFAULT_TIMEOUT)
     }
 
     /// A receive that waits longer than `timeout` fails instead of hanging the
@@ -51,7 +53,16 @@ impl LocalWorld {
     /// Runs `f` once per rank, each on its own thread, and returns the results
     /// in rank order. A panic on any rank is propagated.
     pub fn run<R: Send>(size: usize, f: impl Fn(LocalTransport) -> R + Sync) -> Vec<R> {
-        let world = LocalWorld::new(size);
+        Self::run_with_timeout(size, DEFAULT_TIMEOUT, f)
+    }
+
+    /// [`LocalWorld::run`] with a receive timeout of its own.
+    pub fn run_with_timeout<R: Send>(
+        size: usize,
+        timeout: Duration,
+        f: impl Fn(LocalTransport) -> R + Sync,
+    ) -> Vec<R> {
+        let world = LocalWorld::with_timeout(size, timeout);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..size)
                 .map(|rank| {

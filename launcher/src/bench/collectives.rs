@@ -114,20 +114,20 @@ impl Op {
     /// Our algorithms for this op, with `auto` first.
     fn algorithms(self) -> Vec<Algo> {
         match self {
-            Op::Allreduce => std::iter::once(AllreduceAlgo::Auto)
-                .chain(AllreduceAlgo::CONCRETE.iter().copied())
+            Op::Allreduce => AllreduceAlgo::ALL
+                .iter()
+                .copied()
                 .map(Algo::Allreduce)
                 .collect(),
-            Op::Allgather => std::iter::once(AllgatherAlgo::Auto)
-                .chain(AllgatherAlgo::CONCRETE.iter().copied())
+            Op::Allgather => AllgatherAlgo::ALL
+                .iter()
+                .copied()
                 .map(Algo::Allgather)
                 .collect(),
-            Op::Reduce => std::iter::once(ReduceAlgo::Auto)
-                .chain(ReduceAlgo::CONCRETE.iter().copied())
-                .map(Algo::Reduce)
-                .collect(),
-            Op::Broadcast => std::iter::once(BroadcastAlgo::Auto)
-                .chain(BroadcastAlgo::CONCRETE.iter().copied())
+            Op::Reduce => ReduceAlgo::ALL.iter().copied().map(Algo::Reduce).collect(),
+            Op::Broadcast => BroadcastAlgo::ALL
+                .iter()
+                .copied()
                 .map(Algo::Broadcast)
                 .collect(),
             Op::ReduceScatter => vec![Algo::ReduceScatter],
