@@ -1,1 +1,14 @@
+//! Tensors and the layer kernels each rank runs on its shard.
+//!
+//! Compute is f32; weights may be stored as f16 or bf16 ([`Stored`]) and are
+//! widened once when loaded. CPU kernels live in [`cpu`]: convolution as
+//! im2col + GEMM over the `gemm` crate (runtime SIMD dispatch, AVX-512 where
+//! present), pooling, and element-wise ops, with bias and ReLU fused into the
+//! GEMM epilogue.
 
+pub mod cpu;
+mod error;
+mod tensor;
+
+pub use error::KernelError;
+pub use tensor::{Stored, StoredDType, Tensor};

@@ -1,0 +1,63 @@
+//! ReLU, softmax and flatten.
+
+use crate::error::{shape_err, KernelError};
+use crate::tensor::Tensor;
+
+pub fn relu(x: &mut Tensor) {
+    // `max` would turn NaN into 0; keep it, as the reference implementations do.
+    x.data.iter_mut().for_each(|v| {
+        if *v < 0.0 {
+            *v = 0.0
+        }
+    });
+}
+
+/// ONNX Flatten: `[d0 .. d(axis-1)] x [d(axis) ..]` as two dimensions.
+pub fn flatten(x: Tensor, axis: usize) -> Result<Tensor, KernelError> {
+    if axis > x.shape.len() {
+        return Err(shape_err("Flatten", "input", &x.shape, format!("at least {axis} dimensions")));
+    }
+    let outer = x.shape[..axis].iter().product();
+    let inner = x.shape[axis..].iter().product();
+    Ok(x.reshape(vec![outer, inner]))
+}
+
+/// Softmax along one axis (ONNX opset 13 and later).
+pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
+    if axis >= x.shape.len() {
+        return Err(shape_err("Softmax", "input", &x.shape, format!("more than {axis} dimensions")));
+    }
+    let dim = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    if dim == 0 || x.data.is_empty() {
+        return Ok(());
+    }
+    for block in x.data.chunks_mut(dim * inner) {
+        for i in 0..inner {
+            let max = (0..dim).map(|d| block[d * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for d in 0..dim {
+                let e = (block[d * inner + i] - max).exp();
+                block[d * inner + i] = e;
+                sum += e;
+            }
+            for d in 0..dim {
+                block[d * inner + i] /= sum;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Softmax before opset 13: the input is seen as 2-D, split at `axis`, and
+/// each row of that view is normalised as a whole.
+pub fn softmax_coerced(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
+    if axis > x.shape.len() {
+        return Err(shape_err("Softmax", "input", &x.shape, format!("at least {axis} dimensions")));
+    }
+    let cols: usize = x.shape[axis..].iter().product();
+    let mut view = Tensor { shape: vec![x.data.len() / cols.max(1), cols], data: std::mem::take(&mut x.data) };
+    let result = softmax(&mut view, 1);
+    x.data = view.data;
+    result
+}

@@ -1,0 +1,64 @@
+//! CPU kernels. Each op checks shapes, then writes every element of its
+//! output (the tests poison outputs to prove it).
+
+mod conv;
+mod elementwise;
+mod linear;
+mod matmul;
+mod pool;
+
+pub use conv::Conv2d;
+pub use elementwise::{flatten, relu, softmax, softmax_coerced};
+pub use linear::Gemm;
+pub use pool::{global_average_pool, Pool2d, PoolKind};
+
+/// Where CPU kernels run: how many threads one rank may use. Ranks sharing a
+/// node should split its cores (cores ÷ ranks on the node).
+#[derive(Clone, Copy, Debug)]
+pub struct Cpu {
+    pub threads: usize,
+}
+
+impl Cpu {
+    pub fn new(threads: usize) -> Cpu {
+        Cpu { threads: threads.max(1) }
+    }
+
+    /// All of this machine's cores.
+    pub fn all_cores() -> Cpu {
+        Cpu::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Runs `work(i, item)` for every item, items spread over the threads in
+    /// contiguous runs.
+    pub(crate) fn for_each<T: Send>(&self, items: Vec<T>, work: impl Fn(usize, T) + Sync) {
+        let threads = self.threads.min(items.len()).max(1);
+        if threads == 1 {
+            for (i, it) in items.into_iter().enumerate() {
+                work(i, it);
+            }
+            return;
+        }
+        let per = items.len().div_ceil(threads);
+        let mut batches: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::with_capacity(per)).collect();
+        for (i, it) in items.into_iter().enumerate() {
+            batches[i / per].push((i, it));
+        }
+        std::thread::scope(|s| {
+            for batch in batches {
+                let work = &work;
+                s.spawn(move || {
+                    for (i, it) in batch {
+                        work(i, it);
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu::all_cores()
+    }
+}

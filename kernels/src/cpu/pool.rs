@@ -1,0 +1,136 @@
+//! Max and average pooling (ONNX MaxPool, AveragePool, GlobalAveragePool).
+
+use super::Cpu;
+use crate::error::{shape_err, KernelError};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Average,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    pub ceil_mode: bool,
+    /// Average only: padding counts towards the divisor.
+    pub count_include_pad: bool,
+}
+
+impl Pool2d {
+    pub fn new(kind: PoolKind, kernel: [usize; 2]) -> Pool2d {
+        Pool2d { kind, kernel, strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false, count_include_pad: false }
+    }
+
+    /// Output length of one axis. With `ceil_mode` a last, partial window is
+    /// kept only if it starts inside the input or its leading padding.
+    fn out_len(&self, input: usize, axis: usize) -> Option<usize> {
+        let (k, s, d) = (self.kernel[axis], self.strides[axis], self.dilations[axis]);
+        let (lo, hi) = (self.pads[axis], self.pads[axis + 2]);
+        let span = d * (k.max(1) - 1) + 1;
+        let padded = input + lo + hi;
+        if padded < span || s == 0 || k == 0 {
+            return None;
+        }
+        let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+        if self.ceil_mode && (out - 1) * s >= input + lo {
+            out -= 1;
+        }
+        Some(out)
+    }
+
+    pub fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, KernelError> {
+        let [n, c, h, w] = *x else {
+            return Err(shape_err("Pool", "input", x, "[N, C, H, W]"));
+        };
+        match (self.out_len(h, 0), self.out_len(w, 1)) {
+            (Some(oh), Some(ow)) => Ok(vec![n, c, oh, ow]),
+            _ => Err(shape_err("Pool", "input", x, format!("at least the {:?} window (dilated, after padding)", self.kernel))),
+        }
+    }
+
+    pub fn run(&self, cpu: &Cpu, x: &Tensor) -> Result<Tensor, KernelError> {
+        let mut y = Tensor::zeros(self.output_shape(&x.shape)?);
+        self.run_into(cpu, x, &mut y.data)?;
+        Ok(y)
+    }
+
+    pub fn run_into(&self, cpu: &Cpu, x: &Tensor, y: &mut [f32]) -> Result<(), KernelError> {
+        let out = self.output_shape(&x.shape)?;
+        let [_, _, h, w] = x.shape[..] else { unreachable!() };
+        let [_, _, oh, ow] = out[..] else { unreachable!() };
+        if y.len() != out.iter().product::<usize>() {
+            return Err(shape_err("Pool", "output", &[y.len()], format!("{out:?}")));
+        }
+        if y.is_empty() {
+            return Ok(());
+        }
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        let [dh, dw] = self.dilations;
+        let (pt, pl, pb, pr) = (self.pads[0] as isize, self.pads[1] as isize, self.pads[2] as isize, self.pads[3] as isize);
+        let planes: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
+        cpu.for_each(planes, |_, (p, dst)| {
+            let src = &x.data[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut acc, mut valid, mut counted) = match self.kind {
+                        PoolKind::Max => (f32::NEG_INFINITY, 0usize, 0usize),
+                        PoolKind::Average => (0.0, 0, 0),
+                    };
+                    for i in 0..kh {
+                        let iy = (oy * sh + i * dh) as isize - pt;
+                        if iy >= h as isize + pb {
+                            continue;
+                        }
+                        for j in 0..kw {
+                            let ix = (ox * sw + j * dw) as isize - pl;
+                            if ix >= w as isize + pr {
+                                continue;
+                            }
+                            counted += 1;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let v = src[iy as usize * w + ix as usize];
+                            valid += 1;
+                            acc = match self.kind {
+                                // NaN wins, as in the reference implementations.
+                                PoolKind::Max => if v > acc || v.is_nan() { v } else { acc },
+                                PoolKind::Average => acc + v,
+                            };
+                        }
+                    }
+                    dst[oy * ow + ox] = match self.kind {
+                        PoolKind::Max => acc,
+                        PoolKind::Average => {
+                            let div = if self.count_include_pad { counted } else { valid };
+                            if div == 0 { 0.0 } else { acc / div as f32 }
+                        }
+                    };
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Mean over H and W: `[N, C, H, W]` → `[N, C, 1, 1]`.
+pub fn global_average_pool(x: &Tensor) -> Result<Tensor, KernelError> {
+    let [n, c, h, w] = x.shape[..] else {
+        return Err(shape_err("GlobalAveragePool", "input", &x.shape, "[N, C, H, W]"));
+    };
+    let hw = h * w;
+    let data = if hw == 0 {
+        vec![f32::NAN; n * c]
+    } else {
+        x.data.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect()
+    };
+    Ok(Tensor::new(vec![n, c, 1, 1], data))
+}
