@@ -13,7 +13,12 @@ pub enum KernelError {
     Invalid { op: &'static str, what: String },
 }
 
-pub(crate) fn shape_err(op: &'static str, what: &'static str, got: &[usize], expected: impl Into<String>) -> KernelError {
+pub(crate) fn shape_err(
+    op: &'static str,
+    what: &'static str,
+    got: &[usize],
+    expected: impl Into<String>,
+) -> KernelError {
     KernelError::Shape {
         op,
         what,

@@ -11,13 +11,21 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match {} values", data.len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not match {} values",
+            data.len()
+        );
         Tensor { shape, data }
     }
 
     pub fn zeros(shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
-        Tensor { shape, data: vec![0.0; n] }
+        Tensor {
+            shape,
+            data: vec![0.0; n],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -30,7 +38,12 @@ impl Tensor {
 
     /// Same data, another shape of the same element count.
     pub fn reshape(mut self, shape: Vec<usize>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), self.data.len(), "cannot reshape {:?} to {shape:?}", self.shape);
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.data.len(),
+            "cannot reshape {:?} to {shape:?}",
+            self.shape
+        );
         self.shape = shape;
         self
     }

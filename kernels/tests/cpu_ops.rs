@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 
 fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
     let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+    )
 }
 
 /// `got` within `rel` of `want`, relative to the sum of magnitudes that
@@ -18,7 +21,10 @@ fn assert_close(got: &[f32], want: &[f64], scale: &[f64], rel: f64, what: &str) 
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
         let err = (*g as f64 - w).abs();
-        assert!(err <= rel * s + 1e-6, "{what}: element {i} is {g}, want {w} (error {err:e}, scale {s})");
+        assert!(
+            err <= rel * s + 1e-6,
+            "{what}: element {i} is {g}, want {w} (error {err:e}, scale {s})"
+        );
     }
 }
 
@@ -34,9 +40,16 @@ struct ConvCase {
     conv: Conv2d,
 }
 
-fn conv_reference(x: &Tensor, w: &Tensor, b: Option<&[f32]>, p: &Conv2d) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+fn conv_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&[f32]>,
+    p: &Conv2d,
+) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
     let [n, c, h, wd] = x.shape[..] else { panic!() };
-    let [m, cg, kh, kw] = w.shape[..] else { panic!() };
+    let [m, cg, kh, kw] = w.shape[..] else {
+        panic!()
+    };
     let g = p.groups;
     let oh = (h + p.pads[0] + p.pads[2] - p.dilations[0] * (kh - 1) - 1) / p.strides[0] + 1;
     let ow = (wd + p.pads[1] + p.pads[3] - p.dilations[1] * (kw - 1) - 1) / p.strides[1] + 1;
@@ -52,12 +65,15 @@ fn conv_reference(x: &Tensor, w: &Tensor, b: Option<&[f32]>, p: &Conv2d) -> (Vec
                     for ic in 0..cg {
                         for i in 0..kh {
                             for j in 0..kw {
-                                let y = (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pads[0] as isize;
-                                let xx = (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pads[1] as isize;
+                                let y = (oy * p.strides[0] + i * p.dilations[0]) as isize
+                                    - p.pads[0] as isize;
+                                let xx = (ox * p.strides[1] + j * p.dilations[1]) as isize
+                                    - p.pads[1] as isize;
                                 if y < 0 || xx < 0 || y >= h as isize || xx >= wd as isize {
                                     continue;
                                 }
-                                let xv = x.data[((img * c + grp * cg + ic) * h + y as usize) * wd + xx as usize] as f64;
+                                let xv = x.data[((img * c + grp * cg + ic) * h + y as usize) * wd
+                                    + xx as usize] as f64;
                                 let wv = w.data[((oc * cg + ic) * kh + i) * kw + j] as f64;
                                 acc += xv * wv;
                                 mag += (xv * wv).abs();
@@ -75,20 +91,110 @@ fn conv_reference(x: &Tensor, w: &Tensor, b: Option<&[f32]>, p: &Conv2d) -> (Vec
 }
 
 fn conv_cases() -> Vec<ConvCase> {
-    let c = |n, c, h, w, m, k: [usize; 2], conv| ConvCase { n, c, h, w, m, k, conv };
+    let c = |n, c, h, w, m, k: [usize; 2], conv| ConvCase {
+        n,
+        c,
+        h,
+        w,
+        m,
+        k,
+        conv,
+    };
     let d = Conv2d::default();
     vec![
-        c(2, 1, 32, 32, 32, [3, 3], d),                                      // the seed network's first layer
-        c(3, 32, 30, 30, 64, [3, 3], Conv2d { relu: true, ..d }),             // and its second, fused ReLU
-        c(1, 3, 7, 9, 5, [3, 2], Conv2d { pads: [1, 0, 2, 1], ..d }),         // asymmetric pads, odd sizes
-        c(2, 4, 11, 10, 6, [3, 3], Conv2d { strides: [2, 2], pads: [1; 4], ..d }),
-        c(1, 2, 13, 12, 3, [3, 3], Conv2d { dilations: [2, 2], pads: [2, 1, 2, 1], ..d }),
-        c(2, 6, 9, 9, 4, [3, 3], Conv2d { groups: 2, strides: [2, 1], ..d }), // groups
-        c(1, 8, 10, 10, 8, [3, 3], Conv2d { groups: 8, pads: [1; 4], ..d }),  // depthwise
-        c(2, 16, 5, 5, 7, [1, 1], d),                                         // 1x1, read directly
-        c(1, 4, 6, 6, 3, [1, 1], Conv2d { strides: [2, 2], ..d }),            // 1x1 strided
-        c(0, 3, 8, 8, 4, [3, 3], d),                                          // batch 0
-        c(1, 3, 2, 2, 4, [3, 3], Conv2d { pads: [1; 4], strides: [3, 3], ..d }),
+        c(2, 1, 32, 32, 32, [3, 3], d), // the seed network's first layer
+        c(3, 32, 30, 30, 64, [3, 3], Conv2d { relu: true, ..d }), // and its second, fused ReLU
+        c(
+            1,
+            3,
+            7,
+            9,
+            5,
+            [3, 2],
+            Conv2d {
+                pads: [1, 0, 2, 1],
+                ..d
+            },
+        ), // asymmetric pads, odd sizes
+        c(
+            2,
+            4,
+            11,
+            10,
+            6,
+            [3, 3],
+            Conv2d {
+                strides: [2, 2],
+                pads: [1; 4],
+                ..d
+            },
+        ),
+        c(
+            1,
+            2,
+            13,
+            12,
+            3,
+            [3, 3],
+            Conv2d {
+                dilations: [2, 2],
+                pads: [2, 1, 2, 1],
+                ..d
+            },
+        ),
+        c(
+            2,
+            6,
+            9,
+            9,
+            4,
+            [3, 3],
+            Conv2d {
+                groups: 2,
+                strides: [2, 1],
+                ..d
+            },
+        ), // groups
+        c(
+            1,
+            8,
+            10,
+            10,
+            8,
+            [3, 3],
+            Conv2d {
+                groups: 8,
+                pads: [1; 4],
+                ..d
+            },
+        ), // depthwise
+        c(2, 16, 5, 5, 7, [1, 1], d), // 1x1, read directly
+        c(
+            1,
+            4,
+            6,
+            6,
+            3,
+            [1, 1],
+            Conv2d {
+                strides: [2, 2],
+                ..d
+            },
+        ), // 1x1 strided
+        c(0, 3, 8, 8, 4, [3, 3], d),  // batch 0
+        c(
+            1,
+            3,
+            2,
+            2,
+            4,
+            [3, 3],
+            Conv2d {
+                pads: [1; 4],
+                strides: [3, 3],
+                ..d
+            },
+        ),
     ]
 }
 
@@ -99,15 +205,28 @@ fn conv2d_matches_the_reference() {
         let cpu = Cpu::new(threads);
         for (idx, case) in conv_cases().into_iter().enumerate() {
             let x = random(&[case.n, case.c, case.h, case.w], &mut rng);
-            let w = random(&[case.m, case.c / case.conv.groups, case.k[0], case.k[1]], &mut rng);
+            let w = random(
+                &[case.m, case.c / case.conv.groups, case.k[0], case.k[1]],
+                &mut rng,
+            );
             let bias: Vec<f32> = (0..case.m).map(|_| rng.gen_range(-1.0..1.0)).collect();
             for with_bias in [false, true] {
                 let b = with_bias.then_some(&bias[..]);
                 let (shape, want, scale) = conv_reference(&x, &w, b, &case.conv);
-                assert_eq!(case.conv.output_shape(&x.shape, &w.shape).unwrap(), shape, "case {idx}");
+                assert_eq!(
+                    case.conv.output_shape(&x.shape, &w.shape).unwrap(),
+                    shape,
+                    "case {idx}"
+                );
                 let mut got = vec![f32::NAN; want.len()];
                 case.conv.run_into(&cpu, &x, &w, b, &mut got).unwrap();
-                assert_close(&got, &want, &scale, 1e-5, &format!("conv case {idx}, bias {with_bias}, {threads} threads"));
+                assert_close(
+                    &got,
+                    &want,
+                    &scale,
+                    1e-5,
+                    &format!("conv case {idx}, bias {with_bias}, {threads} threads"),
+                );
             }
         }
     }
@@ -117,11 +236,20 @@ fn conv2d_matches_the_reference() {
 fn conv2d_rejects_bad_shapes_with_a_reason() {
     let cpu = Cpu::new(1);
     let x = Tensor::zeros(vec![1, 3, 5, 5]);
-    let e = Conv2d::default().run(&cpu, &x, &Tensor::zeros(vec![4, 2, 3, 3]), None).unwrap_err();
-    assert!(e.to_string().contains("weight has shape [4, 2, 3, 3]"), "{e}");
-    let e = Conv2d::default().run(&cpu, &x, &Tensor::zeros(vec![4, 3, 7, 7]), None).unwrap_err();
+    let e = Conv2d::default()
+        .run(&cpu, &x, &Tensor::zeros(vec![4, 2, 3, 3]), None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("weight has shape [4, 2, 3, 3]"),
+        "{e}"
+    );
+    let e = Conv2d::default()
+        .run(&cpu, &x, &Tensor::zeros(vec![4, 3, 7, 7]), None)
+        .unwrap_err();
     assert!(e.to_string().contains("kernel"), "{e}");
-    let e = Conv2d::default().run(&cpu, &x, &Tensor::zeros(vec![4, 3, 3, 3]), Some(&[0.0; 3])).unwrap_err();
+    let e = Conv2d::default()
+        .run(&cpu, &x, &Tensor::zeros(vec![4, 3, 3, 3]), Some(&[0.0; 3]))
+        .unwrap_err();
     assert!(e.to_string().contains("bias"), "{e}");
 }
 
@@ -133,7 +261,10 @@ fn weights_stored_in_16_bits_stay_within_their_precision() {
     let w = random(&[6, 8, 3, 3], &mut rng);
     let conv = Conv2d::default();
     let (_, want, scale) = conv_reference(&x, &w, None, &conv);
-    for (dtype, rel) in [(StoredDType::F16, 2f64.powi(-10)), (StoredDType::BF16, 2f64.powi(-7))] {
+    for (dtype, rel) in [
+        (StoredDType::F16, 2f64.powi(-10)),
+        (StoredDType::BF16, 2f64.powi(-7)),
+    ] {
         let stored = Stored::from_f32(&w.data, dtype);
         assert_eq!(stored.dtype(), dtype);
         assert_eq!(stored.len(), w.len());
@@ -150,16 +281,36 @@ fn gemm_matches_the_reference_with_every_attribute() {
     let mut rng = StdRng::seed_from_u64(3);
     for threads in [1, 2, 5] {
         let cpu = Cpu::new(threads);
-        for &(m, k, n) in &[(1, 1, 1), (7, 13, 5), (37, 3136, 100), (100, 100, 10), (0, 4, 3), (3, 0, 4), (65, 17, 1)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 13, 5),
+            (37, 3136, 100),
+            (100, 100, 10),
+            (0, 4, 3),
+            (3, 0, 4),
+            (65, 17, 1),
+        ] {
             for trans_a in [false, true] {
                 for trans_b in [false, true] {
                     for (alpha, beta) in [(1.0f32, 1.0f32), (0.5, -2.0), (1.0, 0.0)] {
-                        for c_shape in [None, Some(vec![n]), Some(vec![m, n]), Some(vec![m, 1]), Some(vec![])] {
+                        for c_shape in [
+                            None,
+                            Some(vec![n]),
+                            Some(vec![m, n]),
+                            Some(vec![m, 1]),
+                            Some(vec![]),
+                        ] {
                             for relu in [false, true] {
                                 let a = random(&if trans_a { [k, m] } else { [m, k] }, &mut rng);
                                 let b = random(&if trans_b { [n, k] } else { [k, n] }, &mut rng);
                                 let c = c_shape.clone().map(|s| random(&s, &mut rng));
-                                let g = Gemm { trans_a, trans_b, alpha, beta, relu };
+                                let g = Gemm {
+                                    trans_a,
+                                    trans_b,
+                                    alpha,
+                                    beta,
+                                    relu,
+                                };
                                 let mut want = vec![0f64; m * n];
                                 let mut scale = vec![0f64; m * n];
                                 for i in 0..m {
@@ -167,8 +318,18 @@ fn gemm_matches_the_reference_with_every_attribute() {
                                         let mut acc = 0f64;
                                         let mut mag = 0f64;
                                         for t in 0..k {
-                                            let av = if trans_a { a.data[t * m + i] } else { a.data[i * k + t] } as f64;
-                                            let bv = if trans_b { b.data[j * k + t] } else { b.data[t * n + j] } as f64;
+                                            let av = if trans_a {
+                                                a.data[t * m + i]
+                                            } else {
+                                                a.data[i * k + t]
+                                            }
+                                                as f64;
+                                            let bv = if trans_b {
+                                                b.data[j * k + t]
+                                            } else {
+                                                b.data[t * n + j]
+                                            }
+                                                as f64;
                                             acc += av * bv;
                                             mag += (av * bv).abs();
                                         }
@@ -180,7 +341,8 @@ fn gemm_matches_the_reference_with_every_attribute() {
                                                 [_] => c.data[j],
                                                 [_, 1] => c.data[i],
                                                 _ => c.data[i * n + j],
-                                            } as f64;
+                                            }
+                                                as f64;
                                             acc += beta as f64 * cv;
                                             mag += (beta as f64 * cv).abs();
                                         }
@@ -204,10 +366,22 @@ fn gemm_matches_the_reference_with_every_attribute() {
 #[test]
 fn gemm_rejects_mismatched_operands() {
     let cpu = Cpu::new(1);
-    let e = Gemm::default().run(&cpu, &Tensor::zeros(vec![2, 3]), &Tensor::zeros(vec![4, 5]), None).unwrap_err();
+    let e = Gemm::default()
+        .run(
+            &cpu,
+            &Tensor::zeros(vec![2, 3]),
+            &Tensor::zeros(vec![4, 5]),
+            None,
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("contracted"), "{e}");
     let e = Gemm::default()
-        .run(&cpu, &Tensor::zeros(vec![2, 3]), &Tensor::zeros(vec![3, 5]), Some(&Tensor::zeros(vec![3])))
+        .run(
+            &cpu,
+            &Tensor::zeros(vec![2, 3]),
+            &Tensor::zeros(vec![3, 5]),
+            Some(&Tensor::zeros(vec![3])),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("broadcastable to [2, 5]"), "{e}");
 }
@@ -219,9 +393,20 @@ fn pool_reference(x: &Tensor, p: &Pool2d) -> (Vec<usize>, Vec<f64>) {
     // PyTorch's documented output size, with its rule that the last window
     // must start inside the input or the left padding.
     let size = |len: usize, axis: usize| {
-        let (k, s, d, lo, hi) = (p.kernel[axis], p.strides[axis], p.dilations[axis], p.pads[axis], p.pads[axis + 2]);
+        let (k, s, d, lo, hi) = (
+            p.kernel[axis],
+            p.strides[axis],
+            p.dilations[axis],
+            p.pads[axis],
+            p.pads[axis + 2],
+        );
         let num = (len + lo + hi) as f64 - (d * (k - 1)) as f64 - 1.0;
-        let mut out = if p.ceil_mode { (num / s as f64).ceil() } else { (num / s as f64).floor() } as usize + 1;
+        let mut out = if p.ceil_mode {
+            (num / s as f64).ceil()
+        } else {
+            (num / s as f64).floor()
+        } as usize
+            + 1;
         if p.ceil_mode && (out - 1) * s >= len + lo {
             out -= 1;
         }
@@ -236,8 +421,10 @@ fn pool_reference(x: &Tensor, p: &Pool2d) -> (Vec<usize>, Vec<f64>) {
                 let mut in_padded = 0;
                 for i in 0..p.kernel[0] {
                     for j in 0..p.kernel[1] {
-                        let y = (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pads[0] as isize;
-                        let xx = (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pads[1] as isize;
+                        let y =
+                            (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pads[0] as isize;
+                        let xx =
+                            (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pads[1] as isize;
                         if y < (h + p.pads[2]) as isize && xx < (w + p.pads[3]) as isize {
                             in_padded += 1;
                         }
@@ -249,7 +436,11 @@ fn pool_reference(x: &Tensor, p: &Pool2d) -> (Vec<usize>, Vec<f64>) {
                 out.push(match p.kind {
                     PoolKind::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     PoolKind::Average => {
-                        let div = if p.count_include_pad { in_padded } else { vals.len() };
+                        let div = if p.count_include_pad {
+                            in_padded
+                        } else {
+                            vals.len()
+                        };
                         vals.iter().sum::<f64>() / div as f64
                     }
                 });
@@ -266,23 +457,89 @@ fn pooling_matches_the_reference() {
     let mut cases = Vec::new();
     for kind in [PoolKind::Max, PoolKind::Average] {
         let base = Pool2d::new(kind, [2, 2]);
-        cases.push(([2, 3, 8, 8], Pool2d { strides: [2, 2], ..base }));
-        cases.push(([2, 64, 28, 28], Pool2d { kernel: [4, 4], strides: [4, 4], ..base })); // the seed network's pool
-        cases.push(([1, 2, 7, 9], Pool2d { kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ..base }));
-        cases.push(([1, 2, 7, 9], Pool2d { kernel: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], count_include_pad: true, ..base }));
-        cases.push(([1, 2, 7, 10], Pool2d { kernel: [3, 2], strides: [2, 3], ceil_mode: true, ..base }));
-        cases.push(([1, 2, 7, 10], Pool2d { kernel: [3, 2], strides: [2, 3], pads: [1, 0, 1, 1], ceil_mode: true, count_include_pad: true, ..base }));
-        cases.push(([1, 1, 9, 9], Pool2d { kernel: [3, 3], dilations: [2, 2], strides: [1, 2], ..base }));
+        cases.push((
+            [2, 3, 8, 8],
+            Pool2d {
+                strides: [2, 2],
+                ..base
+            },
+        ));
+        cases.push((
+            [2, 64, 28, 28],
+            Pool2d {
+                kernel: [4, 4],
+                strides: [4, 4],
+                ..base
+            },
+        )); // the seed network's pool
+        cases.push((
+            [1, 2, 7, 9],
+            Pool2d {
+                kernel: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 1, 1],
+                ..base
+            },
+        ));
+        cases.push((
+            [1, 2, 7, 9],
+            Pool2d {
+                kernel: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 1, 1],
+                count_include_pad: true,
+                ..base
+            },
+        ));
+        cases.push((
+            [1, 2, 7, 10],
+            Pool2d {
+                kernel: [3, 2],
+                strides: [2, 3],
+                ceil_mode: true,
+                ..base
+            },
+        ));
+        cases.push((
+            [1, 2, 7, 10],
+            Pool2d {
+                kernel: [3, 2],
+                strides: [2, 3],
+                pads: [1, 0, 1, 1],
+                ceil_mode: true,
+                count_include_pad: true,
+                ..base
+            },
+        ));
+        cases.push((
+            [1, 1, 9, 9],
+            Pool2d {
+                kernel: [3, 3],
+                dilations: [2, 2],
+                strides: [1, 2],
+                ..base
+            },
+        ));
         cases.push(([0, 2, 5, 5], base));
     }
     for (idx, (shape, pool)) in cases.into_iter().enumerate() {
         let x = random(&shape, &mut rng);
         let (oshape, want) = pool_reference(&x, &pool);
-        assert_eq!(pool.output_shape(&x.shape).unwrap(), oshape, "pool case {idx} {pool:?}");
+        assert_eq!(
+            pool.output_shape(&x.shape).unwrap(),
+            oshape,
+            "pool case {idx} {pool:?}"
+        );
         let mut got = vec![f32::NAN; want.len()];
         pool.run_into(&cpu, &x, &mut got).unwrap();
         let scale = vec![1.0; want.len()];
-        assert_close(&got, &want, &scale, 1e-6, &format!("pool case {idx} {pool:?}"));
+        assert_close(
+            &got,
+            &want,
+            &scale,
+            1e-6,
+            &format!("pool case {idx} {pool:?}"),
+        );
     }
 }
 
@@ -293,7 +550,11 @@ fn global_average_pool_and_flatten() {
     let g = global_average_pool(&x).unwrap();
     assert_eq!(g.shape, vec![3, 4, 1, 1]);
     for (i, v) in g.data.iter().enumerate() {
-        let want = x.data[i * 30..(i + 1) * 30].iter().map(|v| *v as f64).sum::<f64>() / 30.0;
+        let want = x.data[i * 30..(i + 1) * 30]
+            .iter()
+            .map(|v| *v as f64)
+            .sum::<f64>()
+            / 30.0;
         assert!((*v as f64 - want).abs() < 1e-6);
     }
     let f = flatten(x.clone(), 1).unwrap();
@@ -336,7 +597,10 @@ fn relu_and_softmax() {
     let mut s = x.clone();
     softmax_coerced(&mut s, 1).unwrap();
     for row in 0..2 {
-        let z: f64 = x.data[row * 12..(row + 1) * 12].iter().map(|v| (*v as f64).exp()).sum();
+        let z: f64 = x.data[row * 12..(row + 1) * 12]
+            .iter()
+            .map(|v| (*v as f64).exp())
+            .sum();
         for i in 0..12 {
             let want = (x.data[row * 12 + i] as f64).exp() / z;
             assert!((s.data[row * 12 + i] as f64 - want).abs() < 1e-6);
@@ -345,5 +609,7 @@ fn relu_and_softmax() {
     // Large logits do not overflow.
     let mut big = Tensor::new(vec![1, 3], vec![1000.0, 1001.0, 1002.0]);
     softmax(&mut big, 1).unwrap();
-    assert!(big.data.iter().all(|v| v.is_finite()) && (big.data.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    assert!(
+        big.data.iter().all(|v| v.is_finite()) && (big.data.iter().sum::<f32>() - 1.0).abs() < 1e-6
+    );
 }

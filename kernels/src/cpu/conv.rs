@@ -18,12 +18,25 @@ pub struct Conv2d {
 
 impl Default for Conv2d {
     fn default() -> Self {
-        Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1, relu: false }
+        Conv2d {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+            relu: false,
+        }
     }
 }
 
 /// Output length of one spatial axis; `None` when the kernel does not fit.
-pub(crate) fn out_len(input: usize, pad_lo: usize, pad_hi: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub(crate) fn out_len(
+    input: usize,
+    pad_lo: usize,
+    pad_hi: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let span = dilation * (kernel.max(1) - 1) + 1;
     let padded = input + pad_lo + pad_hi;
     (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
@@ -40,7 +53,15 @@ impl Conv2d {
         };
         let g = self.groups;
         if g == 0 || c % g != 0 || m % g != 0 || cg != c / g {
-            return Err(shape_err("Conv", "weight", w, format!("[M, {}, kH, kW] with M divisible by groups = {g} (input has {c} channels)", c / g.max(1))));
+            return Err(shape_err(
+                "Conv",
+                "weight",
+                w,
+                format!(
+                    "[M, {}, kH, kW] with M divisible by groups = {g} (input has {c} channels)",
+                    c / g.max(1)
+                ),
+            ));
         }
         let [sh, sw] = self.strides;
         let [dh, dw] = self.dilations;
@@ -49,22 +70,48 @@ impl Conv2d {
         let ow = out_len(wd, pl, pr, kw, sw, dw);
         match (oh, ow) {
             (Some(oh), Some(ow)) => Ok(vec![n, m, oh, ow]),
-            _ => Err(shape_err("Conv", "input", x, format!("at least the {kh}x{kw} kernel (dilated, after padding) with positive strides"))),
+            _ => Err(shape_err(
+                "Conv",
+                "input",
+                x,
+                format!(
+                    "at least the {kh}x{kw} kernel (dilated, after padding) with positive strides"
+                ),
+            )),
         }
     }
 
-    pub fn run(&self, cpu: &Cpu, x: &Tensor, w: &Tensor, bias: Option<&[f32]>) -> Result<Tensor, KernelError> {
+    pub fn run(
+        &self,
+        cpu: &Cpu,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+    ) -> Result<Tensor, KernelError> {
         let mut y = Tensor::zeros(self.output_shape(&x.shape, &w.shape)?);
         self.run_into(cpu, x, w, bias, &mut y.data)?;
         Ok(y)
     }
 
     /// Writes every element of `y` (`[N, M, OH, OW]`).
-    pub fn run_into(&self, cpu: &Cpu, x: &Tensor, w: &Tensor, bias: Option<&[f32]>, y: &mut [f32]) -> Result<(), KernelError> {
+    pub fn run_into(
+        &self,
+        cpu: &Cpu,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
         let out = self.output_shape(&x.shape, &w.shape)?;
-        let [_, m, oh, ow] = out[..] else { unreachable!() };
-        let [_, c, h, wd] = x.shape[..] else { unreachable!() };
-        let [_, cg, kh, kw] = w.shape[..] else { unreachable!() };
+        let [n, m, oh, ow] = out[..] else {
+            unreachable!()
+        };
+        let [_, c, h, wd] = x.shape[..] else {
+            unreachable!()
+        };
+        let [_, cg, kh, kw] = w.shape[..] else {
+            unreachable!()
+        };
         if y.len() != out.iter().product::<usize>() {
             return Err(shape_err("Conv", "output", &[y.len()], format!("{out:?}")));
         }
@@ -82,27 +129,60 @@ impl Conv2d {
         let ohw = oh * ow;
         // A 1x1 kernel with unit stride and no padding reads the image as it is.
         let direct = kh == 1 && kw == 1 && self.strides == [1, 1] && self.pads == [0; 4];
-        let images: Vec<(usize, &mut [f32])> = y.chunks_mut(m * ohw).enumerate().collect();
-        cpu.for_each(images, |_, (img, out)| {
-            let mut col = if direct { Vec::new() } else { vec![0f32; k * ohw] };
-            for grp in 0..g {
-                let src = &x.data[(img * c + grp * cg) * h * wd..(img * c + (grp + 1) * cg) * h * wd];
-                let cols: &[f32] = if direct {
-                    src
-                } else {
-                    self.im2col(src, cg, h, wd, kh, kw, oh, ow, &mut col);
-                    &col
-                };
-                let dst = &mut out[grp * mg * ohw..(grp + 1) * mg * ohw];
-                let weights = View { data: &w.data[grp * mg * k..(grp + 1) * mg * k], rs: k, cs: 1 };
-                matmul(mg, ohw, k, dst, ohw, weights, View { data: cols, rs: ohw, cs: 1 }, false);
-                for (j, plane) in dst.chunks_mut(ohw).enumerate() {
-                    let b = bias.map_or(0.0, |b| b[grp * mg + j]);
-                    match (b != 0.0, self.relu) {
-                        (true, true) => plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-                        (true, false) => plane.iter_mut().for_each(|v| *v += b),
-                        (false, true) => plane.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        (false, false) => {}
+        // Contiguous runs of images per thread, each with one unfold buffer:
+        // a buffer allocated per image would be fresh memory every time, and
+        // first-touch memory is several times slower than reused.
+        let per_thread = n.div_ceil(cpu.threads.max(1));
+        let runs: Vec<(usize, &mut [f32])> = y
+            .chunks_mut(per_thread * m * ohw)
+            .enumerate()
+            .map(|(i, run)| (i * per_thread, run))
+            .collect();
+        cpu.for_each(runs, |_, (first, run)| {
+            let mut col = if direct {
+                Vec::new()
+            } else {
+                vec![0f32; k * ohw]
+            };
+            for (offset, out) in run.chunks_mut(m * ohw).enumerate() {
+                let img = first + offset;
+                for grp in 0..g {
+                    let src =
+                        &x.data[(img * c + grp * cg) * h * wd..(img * c + (grp + 1) * cg) * h * wd];
+                    let cols: &[f32] = if direct {
+                        src
+                    } else {
+                        self.im2col(src, cg, h, wd, kh, kw, oh, ow, &mut col);
+                        &col
+                    };
+                    let dst = &mut out[grp * mg * ohw..(grp + 1) * mg * ohw];
+                    let weights = View {
+                        data: &w.data[grp * mg * k..(grp + 1) * mg * k],
+                        rs: k,
+                        cs: 1,
+                    };
+                    matmul(
+                        mg,
+                        ohw,
+                        k,
+                        dst,
+                        ohw,
+                        weights,
+                        View {
+                            data: cols,
+                            rs: ohw,
+                            cs: 1,
+                        },
+                        false,
+                    );
+                    for (j, plane) in dst.chunks_mut(ohw).enumerate() {
+                        let b = bias.map_or(0.0, |b| b[grp * mg + j]);
+                        match (b != 0.0, self.relu) {
+                            (true, true) => plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                            (true, false) => plane.iter_mut().for_each(|v| *v += b),
+                            (false, true) => plane.iter_mut().for_each(|v| *v = v.max(0.0)),
+                            (false, false) => {}
+                        }
                     }
                 }
             }
@@ -112,7 +192,18 @@ impl Conv2d {
 
     /// Unfolds one group of one image into `col[(c·kH + i)·kW + j][oy·OW + ox]`.
     #[allow(clippy::too_many_arguments)]
-    fn im2col(&self, src: &[f32], cg: usize, h: usize, w: usize, kh: usize, kw: usize, oh: usize, ow: usize, col: &mut [f32]) {
+    fn im2col(
+        &self,
+        src: &[f32],
+        cg: usize,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+        oh: usize,
+        ow: usize,
+        col: &mut [f32],
+    ) {
         let [sh, sw] = self.strides;
         let [dh, dw] = self.dilations;
         let (pt, pl) = (self.pads[0] as isize, self.pads[1] as isize);
@@ -123,8 +214,16 @@ impl Conv2d {
                     let row = &mut col[((c * kh + i) * kw + j) * oh * ow..][..oh * ow];
                     // Output columns whose input column lies inside the image.
                     let off = (j * dw) as isize - pl;
-                    let first = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(sw) };
-                    let end = if (w as isize) > off { (((w as isize - off - 1) as usize) / sw + 1).min(ow) } else { 0 };
+                    let first = if off >= 0 {
+                        0
+                    } else {
+                        ((-off) as usize).div_ceil(sw)
+                    };
+                    let end = if (w as isize) > off {
+                        (((w as isize - off - 1) as usize) / sw + 1).min(ow)
+                    } else {
+                        0
+                    };
                     let first = first.min(end);
                     for oy in 0..oh {
                         let iy = (oy * sh + i * dh) as isize - pt;
@@ -138,7 +237,8 @@ impl Conv2d {
                         out_row[end..].fill(0.0);
                         let x0 = (first * sw) as isize + off;
                         if sw == 1 {
-                            out_row[first..end].copy_from_slice(&in_row[x0 as usize..x0 as usize + (end - first)]);
+                            out_row[first..end]
+                                .copy_from_slice(&in_row[x0 as usize..x0 as usize + (end - first)]);
                         } else {
                             for (t, o) in out_row[first..end].iter_mut().enumerate() {
                                 *o = in_row[x0 as usize + t * sw];

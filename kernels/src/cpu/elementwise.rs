@@ -15,7 +15,12 @@ pub fn relu(x: &mut Tensor) {
 /// ONNX Flatten: `[d0 .. d(axis-1)] x [d(axis) ..]` as two dimensions.
 pub fn flatten(x: Tensor, axis: usize) -> Result<Tensor, KernelError> {
     if axis > x.shape.len() {
-        return Err(shape_err("Flatten", "input", &x.shape, format!("at least {axis} dimensions")));
+        return Err(shape_err(
+            "Flatten",
+            "input",
+            &x.shape,
+            format!("at least {axis} dimensions"),
+        ));
     }
     let outer = x.shape[..axis].iter().product();
     let inner = x.shape[axis..].iter().product();
@@ -25,7 +30,12 @@ pub fn flatten(x: Tensor, axis: usize) -> Result<Tensor, KernelError> {
 /// Softmax along one axis (ONNX opset 13 and later).
 pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
     if axis >= x.shape.len() {
-        return Err(shape_err("Softmax", "input", &x.shape, format!("more than {axis} dimensions")));
+        return Err(shape_err(
+            "Softmax",
+            "input",
+            &x.shape,
+            format!("more than {axis} dimensions"),
+        ));
     }
     let dim = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
@@ -34,7 +44,9 @@ pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
     }
     for block in x.data.chunks_mut(dim * inner) {
         for i in 0..inner {
-            let max = (0..dim).map(|d| block[d * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+            let max = (0..dim)
+                .map(|d| block[d * inner + i])
+                .fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for d in 0..dim {
                 let e = (block[d * inner + i] - max).exp();
@@ -53,10 +65,18 @@ pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
 /// each row of that view is normalised as a whole.
 pub fn softmax_coerced(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
     if axis > x.shape.len() {
-        return Err(shape_err("Softmax", "input", &x.shape, format!("at least {axis} dimensions")));
+        return Err(shape_err(
+            "Softmax",
+            "input",
+            &x.shape,
+            format!("at least {axis} dimensions"),
+        ));
     }
     let cols: usize = x.shape[axis..].iter().product();
-    let mut view = Tensor { shape: vec![x.data.len() / cols.max(1), cols], data: std::mem::take(&mut x.data) };
+    let mut view = Tensor {
+        shape: vec![x.data.len() / cols.max(1), cols],
+        data: std::mem::take(&mut x.data),
+    };
     let result = softmax(&mut view, 1);
     x.data = view.data;
     result

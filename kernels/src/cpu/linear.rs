@@ -16,7 +16,13 @@ pub struct Gemm {
 
 impl Default for Gemm {
     fn default() -> Self {
-        Gemm { trans_a: false, trans_b: false, alpha: 1.0, beta: 1.0, relu: false }
+        Gemm {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 1.0,
+            relu: false,
+        }
     }
 }
 
@@ -32,12 +38,23 @@ impl Gemm {
         let (m, k) = if self.trans_a { (ac, ar) } else { (ar, ac) };
         let (kb, n) = if self.trans_b { (bc, br) } else { (br, bc) };
         if k != kb {
-            return Err(shape_err("Gemm", "B", b, format!("{k} along the contracted dimension (A is {a:?})")));
+            return Err(shape_err(
+                "Gemm",
+                "B",
+                b,
+                format!("{k} along the contracted dimension (A is {a:?})"),
+            ));
         }
         Ok((m, k, n))
     }
 
-    pub fn run(&self, cpu: &Cpu, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> Result<Tensor, KernelError> {
+    pub fn run(
+        &self,
+        cpu: &Cpu,
+        a: &Tensor,
+        b: &Tensor,
+        c: Option<&Tensor>,
+    ) -> Result<Tensor, KernelError> {
         let (m, _, n) = self.dims(&a.shape, &b.shape)?;
         let mut y = Tensor::zeros(vec![m, n]);
         self.run_into(cpu, a, b, c, &mut y.data)?;
@@ -45,10 +62,22 @@ impl Gemm {
     }
 
     /// Writes every element of `y` (`M × N`, row-major).
-    pub fn run_into(&self, cpu: &Cpu, a: &Tensor, b: &Tensor, c: Option<&Tensor>, y: &mut [f32]) -> Result<(), KernelError> {
+    pub fn run_into(
+        &self,
+        cpu: &Cpu,
+        a: &Tensor,
+        b: &Tensor,
+        c: Option<&Tensor>,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
         let (m, k, n) = self.dims(&a.shape, &b.shape)?;
         if y.len() != m * n {
-            return Err(shape_err("Gemm", "output", &[y.len()], format!("{} values", m * n)));
+            return Err(shape_err(
+                "Gemm",
+                "output",
+                &[y.len()],
+                format!("{} values", m * n),
+            ));
         }
         // Y starts as beta·C broadcast (read back by the GEMM), or is overwritten.
         let accumulate = match c {
@@ -69,11 +98,23 @@ impl Gemm {
         };
         // Rows of Y split over the threads, each its own GEMM.
         let rows_per = m.div_ceil(cpu.threads.max(1)).max(16.min(m.max(1)));
-        let chunks: Vec<(usize, &mut [f32])> = y.chunks_mut(rows_per * n.max(1)).enumerate().map(|(i, ch)| (i * rows_per, ch)).collect();
+        let chunks: Vec<(usize, &mut [f32])> = y
+            .chunks_mut(rows_per * n.max(1))
+            .enumerate()
+            .map(|(i, ch)| (i * rows_per, ch))
+            .collect();
         cpu.for_each(chunks, |_, (row0, out)| {
             let rows = out.len() / n.max(1);
-            let a_view = View { data: &a_data[(row0 * a_rs).min(a_data.len())..], rs: a_rs, cs: a_cs };
-            let b_view = View { data: &b.data, rs: b_rs, cs: b_cs };
+            let a_view = View {
+                data: &a_data[(row0 * a_rs).min(a_data.len())..],
+                rs: a_rs,
+                cs: a_cs,
+            };
+            let b_view = View {
+                data: &b.data,
+                rs: b_rs,
+                cs: b_cs,
+            };
             matmul(rows, n, k, out, n, a_view, b_view, accumulate);
             if self.relu {
                 out.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -84,15 +125,33 @@ impl Gemm {
 }
 
 /// `y = scale · c` broadcast to `m × n` (numpy rules, right-aligned).
-fn fill_broadcast(y: &mut [f32], m: usize, n: usize, c: &Tensor, scale: f32) -> Result<(), KernelError> {
+fn fill_broadcast(
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    c: &Tensor,
+    scale: f32,
+) -> Result<(), KernelError> {
     let (cr, cc) = match (c.shape.len(), c.shape.as_slice()) {
         (0, _) => (1, 1),
         (1, [x]) => (1, *x),
         (2, [r, x]) => (*r, *x),
-        _ => return Err(shape_err("Gemm", "C", &c.shape, format!("broadcastable to [{m}, {n}]"))),
+        _ => {
+            return Err(shape_err(
+                "Gemm",
+                "C",
+                &c.shape,
+                format!("broadcastable to [{m}, {n}]"),
+            ))
+        }
     };
     if !(cr == 1 || cr == m) || !(cc == 1 || cc == n) {
-        return Err(shape_err("Gemm", "C", &c.shape, format!("broadcastable to [{m}, {n}]")));
+        return Err(shape_err(
+            "Gemm",
+            "C",
+            &c.shape,
+            format!("broadcastable to [{m}, {n}]"),
+        ));
     }
     for r in 0..m {
         for col in 0..n {

@@ -16,7 +16,17 @@ impl View<'_> {
 
 /// `dst[m×n] (row-major, row stride ld) = a[m×k] · b[k×n]`, plus what `dst`
 /// holds when `accumulate`.
-pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ld: usize, a: View<'_>, b: View<'_>, accumulate: bool) {
+#[allow(clippy::too_many_arguments)] // the shape of a strided GEMM call
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ld: usize,
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }

@@ -21,7 +21,9 @@ pub struct Cpu {
 
 impl Cpu {
     pub fn new(threads: usize) -> Cpu {
-        Cpu { threads: threads.max(1) }
+        Cpu {
+            threads: threads.max(1),
+        }
     }
 
     /// All of this machine's cores.
@@ -40,7 +42,8 @@ impl Cpu {
             return;
         }
         let per = items.len().div_ceil(threads);
-        let mut batches: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::with_capacity(per)).collect();
+        let mut batches: Vec<Vec<(usize, T)>> =
+            (0..threads).map(|_| Vec::with_capacity(per)).collect();
         for (i, it) in items.into_iter().enumerate() {
             batches[i / per].push((i, it));
         }

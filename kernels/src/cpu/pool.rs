@@ -25,7 +25,15 @@ pub struct Pool2d {
 
 impl Pool2d {
     pub fn new(kind: PoolKind, kernel: [usize; 2]) -> Pool2d {
-        Pool2d { kind, kernel, strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false, count_include_pad: false }
+        Pool2d {
+            kind,
+            kernel,
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+        }
     }
 
     /// Output length of one axis. With `ceil_mode` a last, partial window is
@@ -38,7 +46,11 @@ impl Pool2d {
         if padded < span || s == 0 || k == 0 {
             return None;
         }
-        let mut out = if self.ceil_mode { (padded - span).div_ceil(s) + 1 } else { (padded - span) / s + 1 };
+        let mut out = if self.ceil_mode {
+            (padded - span).div_ceil(s) + 1
+        } else {
+            (padded - span) / s + 1
+        };
         if self.ceil_mode && (out - 1) * s >= input + lo {
             out -= 1;
         }
@@ -51,7 +63,15 @@ impl Pool2d {
         };
         match (self.out_len(h, 0), self.out_len(w, 1)) {
             (Some(oh), Some(ow)) => Ok(vec![n, c, oh, ow]),
-            _ => Err(shape_err("Pool", "input", x, format!("at least the {:?} window (dilated, after padding)", self.kernel))),
+            _ => Err(shape_err(
+                "Pool",
+                "input",
+                x,
+                format!(
+                    "at least the {:?} window (dilated, after padding)",
+                    self.kernel
+                ),
+            )),
         }
     }
 
@@ -63,8 +83,12 @@ impl Pool2d {
 
     pub fn run_into(&self, cpu: &Cpu, x: &Tensor, y: &mut [f32]) -> Result<(), KernelError> {
         let out = self.output_shape(&x.shape)?;
-        let [_, _, h, w] = x.shape[..] else { unreachable!() };
-        let [_, _, oh, ow] = out[..] else { unreachable!() };
+        let [_, _, h, w] = x.shape[..] else {
+            unreachable!()
+        };
+        let [_, _, oh, ow] = out[..] else {
+            unreachable!()
+        };
         if y.len() != out.iter().product::<usize>() {
             return Err(shape_err("Pool", "output", &[y.len()], format!("{out:?}")));
         }
@@ -74,10 +98,25 @@ impl Pool2d {
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.strides;
         let [dh, dw] = self.dilations;
-        let (pt, pl, pb, pr) = (self.pads[0] as isize, self.pads[1] as isize, self.pads[2] as isize, self.pads[3] as isize);
+        let (pt, pl, pb, pr) = (
+            self.pads[0] as isize,
+            self.pads[1] as isize,
+            self.pads[2] as isize,
+            self.pads[3] as isize,
+        );
+        // Windows that never leave the image need no bounds checks: the
+        // common case (no padding, no dilation, floor mode).
+        let simple = self.pads == [0; 4]
+            && self.dilations == [1, 1]
+            && (oh - 1) * sh + kh <= h
+            && (ow - 1) * sw + kw <= w;
         let planes: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
         cpu.for_each(planes, |_, (p, dst)| {
             let src = &x.data[p * h * w..(p + 1) * h * w];
+            if simple {
+                self.plane_inside(src, w, oh, ow, dst);
+                return;
+            }
             for oy in 0..oh {
                 for ox in 0..ow {
                     let (mut acc, mut valid, mut counted) = match self.kind {
@@ -102,7 +141,13 @@ impl Pool2d {
                             valid += 1;
                             acc = match self.kind {
                                 // NaN wins, as in the reference implementations.
-                                PoolKind::Max => if v > acc || v.is_nan() { v } else { acc },
+                                PoolKind::Max => {
+                                    if v > acc || v.is_nan() {
+                                        v
+                                    } else {
+                                        acc
+                                    }
+                                }
                                 PoolKind::Average => acc + v,
                             };
                         }
@@ -110,8 +155,16 @@ impl Pool2d {
                     dst[oy * ow + ox] = match self.kind {
                         PoolKind::Max => acc,
                         PoolKind::Average => {
-                            let div = if self.count_include_pad { counted } else { valid };
-                            if div == 0 { 0.0 } else { acc / div as f32 }
+                            let div = if self.count_include_pad {
+                                counted
+                            } else {
+                                valid
+                            };
+                            if div == 0 {
+                                0.0
+                            } else {
+                                acc / div as f32
+                            }
                         }
                     };
                 }
@@ -121,16 +174,63 @@ impl Pool2d {
     }
 }
 
+impl Pool2d {
+    /// Every window lies inside the plane: plain index loops, no bounds
+    /// logic, so the compiler can keep the sums in registers.
+    fn plane_inside(&self, src: &[f32], w: usize, oh: usize, ow: usize, dst: &mut [f32]) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        let div = (kh * kw) as f32;
+        for oy in 0..oh {
+            let out = &mut dst[oy * ow..(oy + 1) * ow];
+            match self.kind {
+                PoolKind::Average => {
+                    out.fill(0.0);
+                    for i in 0..kh {
+                        let row = &src[(oy * sh + i) * w..(oy * sh + i + 1) * w];
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            let seg = &row[ox * sw..ox * sw + kw];
+                            *o += seg.iter().sum::<f32>();
+                        }
+                    }
+                    out.iter_mut().for_each(|o| *o /= div);
+                }
+                PoolKind::Max => {
+                    out.fill(f32::NEG_INFINITY);
+                    for i in 0..kh {
+                        let row = &src[(oy * sh + i) * w..(oy * sh + i + 1) * w];
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            for &v in &row[ox * sw..ox * sw + kw] {
+                                if v > *o || v.is_nan() {
+                                    *o = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Mean over H and W: `[N, C, H, W]` → `[N, C, 1, 1]`.
 pub fn global_average_pool(x: &Tensor) -> Result<Tensor, KernelError> {
     let [n, c, h, w] = x.shape[..] else {
-        return Err(shape_err("GlobalAveragePool", "input", &x.shape, "[N, C, H, W]"));
+        return Err(shape_err(
+            "GlobalAveragePool",
+            "input",
+            &x.shape,
+            "[N, C, H, W]",
+        ));
     };
     let hw = h * w;
     let data = if hw == 0 {
         vec![f32::NAN; n * c]
     } else {
-        x.data.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect()
+        x.data
+            .chunks(hw)
+            .map(|p| p.iter().sum::<f32>() / hw as f32)
+            .collect()
     };
     Ok(Tensor::new(vec![n, c, 1, 1], data))
 }
