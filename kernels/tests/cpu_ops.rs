@@ -195,6 +195,45 @@ fn conv_cases() -> Vec<ConvCase> {
                 ..d
             },
         ),
+        // 3x3 stride 1: odd output sizes, asymmetric pads, tiny images, fused ReLU.
+        c(
+            2,
+            9,
+            7,
+            8,
+            5,
+            [3, 3],
+            Conv2d {
+                pads: [1, 2, 0, 1],
+                ..d
+            },
+        ),
+        c(
+            1,
+            12,
+            5,
+            5,
+            3,
+            [3, 3],
+            Conv2d {
+                pads: [1; 4],
+                relu: true,
+                ..d
+            },
+        ),
+        c(3, 8, 3, 3, 4, [3, 3], d),
+        c(
+            1,
+            16,
+            4,
+            9,
+            7,
+            [3, 3],
+            Conv2d {
+                pads: [2, 0, 2, 0],
+                ..d
+            },
+        ),
     ]
 }
 
