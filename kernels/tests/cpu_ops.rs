@@ -652,3 +652,37 @@ fn relu_and_softmax() {
         big.data.iter().all(|v| v.is_finite()) && (big.data.iter().sum::<f32>() - 1.0).abs() < 1e-6
     );
 }
+
+#[test]
+fn a_nan_input_stays_in_its_own_output_row() {
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(7);
+    // Conv with fused ReLU: a NaN in image 1 poisons image 1 only.
+    let mut x = random(&[3, 2, 5, 5], &mut rng);
+    x.data[50 + 12] = f32::NAN;
+    let w = random(&[4, 2, 3, 3], &mut rng);
+    let conv = Conv2d {
+        relu: true,
+        pads: [1; 4],
+        ..Conv2d::default()
+    };
+    let y = conv.run(&cpu, &x, &w, Some(&[0.1; 4])).unwrap();
+    let per_image = y.data.len() / 3;
+    for (img, chunk) in y.data.chunks(per_image).enumerate() {
+        assert_eq!(chunk.iter().any(|v| v.is_nan()), img == 1, "image {img}");
+    }
+    // Gemm with fused ReLU: row 2 of A carries the NaN into row 2 of Y only.
+    let mut a = random(&[4, 6], &mut rng);
+    a.data[2 * 6 + 3] = f32::NAN;
+    let b = random(&[6, 5], &mut rng);
+    let y = Gemm {
+        relu: true,
+        ..Gemm::default()
+    }
+    .run(&cpu, &a, &b, None)
+    .unwrap();
+    for (row, r) in y.data.chunks(5).enumerate() {
+        assert_eq!(r.iter().all(|v| v.is_nan()), row == 2, "row {row}");
+        assert_eq!(r.iter().any(|v| v.is_nan()), row == 2, "row {row}");
+    }
+}

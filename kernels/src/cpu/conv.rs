@@ -1,5 +1,6 @@
 //! 2-D convolution as im2col + GEMM, bias and ReLU fused into the epilogue.
 
+use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
 use super::Cpu;
 use crate::error::{shape_err, KernelError};
@@ -178,9 +179,11 @@ impl Conv2d {
                     for (j, plane) in dst.chunks_mut(ohw).enumerate() {
                         let b = bias.map_or(0.0, |b| b[grp * mg + j]);
                         match (b != 0.0, self.relu) {
-                            (true, true) => plane.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                            (true, true) => {
+                                plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v + b))
+                            }
                             (true, false) => plane.iter_mut().for_each(|v| *v += b),
-                            (false, true) => plane.iter_mut().for_each(|v| *v = v.max(0.0)),
+                            (false, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v)),
                             (false, false) => {}
                         }
                     }

@@ -4,12 +4,18 @@ use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
 
 pub fn relu(x: &mut Tensor) {
-    // `max` would turn NaN into 0; keep it, as the reference implementations do.
-    x.data.iter_mut().for_each(|v| {
-        if *v < 0.0 {
-            *v = 0.0
-        }
-    });
+    x.data.iter_mut().for_each(|v| *v = relu_keep_nan(*v));
+}
+
+/// `f32::max(v, 0)` would turn NaN into 0 and hide a bad input; a NaN must
+/// reach the output row of the sample it came from.
+#[inline(always)]
+pub(crate) fn relu_keep_nan(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
 }
 
 /// ONNX Flatten: `[d0 .. d(axis-1)] x [d(axis) ..]` as two dimensions.

@@ -1,5 +1,6 @@
 //! ONNX Gemm: `Y = alpha · A' · B' + beta · C`, with bias and ReLU fused.
 
+use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
 use super::Cpu;
 use crate::error::{shape_err, KernelError};
@@ -117,7 +118,7 @@ impl Gemm {
             };
             matmul(rows, n, k, out, n, a_view, b_view, accumulate);
             if self.relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+                out.iter_mut().for_each(|v| *v = relu_keep_nan(*v));
             }
         });
         Ok(())
