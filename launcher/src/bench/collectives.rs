@@ -414,10 +414,17 @@ fn bench_size<E: Element>(
     if mpi_type.is_some() {
         cands.push(Algo::Mpi);
     }
+    let case = Case {
+        job,
+        comm,
+        op,
+        root,
+        mpi_type,
+    };
     let mut failure: Option<anyhow::Error> = None;
     let times = interleaved(job.world(), plan, cands.len(), |i| {
         if failure.is_none() {
-            if let Err(e) = run_once(job, comm, op, cands[i], &mut b, root, mpi_type) {
+            if let Err(e) = run_once(&case, cands[i], &mut b) {
                 failure = Some(e);
             }
         }
@@ -432,7 +439,7 @@ fn bench_size<E: Element>(
             continue;
         }
         let wrong = if args.check {
-            Some(check_once(job, comm, op, *a, &mut b, root, mpi_type)?)
+            Some(check_once(&case, *a, &mut b)?)
         } else {
             None
         };
@@ -462,15 +469,24 @@ fn bench_size<E: Element>(
     Ok(Some(rows))
 }
 
-fn run_once<E: Element>(
-    job: &Job,
-    comm: &Communicator<MpiTransport>,
+/// What every call of one op at one size shares.
+struct Case<'a> {
+    job: &'a Job,
+    comm: &'a Communicator<MpiTransport>,
     op: Op,
-    algo: Algo,
-    b: &mut Buffers<E>,
     root: usize,
+    /// MPI's name for the element type; `None` where MPI has none (f16, bf16).
     mpi_type: Option<ffi::MPI_Datatype>,
-) -> Result<()> {
+}
+
+fn run_once<E: Element>(case: &Case<'_>, algo: Algo, b: &mut Buffers<E>) -> Result<()> {
+    let Case {
+        job,
+        comm,
+        op,
+        root,
+        mpi_type,
+    } = *case;
     let sum = ReduceOp::Sum;
     match (op, algo) {
         (Op::Allreduce, Algo::Allreduce(a)) => {
@@ -528,15 +544,8 @@ fn pattern(rank: usize, i: usize) -> f64 {
 }
 
 /// Runs `algo` once on patterned data and counts wrong elements over all ranks.
-fn check_once<E: Element>(
-    job: &Job,
-    comm: &Communicator<MpiTransport>,
-    op: Op,
-    algo: Algo,
-    b: &mut Buffers<E>,
-    root: usize,
-    mpi_type: Option<ffi::MPI_Datatype>,
-) -> Result<u64> {
+fn check_once<E: Element>(case: &Case<'_>, algo: Algo, b: &mut Buffers<E>) -> Result<u64> {
+    let Case { job, op, root, .. } = *case;
     let p = job.size();
     let r = job.rank();
     let sum_all = |i: usize| (0..p).map(|q| pattern(q, i)).sum::<f64>();
@@ -550,7 +559,7 @@ fn check_once<E: Element>(
             *v = E::from_f64(pattern(root, i));
         }
     }
-    run_once(job, comm, op, algo, b, root, mpi_type)?;
+    run_once(case, algo, b)?;
     let c = b.count;
     let expected = |i: usize| -> Option<f64> {
         match op {
