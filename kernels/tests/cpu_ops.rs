@@ -657,19 +657,26 @@ fn relu_and_softmax() {
 fn a_nan_input_stays_in_its_own_output_row() {
     let cpu = Cpu::new(2);
     let mut rng = StdRng::seed_from_u64(7);
-    // Conv with fused ReLU: a NaN in image 1 poisons image 1 only.
-    let mut x = random(&[3, 2, 5, 5], &mut rng);
-    x.data[50 + 12] = f32::NAN;
-    let w = random(&[4, 2, 3, 3], &mut rng);
-    let conv = Conv2d {
-        relu: true,
-        pads: [1; 4],
-        ..Conv2d::default()
-    };
-    let y = conv.run(&cpu, &x, &w, Some(&[0.1; 4])).unwrap();
-    let per_image = y.data.len() / 3;
-    for (img, chunk) in y.data.chunks(per_image).enumerate() {
-        assert_eq!(chunk.iter().any(|v| v.is_nan()), img == 1, "image {img}");
+    // Conv with fused ReLU, on both the im2col (2 channels) and the Winograd
+    // (8 channels) path: a NaN in image 1 poisons image 1 only.
+    for channels in [2, 8] {
+        let mut x = random(&[3, channels, 5, 5], &mut rng);
+        x.data[channels * 25 + 12] = f32::NAN;
+        let w = random(&[4, channels, 3, 3], &mut rng);
+        let conv = Conv2d {
+            relu: true,
+            pads: [1; 4],
+            ..Conv2d::default()
+        };
+        let y = conv.run(&cpu, &x, &w, Some(&[0.1; 4])).unwrap();
+        let per_image = y.data.len() / 3;
+        for (img, chunk) in y.data.chunks(per_image).enumerate() {
+            assert_eq!(
+                chunk.iter().any(|v| v.is_nan()),
+                img == 1,
+                "{channels} channels, image {img}"
+            );
+        }
     }
     // Gemm with fused ReLU: row 2 of A carries the NaN into row 2 of Y only.
     let mut a = random(&[4, 6], &mut rng);

@@ -2,7 +2,10 @@
 
 use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
-use super::Cpu;
+use super::{winograd, Cpu};
+
+/// Below this many input channels a 3×3 convolution stays on im2col + GEMM.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
 use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
 
@@ -122,6 +125,30 @@ impl Conv2d {
             }
         }
         if y.is_empty() {
+            return Ok(());
+        }
+        // Winograd where it applies and there are enough channels to
+        // amortise its transforms.
+        if kh == 3
+            && kw == 3
+            && self.strides == [1, 1]
+            && self.dilations == [1, 1]
+            && self.groups == 1
+            && c >= WINOGRAD_MIN_CHANNELS
+        {
+            let [pt, pl, _, _] = self.pads;
+            winograd::conv3x3(
+                cpu,
+                &x.data,
+                [n, c, h, wd],
+                &w.data,
+                m,
+                [pt, pl],
+                [oh, ow],
+                bias,
+                self.relu,
+                y,
+            );
             return Ok(());
         }
         let g = self.groups;

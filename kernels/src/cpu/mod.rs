@@ -6,6 +6,7 @@ mod elementwise;
 mod linear;
 mod matmul;
 mod pool;
+mod winograd;
 
 pub use conv::Conv2d;
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
