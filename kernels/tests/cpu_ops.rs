@@ -196,6 +196,7 @@ fn conv_cases() -> Vec<ConvCase> {
             },
         ),
         // 3x3 stride 1: odd output sizes, asymmetric pads, tiny images, fused ReLU.
+        c(6, 8, 6, 7, 3, [3, 3], Conv2d { pads: [1; 4], ..d }), // more images than one GEMM group
         c(
             2,
             9,
