@@ -2,9 +2,9 @@
 //!
 //! Compute is f32; weights may be stored as f16 or bf16 ([`Stored`]) and are
 //! widened once when loaded. CPU kernels live in [`cpu`]: convolution as
-//! im2col + GEMM over the `gemm` crate (runtime SIMD dispatch, AVX-512 where
-//! present), pooling, and element-wise ops, with bias and ReLU fused into the
-//! GEMM epilogue.
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 layers and im2col + GEMM otherwise,
+//! over the `gemm` crate (runtime SIMD dispatch, AVX-512 where present),
+//! pooling, and element-wise ops, with bias and ReLU fused into the epilogues.
 
 pub mod cpu;
 mod error;
