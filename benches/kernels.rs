@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm};
+use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::Tensor;
 
 fn tensor(shape: &[usize]) -> Tensor {
@@ -92,5 +92,30 @@ fn linear(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv, linear);
+/// The seed network's average pool at batch 64, counted in input elements
+/// ("Gelem/s" is input elements read per second).
+fn pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pool");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    let x = tensor(&[64, 64, 28, 28]);
+    let op = Pool2d {
+        strides: [4, 4],
+        ..Pool2d::new(PoolKind::Average, [4, 4])
+    };
+    let mut y = vec![0f32; op.output_shape(&x.shape).unwrap().iter().product()];
+    group.throughput(Throughput::Elements(x.len() as u64));
+    for threads in [1, 2] {
+        let cpu = Cpu::new(threads);
+        group.bench_function(
+            BenchmarkId::new("seed_avgpool4", format!("{threads}t")),
+            |b| b.iter(|| op.run_into(&cpu, black_box(&x), &mut y).unwrap()),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv, linear, pool);
 criterion_main!(benches);

@@ -185,15 +185,20 @@ impl Pool2d {
             let out = &mut dst[oy * ow..(oy + 1) * ow];
             match self.kind {
                 PoolKind::Average => {
-                    out.fill(0.0);
-                    for i in 0..kh {
-                        let row = &src[(oy * sh + i) * w..(oy * sh + i + 1) * w];
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            let seg = &row[ox * sw..ox * sw + kw];
-                            *o += seg.iter().sum::<f32>();
+                    // Sum the window's rows element-wise first (a vector add
+                    // over the whole row), then each window's columns.
+                    ROW_SUM.with(|cell| {
+                        let mut acc = cell.borrow_mut();
+                        acc.clear();
+                        acc.extend_from_slice(&src[oy * sh * w..(oy * sh + 1) * w]);
+                        for i in 1..kh {
+                            let row = &src[(oy * sh + i) * w..(oy * sh + i + 1) * w];
+                            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
                         }
-                    }
-                    out.iter_mut().for_each(|o| *o /= div);
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            *o = acc[ox * sw..ox * sw + kw].iter().sum::<f32>() / div;
+                        }
+                    });
                 }
                 PoolKind::Max => {
                     out.fill(f32::NEG_INFINITY);
@@ -211,6 +216,12 @@ impl Pool2d {
             }
         }
     }
+}
+
+thread_local! {
+    /// Column sums of one row of windows, kept per thread: a buffer set up per
+    /// row would cost more than the sums.
+    static ROW_SUM: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Mean over H and W: `[N, C, H, W]` → `[N, C, 1, 1]`.
