@@ -35,7 +35,7 @@ pub(crate) fn conv3x3(
     cpu.for_each(runs, |_, (first, run)| {
         let mut v = vec![0f32; 16 * c * tiles];
         let mut prod = vec![0f32; 16 * m * tiles];
-        let mut rows = Rows::new(w + pl + 4, tw);
+        let mut rows = Rows::new(w + pl + 4, tw, tiles);
         for (offset, out) in run.chunks_mut(m * oh * ow).enumerate() {
             let img = &x[(first + offset) * c * h * w..(first + offset + 1) * c * h * w];
             transform_input(img, c, h, w, pt, pl, th, tw, &mut rows, &mut v);
@@ -99,20 +99,21 @@ struct Rows {
     /// Row combinations of Bᵀ, split into even and odd columns.
     even: [Vec<f32>; 4],
     odd: [Vec<f32>; 4],
-    /// Aᵀ-combined columns of the output side.
+    /// Aᵀ-combined columns of the output side, and the two output rows of
+    /// every tile, for all of a channel's tiles.
     cols: [Vec<f32>; 8],
     out: [Vec<f32>; 2],
 }
 
 impl Rows {
-    fn new(padded_width: usize, tw: usize) -> Rows {
+    fn new(padded_width: usize, tw: usize, tiles: usize) -> Rows {
         let v = |n: usize| vec![0f32; n];
         Rows {
             padded: std::array::from_fn(|_| v(padded_width.max(2 * tw + 2))),
             even: std::array::from_fn(|_| v(tw + 1)),
             odd: std::array::from_fn(|_| v(tw + 1)),
-            cols: std::array::from_fn(|_| v(tw)),
-            out: std::array::from_fn(|_| v(2 * tw)),
+            cols: std::array::from_fn(|_| v(tiles)),
+            out: std::array::from_fn(|_| v(2 * tiles)),
         }
     }
 }
@@ -203,44 +204,45 @@ fn transform_output(
     for oc in 0..m {
         let b = bias.map_or(0.0, |b| b[oc]);
         let plane = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
+        // All of this channel's tiles at once: each ξ's values are contiguous.
+        let e: [&[f32]; 16] = std::array::from_fn(|xi| &prod[(xi * m + oc) * tiles..][..tiles]);
+        // Aᵀ over rows: cols[j] = m0j + m1j + m2j, cols[4 + j] = m1j − m2j − m3j.
+        let (s, d) = rows.cols.split_at_mut(4);
+        for j in 0..4 {
+            for (((p, q), (x0, x1)), (x2, x3)) in s[j]
+                .iter_mut()
+                .zip(d[j].iter_mut())
+                .zip(e[j].iter().zip(e[4 + j]))
+                .zip(e[8 + j].iter().zip(e[12 + j]))
+            {
+                *p = x0 + x1 + x2;
+                *q = x1 - x2 - x3;
+            }
+        }
+        // A over columns: output rows 2·ty and 2·ty + 1, tile by tile in pairs.
+        for half in 0..2 {
+            let cs = &rows.cols[4 * half..4 * half + 4];
+            for ((pair, (c0, c1)), (c2, c3)) in rows.out[half]
+                .chunks_exact_mut(2)
+                .zip(cs[0].iter().zip(&cs[1]))
+                .zip(cs[2].iter().zip(&cs[3]))
+            {
+                pair[0] = c0 + c1 + c2 + b;
+                pair[1] = c1 - c2 - c3 + b;
+            }
+        }
         for ty in 0..th {
-            let e: [&[f32]; 16] =
-                std::array::from_fn(|xi| &prod[(xi * m + oc) * tiles + ty * tw..][..tw]);
-            // Aᵀ over rows: cols[j] = m0j + m1j + m2j, cols[4 + j] = m1j − m2j − m3j.
-            for j in 0..4 {
-                let (s, d) = rows.cols.split_at_mut(4);
-                for (((p, q), (x0, x1)), (x2, x3)) in s[j]
-                    .iter_mut()
-                    .zip(d[j].iter_mut())
-                    .zip(e[j].iter().zip(e[4 + j]))
-                    .zip(e[8 + j].iter().zip(e[12 + j]))
-                {
-                    *p = x0 + x1 + x2;
-                    *q = x1 - x2 - x3;
-                }
-            }
-            // A over columns, interleaved into the two output rows.
-            for half in 0..2 {
-                let cs = &rows.cols[4 * half..4 * half + 4];
-                for ((pair, (c0, c1)), (c2, c3)) in rows.out[half]
-                    .chunks_exact_mut(2)
-                    .zip(cs[0].iter().zip(&cs[1]))
-                    .zip(cs[2].iter().zip(&cs[3]))
-                {
-                    pair[0] = c0 + c1 + c2 + b;
-                    pair[1] = c1 - c2 - c3 + b;
-                }
-            }
-            for (i, r) in rows.out.iter().enumerate() {
-                let oy = 2 * ty + i;
+            for (half, r) in rows.out.iter().enumerate() {
+                let oy = 2 * ty + half;
                 if oy < oh {
+                    let src = &r[2 * ty * tw..2 * ty * tw + ow];
                     let dst = &mut plane[oy * ow..(oy + 1) * ow];
                     if relu {
                         dst.iter_mut()
-                            .zip(r)
+                            .zip(src)
                             .for_each(|(d, v)| *d = relu_keep_nan(*v));
                     } else {
-                        dst.copy_from_slice(&r[..ow]);
+                        dst.copy_from_slice(src);
                     }
                 }
             }
