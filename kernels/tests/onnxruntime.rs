@@ -97,7 +97,7 @@ fn assert_matches(got: &Tensor, want: &Tensor, what: &str) {
 fn conv_matches_onnxruntime() {
     let mut rng = StdRng::seed_from_u64(11);
     let cpu = Cpu::new(2);
-    let cases: [(Conv2d, [usize; 4], [usize; 4], &str); 4] = [
+    let cases: [(Conv2d, [usize; 4], [usize; 4], &str); 5] = [
         (Conv2d::default(), [2, 3, 9, 8], [4, 3, 3, 3], r#"{}"#),
         (
             Conv2d {
@@ -128,6 +128,16 @@ fn conv_matches_onnxruntime() {
             [1, 6, 5, 5],
             [6, 1, 3, 3],
             r#"{"group": 6, "pads": [1, 1, 1, 1]}"#,
+        ),
+        // 3x3, stride 1, 8+ channels: the Winograd path, with odd sizes and pads.
+        (
+            Conv2d {
+                pads: [1, 0, 1, 2],
+                ..Conv2d::default()
+            },
+            [2, 8, 9, 10],
+            [5, 8, 3, 3],
+            r#"{"pads": [1, 0, 1, 2]}"#,
         ),
     ];
     for (conv, xs, ws, attrs) in cases {
