@@ -149,10 +149,6 @@ impl<T: Transport> Communicator<T> {
         &self.config
     }
 
-    pub fn set_config(&mut self, config: Config) {
-        self.config = config;
-    }
-
     /// Collectives run so far; every rank agrees on it in a correct program.
     pub fn sequence(&self) -> u64 {
         self.seq.get()

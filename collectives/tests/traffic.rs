@@ -26,6 +26,40 @@ fn log2_ceil(p: usize) -> u64 {
 }
 
 #[test]
+fn ring_traffic_goes_to_the_right_neighbour_only() {
+    let p = 5;
+    let n = 1000;
+    let per_rank = LocalWorld::run(p, |t| {
+        let c = counted(t);
+        let mut v = vec![1i32; n];
+        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::Ring)
+            .unwrap();
+        (c.rank(), c.transport().per_peer())
+    });
+    for (rank, peers) in per_rank {
+        for (peer, t) in peers.iter().enumerate() {
+            let right = peer == (rank + 1) % p;
+            let left = peer == (rank + p - 1) % p;
+            assert_eq!(
+                t.messages_sent > 0,
+                right,
+                "rank {rank} sent to {peer}: {t:?}"
+            );
+            assert_eq!(
+                t.messages_received > 0,
+                left,
+                "rank {rank} heard from {peer}: {t:?}"
+            );
+        }
+        // 2(p-1) steps of one block each, 200 elements of 4 bytes.
+        assert_eq!(
+            peers[(rank + 1) % p].bytes_sent,
+            (2 * (p - 1) * 200 * 4) as u64
+        );
+    }
+}
+
+#[test]
 fn ring_allreduce_sends_the_bandwidth_lower_bound() {
     let n = 1 << 18;
     for p in 2..=9 {

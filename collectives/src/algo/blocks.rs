@@ -2,13 +2,6 @@
 
 use std::ops::Range;
 
-/// Element counts of `parts` nearly equal blocks of `n`: the first `n % parts` get one more.
-pub fn even_counts(n: usize, parts: usize) -> Vec<usize> {
-    (0..parts)
-        .map(|i| n / parts + usize::from(i < n % parts))
-        .collect()
-}
-
 /// How a vector is cut into per-rank blocks: evenly (no allocation, the
 /// common case on every hot path) or by explicit counts.
 #[derive(Clone, Debug)]
@@ -186,6 +179,13 @@ mod tests {
                 assert_eq!(at, r.end);
             }
         }
+    }
+
+    /// Counts of `parts` nearly equal blocks of `n`, written out independently.
+    fn even_counts(n: usize, parts: usize) -> Vec<usize> {
+        (0..parts)
+            .map(|i| n / parts + usize::from(i < n % parts))
+            .collect()
     }
 
     #[test]

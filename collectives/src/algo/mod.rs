@@ -60,8 +60,4 @@ impl Scratch {
         }
         &mut bytemuck::cast_slice_mut::<u64, E>(&mut self.words[..words])[..len]
     }
-
-    pub fn capacity_bytes(&self) -> usize {
-        self.words.len() * 8
-    }
 }

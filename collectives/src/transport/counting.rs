@@ -67,10 +67,6 @@ impl<T: Transport> Counting<T> {
         t.peers.iter_mut().for_each(|p| *p = PeerTraffic::default());
         t.rounds = 0;
     }
-
-    pub fn into_inner(self) -> T {
-        self.inner
-    }
 }
 
 impl<T: Transport> Transport for Counting<T> {

@@ -47,10 +47,6 @@ impl MpiTransport {
     pub fn set_eager_bytes(&mut self, bytes: usize) {
         self.eager_bytes = bytes;
     }
-
-    pub fn communicator(&self) -> &SimpleCommunicator {
-        &self.comm
-    }
 }
 
 /// How one message of `len` bytes travels: nearly equal pieces, several when

@@ -107,7 +107,7 @@ impl Conv2d {
         y: &mut [f32],
     ) -> Result<(), KernelError> {
         let out = self.output_shape(&x.shape, &w.shape)?;
-        let [n, m, oh, ow] = out[..] else {
+        let [_, m, oh, ow] = out[..] else {
             unreachable!()
         };
         let [_, c, h, wd] = x.shape[..] else {
@@ -140,7 +140,7 @@ impl Conv2d {
             winograd::conv3x3(
                 cpu,
                 &x.data,
-                [n, c, h, wd],
+                [c, h, wd],
                 &w.data,
                 m,
                 [pt, pl],
@@ -160,13 +160,7 @@ impl Conv2d {
         // Contiguous runs of images per thread, each with one unfold buffer:
         // a buffer allocated per image would be fresh memory every time, and
         // first-touch memory is several times slower than reused.
-        let per_thread = n.div_ceil(cpu.threads.max(1));
-        let runs: Vec<(usize, &mut [f32])> = y
-            .chunks_mut(per_thread * m * ohw)
-            .enumerate()
-            .map(|(i, run)| (i * per_thread, run))
-            .collect();
-        cpu.for_each(runs, |_, (first, run)| {
+        cpu.for_each_run(y, m * ohw, |first, run| {
             let mut col = if direct {
                 Vec::new()
             } else {

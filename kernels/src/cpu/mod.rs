@@ -43,6 +43,25 @@ impl Cpu {
         Cpu::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// Splits `out`, a sequence of items of `item_len` values each, into one
+    /// contiguous run per thread and calls `work(first_item, run)` on each, so
+    /// each thread can set up its scratch once for all of its items.
+    pub(crate) fn for_each_run(
+        &self,
+        out: &mut [f32],
+        item_len: usize,
+        work: impl Fn(usize, &mut [f32]) + Sync,
+    ) {
+        let items = out.len() / item_len.max(1);
+        let per_thread = items.div_ceil(self.threads).max(1);
+        let runs: Vec<(usize, &mut [f32])> = out
+            .chunks_mut(per_thread * item_len.max(1))
+            .enumerate()
+            .map(|(i, run)| (i * per_thread, run))
+            .collect();
+        self.for_each(runs, |_, (first, run)| work(first, run));
+    }
+
     /// Runs `work(i, item)` for every item, items spread over the threads in
     /// contiguous runs.
     pub(crate) fn for_each<T: Send>(&self, items: Vec<T>, work: impl Fn(usize, T) + Sync) {

@@ -15,7 +15,7 @@ use super::Cpu;
 pub(crate) fn conv3x3(
     cpu: &Cpu,
     x: &[f32],
-    [n, c, h, w]: [usize; 4],
+    [c, h, w]: [usize; 3],
     weights: &[f32],
     m: usize,
     [pt, pl]: [usize; 2],
@@ -27,13 +27,7 @@ pub(crate) fn conv3x3(
     let u = transform_filters(weights, m, c);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let tiles = th * tw;
-    let per_thread = n.div_ceil(cpu.threads.max(1));
-    let runs: Vec<(usize, &mut [f32])> = y
-        .chunks_mut(per_thread * m * oh * ow)
-        .enumerate()
-        .map(|(i, run)| (i * per_thread, run))
-        .collect();
-    cpu.for_each(runs, |_, (first, run)| {
+    cpu.for_each_run(y, m * oh * ow, |first, run| {
         let mut v = vec![0f32; 16 * c * tiles];
         let mut prod = vec![0f32; 16 * m * tiles];
         let mut rows = Rows::new(w + pl + 4, tw, tiles);
