@@ -43,7 +43,10 @@ say "using $(cargo --version)"
 
 # --- Python venv (ONNX tooling for models and reference outputs) -----------
 venv_py=.venv/bin/python
-if [ -x "$venv_py" ] && "$venv_py" -c 'import numpy, onnx, onnxruntime' >/dev/null 2>&1; then
+# scikit-learn trains the bundled digits example; NVIDIA's NVRTC wheel lets the
+# tests compile our CUDA kernels on machines without a GPU or CUDA toolkit.
+py_packages=(numpy onnx onnxruntime scikit-learn nvidia-cuda-nvrtc-cu12)
+if [ -x "$venv_py" ] && "$venv_py" -c 'import numpy, onnx, onnxruntime, sklearn, nvidia.cuda_nvrtc' >/dev/null 2>&1; then
     say "python venv present (.venv)"
 else
     if [ ! -x "$venv_py" ]; then
@@ -53,8 +56,8 @@ else
         say "creating python venv .venv"
         "$py" -m venv .venv
     fi
-    say "installing numpy onnx onnxruntime into .venv"
-    "$venv_py" -m pip install --quiet --disable-pip-version-check numpy onnx onnxruntime
+    say "installing ${py_packages[*]} into .venv"
+    "$venv_py" -m pip install --quiet --disable-pip-version-check "${py_packages[@]}"
 fi
 
 # --- build -----------------------------------------------------------------
