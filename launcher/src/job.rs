@@ -4,6 +4,7 @@
 use anyhow::{anyhow, Result};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator as _, SimpleCommunicator};
+use mpinfer_collectives::transport::Counting;
 use mpinfer_collectives::{Communicator, Config, MpiTransport};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,9 @@ pub struct Job {
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
+    /// Rank among the ranks on this node, and how many share the node.
+    local_rank: usize,
+    local_size: usize,
     /// Signature checks before every collective, whatever the environment says.
     check_collectives: bool,
     // Dropped last: finalises MPI.
@@ -33,6 +37,9 @@ impl Job {
         let world = universe.world();
         let rank = world.rank() as usize;
         let size = world.size() as usize;
+        // Ranks that can share memory are the ranks on this node.
+        let node = world.split_shared(world.rank());
+        let (local_rank, local_size) = (node.rank() as usize, node.size() as usize);
         RANK.store(rank, Ordering::SeqCst);
         SIZE.store(size, Ordering::SeqCst);
         install_panic_hook();
@@ -41,6 +48,8 @@ impl Job {
             world,
             rank,
             size,
+            local_rank,
+            local_size,
             check_collectives: false,
             _universe: universe,
         })
@@ -54,6 +63,20 @@ impl Job {
         self.size
     }
 
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    pub fn local_size(&self) -> usize {
+        self.local_size
+    }
+
+    /// CPU threads for this rank: the node's cores shared among its ranks.
+    pub fn default_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.local_size.max(1)).max(1)
+    }
+
     pub fn world(&self) -> &SimpleCommunicator {
         &self.world
     }
@@ -65,11 +88,22 @@ impl Job {
     /// Our collectives over MPI point-to-point, on a private duplicate of the
     /// world communicator; settings from `MPINFER_*` variables.
     pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
+        let (transport, config) = self.transport()?;
+        Ok(Communicator::new(transport, config))
+    }
+
+    /// The same, counting the bytes and messages this rank sends.
+    pub fn counting_communicator(&self) -> Result<Communicator<Counting<MpiTransport>>> {
+        let (transport, config) = self.transport()?;
+        Ok(Communicator::new(Counting::new(transport), config))
+    }
+
+    fn transport(&self) -> Result<(MpiTransport, Config)> {
         let mut config = Config::from_env().map_err(|e| anyhow!(e))?;
         config.check |= self.check_collectives;
         let mut transport = MpiTransport::new(&self.world);
         transport.set_eager_bytes(config.tuning.eager_bytes);
-        Ok(Communicator::new(transport, config))
+        Ok((transport, config))
     }
 }
 
@@ -140,7 +174,7 @@ pub fn install_panic_hook() {
 }
 
 fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,mpinfer_runtime=info,mpinfer_launcher=info"))
         .format(|buf, record| {
             writeln!(
                 buf,

@@ -1,7 +1,10 @@
 //! The `mpinfer` command line.
 
 pub mod bench;
+mod device_shim;
+pub mod inspect;
 pub mod job;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a model over an input file across the ranks of the job.
+    Run(run::Args),
+    /// Show a model's layers, sizes and FLOPs, and how ranks would divide it.
+    Inspect(inspect::Args),
     /// Measure mpinfer against MPI's own implementation (run under mpirun).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -43,6 +50,8 @@ pub fn main() -> ExitCode {
     };
     job.check_collectives(cli.check_collectives);
     let result = match cli.command {
+        Command::Run(args) => run::run(&job, &args),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Bench(BenchCommand::Collectives(args)) => bench::collectives::run(&job, &args),
     };
     if let Err(e) = result {

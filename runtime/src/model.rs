@@ -348,7 +348,9 @@ impl Layer {
 
 /// ONNX Reshape's target shape for input shape `x` (allowzero = 0).
 pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, String> {
-    let total: usize = x.iter().product();
+    // An empty batch still has a per-sample shape: infer -1 as if every
+    // zero dimension were 1, then copy the zeros back.
+    let total: usize = x.iter().map(|&d| d.max(1)).product();
     let mut out = Vec::with_capacity(shape.len());
     let mut infer = None;
     for (i, &d) in shape.iter().enumerate() {
@@ -365,12 +367,15 @@ pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, String> 
             _ => return Err(format!("shape {shape:?} is not a valid Reshape target")),
         }
     }
-    let known: usize = out.iter().product();
+    let known: usize = out.iter().map(|&d| d.max(1)).product();
     if let Some(i) = infer {
         if known == 0 || total % known != 0 {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));
         }
         out[i] = total / known;
+        if x.contains(&0) && !out.contains(&0) {
+            out[i] = 0;
+        }
     } else if known != total {
         return Err(format!("cannot reshape {x:?} to {shape:?}"));
     }

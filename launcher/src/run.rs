@@ -1,0 +1,375 @@
+//! `mpinfer run`: a model over an input file on every rank of the job.
+
+use crate::job::Job;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args as ClapArgs;
+use mpinfer_collectives::ReduceOp;
+use mpinfer_kernels::cpu::Cpu;
+use mpinfer_kernels::{StoredDType, Tensor};
+use crate::device_shim::{self as device, DeviceRequest};
+use mpinfer_runtime::model::Model;
+use mpinfer_runtime::npy::{self, NpyDType, NpyFile, NpyWriter};
+use mpinfer_runtime::run::{
+    self as runner, CommDType, Metrics, Outputs, RankWeights, RunError, RunOptions, Schedule,
+    Strategy,
+};
+use mpinfer_runtime::{onnx, ModelError};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// ONNX model (as written by torch.onnx.export).
+    #[arg(long)]
+    model: PathBuf,
+    /// Input rows as .npy (float32; float16/float64 are converted).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where rank 0 writes the outputs (.npy, float32).
+    #[arg(long)]
+    output: PathBuf,
+    /// data: rows split across ranks; tensor: every layer's weights split;
+    /// pipeline: layers split into stages; auto: chosen from the model size
+    /// and rank count (the reason is printed).
+    #[arg(long, default_value = "auto")]
+    strategy: Strategy,
+    /// auto takes a CUDA device when there is one, else the CPU.
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+    /// Rows per rank per step (data), per step (tensor), per micro-batch (pipeline).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Relative speed of each rank for data parallelism (w0,w1,...), or
+    /// auto to time a short batch on every rank.
+    #[arg(long)]
+    rank_weights: Option<RankWeights>,
+    /// static: fixed split by rank weights; dynamic: each round split by the
+    /// speed every rank showed so far.
+    #[arg(long, default_value = "static")]
+    schedule: Schedule,
+    /// Precision weights are stored in (compute is f32).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    dtype: StoredDType,
+    /// Element type activations travel in between ranks.
+    #[arg(long, default_value = "f32")]
+    comm_dtype: CommDType,
+    /// Write per-rank metrics as JSON.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Per-channel input mean to subtract (m0,m1,... or one value).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel input standard deviation to divide by.
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Integer class per row (.npy): rank 0 prints top-1 accuracy.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// CPU threads per rank (default: the node's cores ÷ ranks on the node).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_dtype(s: &str) -> Result<StoredDType, String> {
+    match s {
+        "f32" => Ok(StoredDType::F32),
+        "f16" => Ok(StoredDType::F16),
+        "bf16" => Ok(StoredDType::BF16),
+        _ => Err(format!("unknown type {s:?} (expected f32, f16 or bf16)")),
+    }
+}
+
+/// Test-only: `MPINFER_SLOW_RANK=R:F` makes rank R compute F times slower.
+fn slowdown(rank: usize) -> Result<f64> {
+    let Ok(v) = std::env::var("MPINFER_SLOW_RANK") else {
+        return Ok(1.0);
+    };
+    let (r, f) = v
+        .split_once(':')
+        .and_then(|(r, f)| Some((r.parse::<usize>().ok()?, f.parse::<f64>().ok()?)))
+        .filter(|&(_, f)| f >= 1.0)
+        .ok_or_else(|| anyhow!("MPINFER_SLOW_RANK={v:?}: expected RANK:FACTOR, e.g. 1:2"))?;
+    Ok(if r == rank { f } else { 1.0 })
+}
+
+/// Rank 0 writes rows as they arrive; every rank counts correct top-1
+/// predictions of the rows it computed.
+struct Sink {
+    writer: Option<NpyWriter>,
+    labels: Option<Vec<i64>>,
+    correct: u64,
+    counted: u64,
+}
+
+impl Outputs for Sink {
+    fn computed(&mut self, first: usize, y: &Tensor) -> Result<(), RunError> {
+        let Some(labels) = &self.labels else {
+            return Ok(());
+        };
+        let rows = y.shape.first().copied().unwrap_or(0);
+        let classes = y.data.len() / rows.max(1);
+        for (i, row) in y.data.chunks(classes.max(1)).take(rows).enumerate() {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
+                    if v > bv {
+                        (j, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0;
+            self.counted += 1;
+            if labels[first + i] == best as i64 {
+                self.correct += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn collected(&mut self, _first: usize, y: &Tensor) -> Result<(), RunError> {
+        if let Some(w) = self.writer.as_mut() {
+            w.write_rows(&y.data)?;
+        }
+        Ok(())
+    }
+}
+
+/// The input file, checked against the model's input.
+struct Input {
+    file: NpyFile,
+}
+
+impl runner::Rows for Input {
+    fn rows(&self) -> usize {
+        self.file.shape().first().copied().unwrap_or(0)
+    }
+    fn read_rows(&self, range: Range<usize>) -> Result<Tensor, ModelError> {
+        self.file.read_rows(range)
+    }
+}
+
+fn open_input(path: &Path, model: &Model, rank: usize) -> Result<Input> {
+    let file = NpyFile::open(path)?;
+    let shape = file.shape().to_vec();
+    if shape.len() != model.sample_shape.len() + 1 || shape[1..] != model.sample_shape[..] {
+        let want: Vec<String> = std::iter::once("N".to_string())
+            .chain(model.sample_shape.iter().map(|d| d.to_string()))
+            .collect();
+        bail!(
+            "{}: input has shape {shape:?}, but model input {:?} takes [{}]",
+            path.display(),
+            model.input_name,
+            want.join(", ")
+        );
+    }
+    if rank == 0 && file.dtype() != NpyDType::F32 {
+        log::info!(
+            "{}: converting {} values to float32",
+            path.display(),
+            file.dtype().descr()
+        );
+    }
+    Ok(Input { file })
+}
+
+pub fn run(job: &Job, args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let rank = job.rank();
+    let comm = job.counting_communicator()?;
+    let threads = args.threads.unwrap_or_else(|| job.default_threads());
+    let (device, why) = device::choose(args.device, job.local_rank())?;
+    if device != device::Device::Cpu {
+        bail!(
+            "whole-model execution on {device:?} is not available yet; run with --device cpu"
+        );
+    }
+    if rank == 0 {
+        log::info!("device: CPU with {threads} threads per rank ({why})");
+    }
+    let cpu = Cpu::new(threads);
+    let model = onnx::load(&args.model)?;
+    let input = open_input(&args.input, &model, rank)?;
+    let rows = runner::Rows::rows(&input);
+    let labels = match &args.labels {
+        Some(path) => {
+            let labels = npy::read_labels(path)?;
+            if labels.len() != rows {
+                bail!(
+                    "{}: {} labels for {rows} input rows",
+                    path.display(),
+                    labels.len()
+                );
+            }
+            Some(labels)
+        }
+        None => None,
+    };
+    let out_sample = model.output_sample_shape()?;
+    let writer = if rank == 0 {
+        let shape: Vec<usize> = std::iter::once(rows)
+            .chain(out_sample.iter().copied())
+            .collect();
+        Some(
+            NpyWriter::create(&args.output, &shape)
+                .with_context(|| format!("cannot write {}", args.output.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut sink = Sink {
+        writer,
+        labels,
+        correct: 0,
+        counted: 0,
+    };
+    let opts = RunOptions {
+        strategy: args.strategy,
+        schedule: args.schedule,
+        batch_size: args.batch_size,
+        rank_weights: args.rank_weights.clone().unwrap_or(RankWeights::Equal),
+        dtype: args.dtype,
+        comm_dtype: args.comm_dtype,
+        mean: args.mean.clone(),
+        std: args.std.clone(),
+        slowdown: slowdown(rank)?,
+    };
+    let metrics = runner::run(&comm, &model, &cpu, &input, &mut sink, &opts)?;
+    if let Some(w) = sink.writer.take() {
+        w.finish()?;
+    }
+    if sink.labels.is_some() {
+        let mut counts = [sink.correct as i64, sink.counted as i64];
+        comm.reduce(&mut counts, ReduceOp::Sum, 0)?;
+        if rank == 0 {
+            let [correct, total] = counts;
+            println!(
+                "accuracy: {:.2}% ({correct}/{total})",
+                100.0 * correct as f64 / total.max(1) as f64
+            );
+        }
+    }
+    report(job, &comm, &metrics, rows, threads, start, args)
+}
+
+/// Values each rank contributes to the summary, in this order.
+const FIELDS: [&str; 8] = [
+    "rows",
+    "compute_s",
+    "comm_s",
+    "bytes_sent",
+    "messages_sent",
+    "weight_bytes",
+    "peak_rss_bytes",
+    "wall_s",
+];
+
+fn report(
+    job: &Job,
+    comm: &mpinfer_collectives::Communicator<
+        mpinfer_collectives::transport::Counting<mpinfer_collectives::MpiTransport>,
+    >,
+    m: &Metrics,
+    rows: usize,
+    threads: usize,
+    start: Instant,
+    args: &Args,
+) -> Result<()> {
+    let p = job.size();
+    let mine = [
+        m.rows as f64,
+        m.compute_s,
+        m.comm_s,
+        m.bytes_sent as f64,
+        m.messages_sent as f64,
+        m.weight_bytes as f64,
+        peak_rss() as f64,
+        start.elapsed().as_secs_f64(),
+    ];
+    let mut all = vec![0.0f64; if job.rank() == 0 { p * FIELDS.len() } else { 0 }];
+    comm.gather(&mine, &mut all, 0)?;
+    if job.rank() != 0 {
+        return Ok(());
+    }
+    let wall = all
+        .chunks(FIELDS.len())
+        .map(|r| r[7])
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "run: {rows} rows in {wall:.3} s ({:.0} rows/s), {} parallel on {p} ranks, {threads} threads each",
+        rows as f64 / wall.max(1e-9),
+        m.strategy
+    );
+    eprintln!("run: rank  rows      compute s  comm s    sent       weights    peak RSS");
+    for (r, v) in all.chunks(FIELDS.len()).enumerate() {
+        eprintln!(
+            "run: {r:<5} {:<9} {:<10.3} {:<9.3} {:<10} {:<10} {}",
+            v[0] as u64,
+            v[1],
+            v[2],
+            runner::human_bytes(v[3] as u64),
+            runner::human_bytes(v[5] as u64),
+            runner::human_bytes(v[6] as u64)
+        );
+    }
+    if let Some(path) = &args.metrics {
+        let ranks: Vec<String> = all
+            .chunks(FIELDS.len())
+            .enumerate()
+            .map(|(r, v)| {
+                let fields: Vec<String> = FIELDS
+                    .iter()
+                    .zip(v)
+                    .map(|(k, x)| format!("\"{k}\": {}", json_number(*x)))
+                    .collect();
+                format!("    {{\"rank\": {r}, {}}}", fields.join(", "))
+            })
+            .collect();
+        let json = format!(
+            "{{\n  \"model\": {:?},\n  \"strategy\": \"{}\",\n  \"ranks\": {p},\n  \"threads_per_rank\": {threads},\n  \"rows\": {rows},\n  \"wall_s\": {},\n  \"rows_per_s\": {},\n  \"per_rank\": [\n{}\n  ]\n}}\n",
+            args.model.display().to_string(),
+            m.strategy,
+            json_number(wall),
+            json_number(rows as f64 / wall.max(1e-9)),
+            ranks.join(",\n")
+        );
+        write_atomic(path, json.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn json_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        "null".into()
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Writes under a temporary name beside `path`, then renames: readers see
+/// the old file or the whole new one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map_or("metrics".into(), |n| n.to_string_lossy().into_owned());
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}

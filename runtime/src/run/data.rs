@@ -1,0 +1,122 @@
+//! Data parallelism: every rank holds the whole model and computes its share
+//! of each round of rows; rank 0 gathers the outputs in input order.
+
+use super::{Ctx, Outputs, RankWeights, RunError, Rows, Schedule};
+use crate::exec::{forward, load_all, Step};
+use crate::split;
+use mpinfer_collectives::transport::Transport;
+use mpinfer_kernels::Tensor;
+use std::time::Instant;
+
+/// Rows per rank per round when `--batch-size` is not given: large enough
+/// to keep the GEMMs efficient, small enough to stream.
+const DEFAULT_ROWS_PER_RANK: usize = 256;
+/// Rows each rank times to measure its speed for `--rank-weights auto`.
+const CALIBRATION_ROWS: usize = 16;
+
+pub(crate) fn run<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    input: &dyn Rows,
+    outputs: &mut dyn Outputs,
+) -> Result<(), RunError> {
+    let p = ctx.comm.size();
+    let rank = ctx.comm.rank();
+    let steps = load_all(&ctx.model.layers, ctx.opts.dtype)?;
+    ctx.weight_bytes = step_weight_bytes(&steps);
+    let out_sample = ctx.model.output_sample_shape()?;
+    let out_len: usize = out_sample.iter().product();
+    let total = input.rows();
+    let per_rank = ctx.opts.batch_size.unwrap_or(DEFAULT_ROWS_PER_RANK);
+    let round = per_rank * p;
+
+    let mut weights = match &ctx.opts.rank_weights {
+        RankWeights::Equal => vec![1.0; p],
+        RankWeights::Listed(w) => w.clone(),
+        RankWeights::Auto => calibrate(ctx, &steps, input)?,
+    };
+    if rank == 0 && weights.iter().any(|w| (w - weights[0]).abs() > 1e-9) {
+        log::info!("rank weights {weights:?}");
+    }
+    // Rows per second each rank showed, summed over the rounds so far.
+    let (mut done_rows, mut busy) = (vec![0.0f64; p], vec![0.0f64; p]);
+
+    let mut first = 0;
+    while first < total || (total == 0 && first == 0) {
+        let len = round.min(total - first);
+        let counts = split::weighted(len, &weights);
+        let offsets = split::offsets(&counts);
+        let mine = first + offsets[rank]..first + offsets[rank + 1];
+        let x = ctx.read(input, mine.clone())?;
+        let started = Instant::now();
+        let y = ctx.clock.compute(|| forward(&steps, ctx.cpu, x))?;
+        let took = started.elapsed().as_secs_f64();
+        ctx.rows_done += mine.len() as u64;
+        if !mine.is_empty() {
+            outputs.computed(mine.start, &y)?;
+        }
+        let elem_counts: Vec<usize> = counts.iter().map(|c| c * out_len).collect();
+        let all = ctx.gatherv(&y.data, &elem_counts, Some(0))?;
+        if rank == 0 {
+            let shape = std::iter::once(len).chain(out_sample.iter().copied()).collect();
+            outputs.collected(first, &Tensor::new(shape, all))?;
+        }
+        if ctx.opts.schedule == Schedule::Dynamic && p > 1 {
+            // Everyone learns everyone's pace, so every rank computes the
+            // same split for the next round.
+            let mut pace = vec![0.0f64; 2 * p];
+            let comm = ctx.comm;
+            ctx.clock
+                .comm(|| comm.allgather(&[mine.len() as f64, took], &mut pace))?;
+            for r in 0..p {
+                done_rows[r] += pace[2 * r];
+                busy[r] += pace[2 * r + 1];
+            }
+            if done_rows.iter().all(|&d| d > 0.0) {
+                weights = (0..p).map(|r| done_rows[r] / busy[r].max(1e-9)).collect();
+            }
+        }
+        if total == 0 {
+            break;
+        }
+        first += len;
+    }
+    Ok(())
+}
+
+/// Each rank's speed on a short batch of the real input, as rank weights.
+fn calibrate<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    steps: &[Step],
+    input: &dyn Rows,
+) -> Result<Vec<f64>, RunError> {
+    let p = ctx.comm.size();
+    let rows = CALIBRATION_ROWS.min(input.rows());
+    let mut speed = 1.0;
+    if rows > 0 {
+        let x = ctx.read(input, 0..rows)?;
+        // The first pass warms caches and the thread pool.
+        ctx.clock.compute(|| forward(steps, ctx.cpu, x.clone()))?;
+        let t = Instant::now();
+        ctx.clock.compute(|| forward(steps, ctx.cpu, x))?;
+        speed = rows as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    }
+    let mut all = vec![0.0f64; p];
+    let comm = ctx.comm;
+    ctx.clock.comm(|| comm.allgather(&[speed], &mut all))?;
+    Ok(all)
+}
+
+pub(crate) fn step_weight_bytes(steps: &[Step]) -> u64 {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Conv { weight, bias, .. } => {
+                weight.len() + bias.as_ref().map_or(0, |b| b.len())
+            }
+            Step::Gemm { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
+            Step::Bias { bias, .. } => bias.len(),
+            _ => 0,
+        })
+        .map(|n| 4 * n as u64)
+        .sum()
+}

@@ -1,0 +1,548 @@
+//! Tensor parallelism: every rank holds a slice of every layer's weights and
+//! all ranks work on the same rows.
+//!
+//! The activation between layers is either whole on every rank or split
+//! along its channels (features, for 2-D activations). A layer whose input
+//! is whole splits its outputs (conv by output channels, linear by columns);
+//! a layer whose input is split reduces partial sums with one allreduce
+//! (linear by rows; conv by input channels where that moves fewer bytes than
+//! gathering the channels first). Per-channel layers (ReLU, pooling) run on
+//! the split as it is. So the linear layers pair up column → row with one
+//! allreduce per pair, and the bias is added once, after the reduce.
+
+use super::{Ctx, Outputs, RunError, Rows};
+use crate::exec::{concat_channels, round_to, Step};
+use crate::model::{Layer, Model, Op, Weight};
+use crate::split;
+use crate::ModelError;
+use mpinfer_collectives::transport::Transport;
+use mpinfer_kernels::{StoredDType, Tensor};
+use std::ops::Range;
+
+/// Rows all ranks work on together per step, unless `--batch-size` says.
+const DEFAULT_ROWS: usize = 256;
+
+/// How a layer (or a data movement) is divided among the ranks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    /// Every rank runs the layer whole on the whole activation.
+    Whole(usize),
+    /// Per-channel layer run on each rank's channels.
+    Local(usize),
+    /// Conv with whole input, split by output channels (`counts[r]` each).
+    ConvOut { layer: usize, counts: Vec<usize> },
+    /// Grouped conv with whole input, split by groups (`groups[r]` each).
+    ConvGroups { layer: usize, groups: Vec<usize> },
+    /// Conv on channel-split input: partial sums, then allreduce + bias.
+    ConvIn { layer: usize, counts: Vec<usize> },
+    /// Linear with whole input, split by output columns.
+    GemmColumns { layer: usize, counts: Vec<usize> },
+    /// Linear on feature-split input: partial sums, then allreduce + bias.
+    GemmRows { layer: usize, counts: Vec<usize> },
+    /// Channel-split activation made whole: `counts[r]` channels of `inner`
+    /// values each; `sample` is the whole per-sample shape. Only rank 0
+    /// receives it when `to_root`.
+    Gather {
+        counts: Vec<usize>,
+        inner: usize,
+        sample: Vec<usize>,
+        to_root: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorPlan {
+    pub ranks: usize,
+    pub parts: Vec<Part>,
+    /// Per-sample activation elements each part moves (for the byte figures).
+    moved: Vec<(Movement, usize)>,
+    /// Weight values each rank reads.
+    pub rank_weights: Vec<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Movement {
+    Allgather,
+    ToRoot,
+    Allreduce,
+}
+
+impl TensorPlan {
+    pub fn max_rank_weight_bytes(&self) -> u64 {
+        4 * self.rank_weights.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Bytes one rank sends per input row, with ring-style collectives.
+    pub fn comm_bytes_per_row(&self) -> u64 {
+        let p = self.ranks as f64;
+        if self.ranks == 1 {
+            return 0;
+        }
+        self.moved
+            .iter()
+            .map(|&(m, elems)| {
+                let e = 4.0 * elems as f64;
+                match m {
+                    Movement::Allgather => e * (p - 1.0) / p,
+                    Movement::ToRoot => e / p,
+                    Movement::Allreduce => 2.0 * e * (p - 1.0) / p,
+                }
+            })
+            .sum::<f64>() as u64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Layout {
+    Whole,
+    /// Split along axis 1, `counts[r]` per rank.
+    Split(Vec<usize>),
+}
+
+/// Divides every layer of `model` among `ranks` ranks.
+pub fn plan(model: &Model, ranks: usize) -> Result<TensorPlan, ModelError> {
+    let shapes = model.shapes(1)?;
+    let mut parts = Vec::new();
+    let mut moved = Vec::new();
+    let mut rank_weights = vec![0u64; ranks];
+    let mut layout = Layout::Whole;
+    let input: Vec<usize> = std::iter::once(1)
+        .chain(model.sample_shape.iter().copied())
+        .collect();
+    let gather = |layout: &mut Layout,
+                  parts: &mut Vec<Part>,
+                  moved: &mut Vec<(Movement, usize)>,
+                  shape: &[usize],
+                  to_root: bool| {
+        if let Layout::Split(counts) = layout {
+            parts.push(Part::Gather {
+                counts: counts.clone(),
+                inner: shape[2..].iter().product(),
+                sample: shape[1..].to_vec(),
+                to_root,
+            });
+            let elems = shape.iter().product();
+            moved.push((
+                if to_root {
+                    Movement::ToRoot
+                } else {
+                    Movement::Allgather
+                },
+                elems,
+            ));
+            *layout = Layout::Whole;
+        }
+    };
+    for (i, layer) in model.layers.iter().enumerate() {
+        let x = if i == 0 { &input } else { &shapes[i - 1] };
+        let y = &shapes[i];
+        match &layer.op {
+            Op::Conv { conv, weight, bias } => {
+                let [m, cg, kh, kw] = weight.shape[..] else {
+                    return Err(layer.error("weight is not 4-D".into()));
+                };
+                let bias_len = bias.as_ref().map_or(0, |b| b.len()) as u64;
+                if conv.groups > 1 {
+                    gather(&mut layout, &mut parts, &mut moved, x, false);
+                    let groups = split::even(conv.groups, ranks);
+                    let per_group = m / conv.groups;
+                    for (r, g) in groups.iter().enumerate() {
+                        rank_weights[r] += (g * per_group * (cg * kh * kw + 1)) as u64;
+                    }
+                    layout = Layout::Split(groups.iter().map(|g| g * per_group).collect());
+                    parts.push(Part::ConvGroups { layer: i, groups });
+                    continue;
+                }
+                if let Layout::Split(counts) = &layout {
+                    let in_elems: usize = x.iter().product();
+                    let out_elems: usize = y.iter().product();
+                    if 2 * out_elems < in_elems {
+                        for (r, c) in counts.iter().enumerate() {
+                            rank_weights[r] += (m * c * kh * kw) as u64 + bias_len;
+                        }
+                        parts.push(Part::ConvIn {
+                            layer: i,
+                            counts: counts.clone(),
+                        });
+                        moved.push((Movement::Allreduce, out_elems));
+                        layout = Layout::Whole;
+                        continue;
+                    }
+                    gather(&mut layout, &mut parts, &mut moved, x, false);
+                }
+                let counts = split::even(m, ranks);
+                for (r, c) in counts.iter().enumerate() {
+                    rank_weights[r] += (c * (cg * kh * kw + usize::from(bias.is_some()))) as u64;
+                }
+                layout = Layout::Split(counts.clone());
+                parts.push(Part::ConvOut { layer: i, counts });
+            }
+            Op::Gemm { gemm, weight, bias } => {
+                let bias_len = bias.as_ref().map_or(0, |b| b.len()) as u64;
+                let (_, k, n) = gemm
+                    .dims(x, &weight.shape)
+                    .map_err(|e| layer.error(e.to_string()))?;
+                if gemm.trans_a {
+                    gather(&mut layout, &mut parts, &mut moved, x, false);
+                    for w in rank_weights.iter_mut() {
+                        *w += (k * n) as u64 + bias_len;
+                    }
+                    parts.push(Part::Whole(i));
+                    continue;
+                }
+                match &layout {
+                    Layout::Split(counts) => {
+                        for (r, c) in counts.iter().enumerate() {
+                            rank_weights[r] += (c * n) as u64 + bias_len;
+                        }
+                        parts.push(Part::GemmRows {
+                            layer: i,
+                            counts: counts.clone(),
+                        });
+                        moved.push((Movement::Allreduce, y.iter().product()));
+                        layout = Layout::Whole;
+                    }
+                    Layout::Whole => {
+                        let counts = split::even(n, ranks);
+                        for (r, c) in counts.iter().enumerate() {
+                            rank_weights[r] += (c * (k + usize::from(bias.is_some()))) as u64;
+                        }
+                        layout = Layout::Split(counts.clone());
+                        parts.push(Part::GemmColumns { layer: i, counts });
+                    }
+                }
+            }
+            Op::Relu | Op::Pool(_) | Op::GlobalAveragePool => {
+                parts.push(if layout == Layout::Whole {
+                    Part::Whole(i)
+                } else {
+                    Part::Local(i)
+                });
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } => {
+                // Flattening [N, C, ...] to [N, C·inner] keeps each rank's
+                // channels contiguous: the split carries over, scaled.
+                let flattens_at_1 = x.len() >= 2 && y.len() == 2 && y[0] == x[0];
+                match &layout {
+                    Layout::Split(counts) if flattens_at_1 => {
+                        let inner: usize = x[2..].iter().product();
+                        layout = Layout::Split(counts.iter().map(|c| c * inner).collect());
+                        parts.push(Part::Local(i));
+                    }
+                    _ => {
+                        gather(&mut layout, &mut parts, &mut moved, x, false);
+                        parts.push(Part::Whole(i));
+                    }
+                }
+            }
+            Op::Softmax { .. } => {
+                gather(&mut layout, &mut parts, &mut moved, x, false);
+                parts.push(Part::Whole(i));
+            }
+        }
+    }
+    let last = shapes.last().cloned().unwrap_or(input);
+    gather(&mut layout, &mut parts, &mut moved, &last, true);
+    Ok(TensorPlan {
+        ranks,
+        parts,
+        moved,
+        rank_weights,
+    })
+}
+
+/// One thing a rank does in a tensor-parallel step.
+#[derive(Debug)]
+enum Action {
+    Run(Step),
+    /// This rank holds no slice of the layer: an empty output of this
+    /// per-sample shape (zero channels).
+    Empty(Vec<usize>),
+    /// This rank holds no slice of a layer whose partial sums are reduced:
+    /// it contributes zeros of this per-sample shape.
+    Zeros(Vec<usize>),
+    Allreduce,
+    Gather {
+        counts: Vec<usize>,
+        inner: usize,
+        sample: Vec<usize>,
+        to_root: bool,
+    },
+}
+
+fn range_of(counts: &[usize], rank: usize) -> Range<usize> {
+    let offsets = split::offsets(counts);
+    offsets[rank]..offsets[rank + 1]
+}
+
+fn all(d: usize) -> Range<usize> {
+    0..d
+}
+
+/// Reads `w` restricted to `range` along `axis`.
+fn slice(w: &Weight, axis: usize, range: Range<usize>, dtype: StoredDType) -> Result<Tensor, ModelError> {
+    let ranges: Vec<Range<usize>> = w
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(a, &d)| if a == axis { range.clone() } else { all(d) })
+        .collect();
+    Ok(round_to(w.read_slice(&ranges)?, dtype))
+}
+
+fn out_shape(layer: &Layer, x: &[usize]) -> Result<Vec<usize>, ModelError> {
+    layer.output_shape(x)
+}
+
+/// This rank's actions, with its weight slices read from the model file.
+fn actions(
+    model: &Model,
+    plan: &TensorPlan,
+    rank: usize,
+    dtype: StoredDType,
+) -> Result<Vec<Action>, ModelError> {
+    let shapes = model.shapes(1)?;
+    let input: Vec<usize> = std::iter::once(1)
+        .chain(model.sample_shape.iter().copied())
+        .collect();
+    let x_of = |i: usize| if i == 0 { input.clone() } else { shapes[i - 1].clone() };
+    let mut out = Vec::new();
+    for part in &plan.parts {
+        match part {
+            Part::Whole(i) | Part::Local(i) => {
+                let layer = &model.layers[*i];
+                out.push(Action::Run(match &layer.op {
+                    Op::Conv { .. } | Op::Gemm { .. } => Step::load(layer, dtype)?,
+                    // On a split the shape constant would not fit this
+                    // rank's part; the plan keeps only reshapes that flatten.
+                    Op::Reshape { .. } if matches!(part, Part::Local(_)) => Step::Flatten(1),
+                    op => Step::plain(op),
+                }));
+            }
+            Part::ConvOut { layer, counts } => {
+                let l = &model.layers[*layer];
+                let Op::Conv { conv, weight, bias } = &l.op else {
+                    unreachable!()
+                };
+                let mine = range_of(counts, rank);
+                if mine.is_empty() {
+                    let mut s = out_shape(l, &x_of(*layer))?[1..].to_vec();
+                    s[0] = 0;
+                    out.push(Action::Empty(s));
+                    continue;
+                }
+                out.push(Action::Run(Step::Conv {
+                    conv: *conv,
+                    weight: slice(weight, 0, mine.clone(), dtype)?,
+                    bias: bias
+                        .as_ref()
+                        .map(|b| slice(b, 0, mine.clone(), dtype).map(|t| t.data))
+                        .transpose()?,
+                }));
+            }
+            Part::ConvGroups { layer, groups } => {
+                let l = &model.layers[*layer];
+                let Op::Conv { conv, weight, bias } = &l.op else {
+                    unreachable!()
+                };
+                let mine = range_of(groups, rank);
+                if mine.is_empty() {
+                    let mut s = out_shape(l, &x_of(*layer))?[1..].to_vec();
+                    s[0] = 0;
+                    out.push(Action::Empty(s));
+                    continue;
+                }
+                let per_out = weight.shape[0] / conv.groups;
+                let per_in = weight.shape[1];
+                let rows = mine.start * per_out..mine.end * per_out;
+                out.push(Action::Run(Step::Channels(
+                    mine.start * per_in..mine.end * per_in,
+                )));
+                let mut c = *conv;
+                c.groups = mine.len();
+                out.push(Action::Run(Step::Conv {
+                    conv: c,
+                    weight: slice(weight, 0, rows.clone(), dtype)?,
+                    bias: bias
+                        .as_ref()
+                        .map(|b| slice(b, 0, rows.clone(), dtype).map(|t| t.data))
+                        .transpose()?,
+                }));
+            }
+            Part::ConvIn { layer, counts } => {
+                let l = &model.layers[*layer];
+                let Op::Conv { conv, weight, bias } = &l.op else {
+                    unreachable!()
+                };
+                let mine = range_of(counts, rank);
+                let y = out_shape(l, &x_of(*layer))?;
+                if mine.is_empty() {
+                    out.push(Action::Zeros(y[1..].to_vec()));
+                } else {
+                    let mut c = *conv;
+                    c.relu = false;
+                    out.push(Action::Run(Step::Conv {
+                        conv: c,
+                        weight: slice(weight, 1, mine, dtype)?,
+                        bias: None,
+                    }));
+                }
+                out.push(Action::Allreduce);
+                out.push(Action::Run(Step::Bias {
+                    bias: match bias {
+                        Some(b) => round_to(b.read()?, dtype).data,
+                        None => vec![0.0; y[1]],
+                    },
+                    relu: false,
+                }));
+            }
+            Part::GemmColumns { layer, counts } => {
+                let l = &model.layers[*layer];
+                let Op::Gemm { gemm, weight, bias } = &l.op else {
+                    unreachable!()
+                };
+                let mine = range_of(counts, rank);
+                if mine.is_empty() {
+                    out.push(Action::Empty(vec![0]));
+                    continue;
+                }
+                let axis = if gemm.trans_b { 0 } else { 1 };
+                out.push(Action::Run(Step::Gemm {
+                    gemm: *gemm,
+                    weight: slice(weight, axis, mine.clone(), dtype)?,
+                    bias: bias
+                        .as_ref()
+                        .map(|b| slice(b, 0, mine.clone(), dtype))
+                        .transpose()?,
+                }));
+            }
+            Part::GemmRows { layer, counts } => {
+                let l = &model.layers[*layer];
+                let Op::Gemm { gemm, weight, bias } = &l.op else {
+                    unreachable!()
+                };
+                let mine = range_of(counts, rank);
+                let y = out_shape(l, &x_of(*layer))?;
+                if mine.is_empty() {
+                    out.push(Action::Zeros(y[1..].to_vec()));
+                } else {
+                    let axis = if gemm.trans_b { 1 } else { 0 };
+                    let mut g = *gemm;
+                    g.relu = false;
+                    out.push(Action::Run(Step::Gemm {
+                        gemm: g,
+                        weight: slice(weight, axis, mine, dtype)?,
+                        bias: None,
+                    }));
+                }
+                out.push(Action::Allreduce);
+                out.push(Action::Run(Step::Bias {
+                    bias: match bias {
+                        Some(b) => round_to(b.read()?, dtype).data,
+                        None => vec![0.0; y[1]],
+                    },
+                    relu: false,
+                }));
+            }
+            Part::Gather {
+                counts,
+                inner,
+                sample,
+                to_root,
+            } => out.push(Action::Gather {
+                counts: counts.clone(),
+                inner: *inner,
+                sample: sample.clone(),
+                to_root: *to_root,
+            }),
+        }
+    }
+    Ok(fuse(out))
+}
+
+/// A ReLU right after a step with an epilogue runs inside that step.
+fn fuse(actions: Vec<Action>) -> Vec<Action> {
+    let mut out: Vec<Action> = Vec::with_capacity(actions.len());
+    for a in actions {
+        if let Action::Run(Step::Relu) = a {
+            if let Some(Action::Run(prev)) = out.last_mut() {
+                let mut fused = crate::exec::fuse_relu(vec![prev.clone(), Step::Relu]);
+                if fused.len() == 1 {
+                    *prev = fused.pop().unwrap();
+                    continue;
+                }
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+fn weight_values(actions: &[Action]) -> u64 {
+    let steps: Vec<Step> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Run(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    super::data::step_weight_bytes(&steps)
+}
+
+pub(crate) fn run<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    input: &dyn Rows,
+    outputs: &mut dyn Outputs,
+) -> Result<(), RunError> {
+    let rank = ctx.comm.rank();
+    let plan = plan(ctx.model, ctx.comm.size())?;
+    let actions = actions(ctx.model, &plan, rank, ctx.opts.dtype)?;
+    ctx.weight_bytes = weight_values(&actions);
+    let total = input.rows();
+    let rows = ctx.opts.batch_size.unwrap_or(DEFAULT_ROWS);
+    let mut first = 0;
+    loop {
+        let len = rows.min(total - first);
+        let mut x = ctx.read(input, first..first + len)?;
+        for action in &actions {
+            x = match action {
+                Action::Run(step) => ctx.clock.compute(|| step.run(ctx.cpu, x))?,
+                Action::Empty(s) | Action::Zeros(s) => Tensor::zeros(
+                    std::iter::once(len).chain(s.iter().copied()).collect(),
+                ),
+                Action::Allreduce => {
+                    ctx.allreduce_sum(&mut x.data)?;
+                    x
+                }
+                Action::Gather {
+                    counts,
+                    inner,
+                    sample,
+                    to_root,
+                } => {
+                    let elems: Vec<usize> = counts.iter().map(|c| len * c * inner).collect();
+                    let root = to_root.then_some(0);
+                    let blocks = ctx.gatherv(&x.data, &elems, root)?;
+                    let shape: Vec<usize> =
+                        std::iter::once(len).chain(sample.iter().copied()).collect();
+                    if root.is_some_and(|r| r != rank) {
+                        Tensor::zeros(vec![0])
+                    } else {
+                        Tensor::new(shape, concat_channels(&blocks, counts, len, *inner))
+                    }
+                }
+            };
+        }
+        // Every rank worked on every row.
+        ctx.rows_done += len as u64;
+        if rank == 0 {
+            outputs.computed(first, &x)?;
+            outputs.collected(first, &x)?;
+        }
+        first += len;
+        if first >= total {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Every strategy on 1–4 ranks (threads over the in-process transport)
+//! gives what one process gives, on models whose channel, feature and row
+//! counts do not divide by the rank count.
+
+use mpinfer_collectives::transport::{Counting, LocalWorld};
+use mpinfer_collectives::{Communicator, Config};
+use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm, Pool2d, PoolKind};
+use mpinfer_kernels::{StoredDType, Tensor};
+use mpinfer_runtime::exec::{forward, load_all};
+use mpinfer_runtime::model::{Layer, Model, Op, Weight};
+use mpinfer_runtime::run::{
+    run, stages, tensor_plan, CommDType, Outputs, RankWeights, RunError, RunOptions, Schedule,
+    Strategy,
+};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+fn values(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
+}
+
+fn weight(rng: &mut impl Rng, name: &str, shape: Vec<usize>) -> Weight {
+    let n: usize = shape.iter().product();
+    let fan_in = (n / shape[0].max(1)).max(1) as f32;
+    Weight::from_values(name, shape, values(rng, n, 1.0 / fan_in.sqrt()))
+}
+
+fn layer(name: &str, op: Op) -> Layer {
+    Layer {
+        name: name.into(),
+        op_type: name.into(),
+        op,
+    }
+}
+
+fn conv(rng: &mut impl Rng, name: &str, m: usize, c: usize, k: usize, conv: Conv2d) -> Layer {
+    layer(
+        name,
+        Op::Conv {
+            conv,
+            weight: weight(rng, name, vec![m, c / conv.groups, k, k]),
+            bias: Some(weight(rng, name, vec![m])),
+        },
+    )
+}
+
+fn gemm(rng: &mut impl Rng, name: &str, k: usize, n: usize, trans_b: bool) -> Layer {
+    layer(
+        name,
+        Op::Gemm {
+            gemm: Gemm {
+                trans_b,
+                alpha: 0.75,
+                ..Gemm::default()
+            },
+            weight: weight(rng, name, if trans_b { vec![n, k] } else { vec![k, n] }),
+            bias: Some(weight(rng, name, vec![n])),
+        },
+    )
+}
+
+fn model(layers: Vec<Layer>, sample_shape: Vec<usize>) -> Model {
+    Model {
+        path: "test".into(),
+        opset: 17,
+        input_name: "x".into(),
+        sample_shape,
+        output_name: "y".into(),
+        layers,
+    }
+}
+
+/// 3 → 7 → (depthwise 7) → 5 channels, BatchNorm folded as a row scale, a
+/// strided conv, ceil-mode max pool, flatten, two linear layers, softmax.
+fn conv_net() -> Model {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let pad1 = Conv2d {
+        pads: [1; 4],
+        ..Conv2d::default()
+    };
+    let mut c1 = conv(&mut rng, "conv1", 7, 3, 3, pad1);
+    if let Op::Conv { weight, .. } = &mut c1.op {
+        weight.row_scale = Some(Arc::new(values(&mut rng, 7, 2.0)));
+    }
+    let depthwise = Conv2d {
+        groups: 7,
+        pads: [1, 0, 1, 0],
+        ..Conv2d::default()
+    };
+    let strided = Conv2d {
+        strides: [2, 2],
+        pads: [0, 1, 1, 0],
+        ..Conv2d::default()
+    };
+    let mut pool = Pool2d::new(PoolKind::Max, [2, 2]);
+    pool.strides = [2, 2];
+    pool.ceil_mode = true;
+    let layers = vec![
+        c1,
+        layer("relu1", Op::Relu),
+        conv(&mut rng, "dw", 7, 7, 3, depthwise),
+        layer("relu2", Op::Relu),
+        conv(&mut rng, "conv3", 5, 7, 3, strided),
+        layer("relu3", Op::Relu),
+        layer("pool", Op::Pool(pool)),
+        layer("flatten", Op::Reshape { shape: vec![0, -1] }),
+        gemm(&mut rng, "fc1", 5 * 3 * 2, 13, true),
+        layer("relu4", Op::Relu),
+        gemm(&mut rng, "fc2", 13, 4, false),
+        layer(
+            "softmax",
+            Op::Softmax {
+                axis: -1,
+                coerced: false,
+            },
+        ),
+    ];
+    model(layers, vec![3, 11, 9])
+}
+
+/// Wide then narrow convolutions, so that the narrow one reduces partial
+/// sums over input channels, then global pooling and one linear layer.
+fn narrowing_net() -> Model {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let layers = vec![
+        conv(&mut rng, "wide", 19, 2, 3, Conv2d::default()),
+        layer("relu", Op::Relu),
+        conv(&mut rng, "narrow", 3, 19, 1, Conv2d::default()),
+        layer("gap", Op::GlobalAveragePool),
+        layer("flatten", Op::Flatten { axis: 1 }),
+        gemm(&mut rng, "fc", 3, 6, true),
+    ];
+    model(layers, vec![2, 7, 6])
+}
+
+fn mlp() -> Model {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let layers = vec![
+        gemm(&mut rng, "fc1", 37, 50, true),
+        layer("relu1", Op::Relu),
+        gemm(&mut rng, "fc2", 50, 23, false),
+        layer("relu2", Op::Relu),
+        gemm(&mut rng, "fc3", 23, 11, true),
+        layer(
+            "softmax",
+            Op::Softmax {
+                axis: 1,
+                coerced: true,
+            },
+        ),
+    ];
+    model(layers, vec![37])
+}
+
+fn input(model: &Model, rows: usize, seed: u64) -> Tensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let shape: Vec<usize> = std::iter::once(rows)
+        .chain(model.sample_shape.iter().copied())
+        .collect();
+    let n = shape.iter().product();
+    Tensor::new(shape, values(&mut rng, n, 1.0))
+}
+
+#[derive(Default)]
+struct Collect {
+    rows: Vec<(usize, Tensor)>,
+    computed: usize,
+}
+
+impl Outputs for Collect {
+    fn computed(&mut self, _first: usize, y: &Tensor) -> Result<(), RunError> {
+        self.computed += y.shape[0];
+        Ok(())
+    }
+    fn collected(&mut self, first: usize, y: &Tensor) -> Result<(), RunError> {
+        self.rows.push((first, y.clone()));
+        Ok(())
+    }
+}
+
+/// Rank 0's output rows in order, and how many rows each rank computed.
+fn run_on(ranks: usize, model: &Model, x: &Tensor, opts: &RunOptions) -> (Tensor, Vec<usize>) {
+    let results = LocalWorld::run(ranks, |t| {
+        let comm = Communicator::new(Counting::new(t), Config::default());
+        let mut out = Collect::default();
+        run(&comm, model, &Cpu::new(1), x, &mut out, opts).expect("run");
+        (out.rows, out.computed)
+    });
+    let computed = results.iter().map(|r| r.1).collect();
+    let rows = &results[0].0;
+    let mut next = 0;
+    let mut data = Vec::new();
+    for (first, y) in rows {
+        assert_eq!(*first, next, "rows arrive in input order");
+        next += y.shape[0];
+        data.extend_from_slice(&y.data);
+    }
+    assert_eq!(next, x.shape[0], "every row reaches rank 0");
+    let mut shape = rows[0].1.shape.clone();
+    shape[0] = next;
+    (Tensor::new(shape, data), computed)
+}
+
+fn single(model: &Model, x: &Tensor) -> Tensor {
+    let steps = load_all(&model.layers, StoredDType::F32).unwrap();
+    forward(&steps, &Cpu::new(1), x.clone()).unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, rel: f32, what: &str) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+        if w.is_nan() {
+            assert!(g.is_nan(), "{what}: element {i} should be NaN, got {g}");
+            continue;
+        }
+        let err = (g - w).abs();
+        assert!(
+            err <= rel * w.abs().max(scale * 1e-2),
+            "{what}: element {i}: {g} vs {w} (error {err})"
+        );
+    }
+}
+
+fn opts(strategy: Strategy, batch: Option<usize>) -> RunOptions {
+    RunOptions {
+        strategy,
+        batch_size: batch,
+        ..RunOptions::default()
+    }
+}
+
+#[test]
+fn every_strategy_matches_one_process() {
+    for (name, m, rows) in [
+        ("conv net", conv_net(), 13),
+        ("narrowing net", narrowing_net(), 5),
+        ("mlp", mlp(), 9),
+    ] {
+        let x = input(&m, rows, 3);
+        let want = single(&m, &x);
+        for ranks in 1..=4 {
+            for strategy in [
+                Strategy::Data,
+                Strategy::Tensor,
+                Strategy::Pipeline,
+                Strategy::Auto,
+            ] {
+                for batch in [None, Some(2)] {
+                    let what = format!("{name}, {ranks} ranks, {strategy:?}, batch {batch:?}");
+                    let (got, computed) = run_on(ranks, &m, &x, &opts(strategy, batch));
+                    assert_close(&got, &want, 1e-5, &what);
+                    if strategy == Strategy::Data {
+                        assert_eq!(computed.iter().sum::<usize>(), rows, "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn data_parallel_rows_follow_rank_weights_and_agree() {
+    let m = conv_net();
+    let x = input(&m, 40, 5);
+    let (equal, computed) = run_on(3, &m, &x, &opts(Strategy::Data, Some(40)));
+    assert_eq!(computed, vec![14, 13, 13]);
+    let weighted = RunOptions {
+        rank_weights: RankWeights::Listed(vec![1.0, 1.0, 2.0]),
+        ..opts(Strategy::Data, Some(40))
+    };
+    let (got, computed) = run_on(3, &m, &x, &weighted);
+    // One round of 120 rows... capped at the 40 there are: 10, 10, 20.
+    assert_eq!(computed, vec![10, 10, 20]);
+    // The GEMM library's summation order depends on how many rows one call
+    // holds, so regrouped rows may differ in the last bit.
+    assert_close(&got, &equal, 1e-6, "weighted");
+    let dynamic = RunOptions {
+        schedule: Schedule::Dynamic,
+        ..opts(Strategy::Data, Some(3))
+    };
+    let (got, _) = run_on(3, &m, &x, &dynamic);
+    assert_close(&got, &equal, 1e-6, "dynamic");
+}
+
+#[test]
+fn a_nan_in_one_sample_stays_in_its_row() {
+    for m in [conv_net(), mlp()] {
+        let mut x = input(&m, 6, 9);
+        let per = x.data.len() / 6;
+        x.data[3 * per + 1] = f32::NAN;
+        for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
+            let (y, _) = run_on(3, &m, &x, &opts(strategy, Some(2)));
+            let out = y.data.len() / 6;
+            for (r, row) in y.data.chunks(out).enumerate() {
+                assert_eq!(
+                    row.iter().any(|v| v.is_nan()),
+                    r == 3,
+                    "{strategy:?}: row {r}: {row:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_rows_give_an_empty_output() {
+    let m = conv_net();
+    let x = input(&m, 0, 1);
+    for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
+        let (y, _) = run_on(2, &m, &x, &opts(strategy, None));
+        assert_eq!(y.shape, vec![0, 4], "{strategy:?}");
+    }
+}
+
+#[test]
+fn reduced_precision_traffic_stays_near_full_precision() {
+    let m = mlp();
+    let x = input(&m, 7, 2);
+    let want = single(&m, &x);
+    for comm_dtype in [CommDType::BF16, CommDType::F16] {
+        let o = RunOptions {
+            comm_dtype,
+            ..opts(Strategy::Tensor, None)
+        };
+        let (got, _) = run_on(3, &m, &x, &o);
+        assert_close(&got, &want, 2e-2, &format!("{comm_dtype:?}"));
+        assert!(got.data != want.data, "{comm_dtype:?} traffic should round something");
+    }
+}
+
+#[test]
+fn tensor_plan_splits_weights_and_pairs_linear_layers() {
+    let m = mlp();
+    let plan = tensor_plan(&m, 3).unwrap();
+    let total: u64 = plan.rank_weights.iter().sum();
+    let whole: u64 = m
+        .layers
+        .iter()
+        .flat_map(|l| l.weights())
+        .map(|w| w.len() as u64)
+        .sum();
+    // Every weight value is held once, except the biases of row-parallel
+    // layers, which every rank adds after the reduce.
+    assert_eq!(total, whole + 2 * (23 + 0));
+    let max = *plan.rank_weights.iter().max().unwrap();
+    assert!(max as f64 <= whole as f64 / 3.0 * 1.2, "{plan:?}");
+}
+
+#[test]
+fn pipeline_stages_balance_flops() {
+    let m = mlp();
+    let s = stages(&m, 3).unwrap();
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].start, 0);
+    assert_eq!(s[2].end, m.layers.len());
+    for w in s.windows(2) {
+        assert_eq!(w[0].end, w[1].start);
+    }
+    // fc1 (37·50) outweighs fc2 + fc3 (50·23 + 23·11): it gets a stage alone.
+    assert_eq!(s[0], 0..1);
+    assert_eq!(stages(&m, 10).unwrap().len(), m.layers.len());
+}
+
