@@ -2,6 +2,11 @@
 //! slices and layers.
 
 mod error;
+pub mod exec;
 pub mod model;
+pub mod npy;
+pub mod onnx;
+pub mod run;
+pub mod split;
 
 pub use error::ModelError;
