@@ -7,7 +7,12 @@ weights, and ONNX Runtime as the yardstick for mpinfer's kernels.
         (batch x 1 x 32 x 32) and DIR/expected.bin (ONNX Runtime's output)
     python examples/seed_net/model.py time DIR THREADS REPEATS
         prints ONNX Runtime's images per second (median of REPEATS runs)
+    python examples/seed_net/model.py example [DIR]
+        writes DIR/seed_net.onnx and DIR/images.npy (64 x 1 x 32 x 32 f32), the
+        files `mpinfer run` takes; DIR defaults to this script's folder, where
+        both are kept. Re-running gives byte-identical files.
 """
+import os
 import statistics
 import sys
 import time
@@ -81,10 +86,21 @@ def make(out, batch):
     with open(f"{out}/weights.bin", "wb") as f:
         for _, a in ws:
             f.write(a.astype("<f4").tobytes())
-    x = np.random.default_rng(7).uniform(0, 1, size=(batch, 1, 32, 32)).astype(np.float32)
+    x = images(batch)
     x.astype("<f4").tofile(f"{out}/input.bin")
     y = session(f"{out}/seed_net.onnx", 1).run(None, {"x": x})[0]
     y.astype("<f4").tofile(f"{out}/expected.bin")
+
+
+def images(batch, seed=7):
+    return np.random.default_rng(seed).uniform(0, 1, size=(batch, 1, 32, 32)).astype(np.float32)
+
+
+def example(out):
+    import onnx
+
+    onnx.save(build(weights()), os.path.join(out, "seed_net.onnx"))
+    np.save(os.path.join(out, "images.npy"), images(64))
 
 
 def timed(out, threads, repeats):
@@ -106,5 +122,7 @@ if __name__ == "__main__":
         make(sys.argv[2], batch)
     elif sys.argv[1] == "time":
         timed(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "example":
+        example(sys.argv[2] if len(sys.argv) > 2 else os.path.dirname(os.path.abspath(__file__)))
     else:
         sys.exit(__doc__)

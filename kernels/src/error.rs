@@ -11,6 +11,10 @@ pub enum KernelError {
     },
     #[error("{op}: {what}")]
     Invalid { op: &'static str, what: String },
+    /// No usable device, or the device, its driver or the kernel compiler
+    /// failed.
+    #[error("{0}")]
+    Device(String),
 }
 
 pub(crate) fn shape_err(

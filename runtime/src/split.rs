@@ -8,7 +8,7 @@ pub fn weighted(total: usize, weights: &[f64]) -> Vec<usize> {
     if weights.is_empty() {
         return Vec::new();
     }
-    if !(sum > 0.0) {
+    if sum.is_nan() || sum <= 0.0 {
         return even(total, weights.len());
     }
     let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();

@@ -342,7 +342,7 @@ fn tensor_plan_splits_weights_and_pairs_linear_layers() {
         .sum();
     // Every weight value is held once, except the biases of row-parallel
     // layers, which every rank adds after the reduce.
-    assert_eq!(total, whole + 2 * (23 + 0));
+    assert_eq!(total, whole + 2 * 23);
     let max = *plan.rank_weights.iter().max().unwrap();
     assert!(max as f64 <= whole as f64 / 3.0 * 1.2, "{plan:?}");
 }

@@ -23,7 +23,7 @@ const TAG_RESULT: Tag = 201;
 pub fn stages(model: &Model, ranks: usize) -> Result<Vec<Range<usize>>, ModelError> {
     let layers = model.layers.len();
     if layers == 0 {
-        return Ok(vec![0..0]);
+        return Ok(std::iter::once(0..0).collect());
     }
     let shapes = model.shapes(1)?;
     let input: Vec<usize> = std::iter::once(1)
