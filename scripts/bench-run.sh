@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Whole-process timings of `mpinfer run` (start, load, run, save) against
+# ONNX Runtime, rounds interleaved so that drift of the machine hits all
+# sides alike; per-rank memory of tensor parallelism; pipeline throughput
+# against its micro-batch count. Writes docs/bench/run-*.csv.
+#
+#   scripts/bench-run.sh          ROUNDS=5 by default
+set -euo pipefail
+
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+cargo build --release --quiet --bins
+py=.venv/bin/python
+dir=target/bench-run
+mkdir -p "$dir" docs/bench
+[ -f "$dir/seed-8192.npy" ] || "$py" scripts/bench/run_models.py seed-input "$dir" 8192
+[ -f "$dir/mlp.onnx" ] || "$py" scripts/bench/run_models.py mlp "$dir"
+seed=examples/seed_net/seed_net.onnx
+rounds=${ROUNDS:-5}
+
+seconds() { # command... -> wall seconds on stdout
+    local t0=$EPOCHREALTIME
+    "$@" >/dev/null 2>&1
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# --- data parallel, seed network, 8192 rows ---------------------------------
+csv=docs/bench/run-data.csv
+echo "round,side,seconds,rows_per_s" >"$csv"
+for round in $(seq 1 "$rounds"); do
+    for side in mpinfer-1rank mpinfer-2ranks onnxruntime-2threads; do
+        case $side in
+        mpinfer-1rank) cmd=(mpirun -n 1 target/release/mpinfer run --strategy data --threads 1
+            --model "$seed" --input "$dir/seed-8192.npy" --output "$dir/y1.npy") ;;
+        mpinfer-2ranks) cmd=(mpirun -n 2 target/release/mpinfer run --strategy data --threads 1
+            --model "$seed" --input "$dir/seed-8192.npy" --output "$dir/y2.npy") ;;
+        onnxruntime-2threads) cmd=("$py" scripts/bench/run_models.py ort "$seed"
+            "$dir/seed-8192.npy" "$dir/yo.npy" 2) ;;
+        esac
+        s=$(seconds "${cmd[@]}")
+        echo "$round,$side,$s,$(awk -v s="$s" 'BEGIN { printf "%.0f", 8192 / s }')" >>"$csv"
+    done
+done
+echo "bench: $csv" >&2
+
+# --- tensor parallel, 784-4096-4096-10 MLP: memory per rank ------------------
+csv=docs/bench/run-tensor.csv
+echo "ranks,rank,weight_bytes,peak_rss_bytes,rows_per_s" >"$csv"
+for ranks in 1 2; do
+    mpirun -n "$ranks" target/release/mpinfer run --strategy tensor --threads 1 \
+        --model "$dir/mlp.onnx" --input "$dir/mlp-input.npy" --output "$dir/ym.npy" \
+        --metrics "$dir/tensor-$ranks.json" >/dev/null 2>&1
+    "$py" - "$dir/tensor-$ranks.json" "$ranks" >>"$csv" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for r in m["per_rank"]:
+    print(f'{sys.argv[2]},{r["rank"]},{r["weight_bytes"]},{r["peak_rss_bytes"]},{m["rows_per_s"]:.0f}')
+PY
+done
+echo "bench: $csv" >&2
+
+# --- pipeline, seed network, 2048 rows over 2 stages ---------------------------
+csv=docs/bench/run-pipeline.csv
+echo "micro_batch,micro_batches,rows_per_s,busy_rank0,busy_rank1,ideal_bubble" >"$csv"
+"$py" -c "import numpy as np; np.save('$dir/seed-2048.npy', np.load('$dir/seed-8192.npy')[:2048])"
+for micro in 1024 512 256 128 64 32 16; do
+    mpirun -n 2 target/release/mpinfer run --strategy pipeline --threads 1 --batch-size "$micro" \
+        --model "$seed" --input "$dir/seed-2048.npy" --output "$dir/yp.npy" \
+        --metrics "$dir/pipe.json" >/dev/null 2>&1
+    "$py" - "$dir/pipe.json" "$micro" >>"$csv" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); micro = int(sys.argv[2]); mb = -(-m["rows"] // micro)
+busy = [r["compute_s"] / m["wall_s"] for r in m["per_rank"]]
+print(f'{micro},{mb},{m["rows_per_s"]:.0f},{busy[0]:.3f},{busy[1]:.3f},{1 / (mb + 1):.3f}')
+PY
+done
+echo "bench: $csv" >&2
