@@ -1,0 +1,838 @@
+//! `mpinfer run` end to end, under a real `mpirun`, against ONNX Runtime.
+//!
+//! tests/run_models.py (through the repository's venv) writes small models,
+//! inputs and ONNX Runtime's outputs; every case then runs under every
+//! strategy on 1 to 4 ranks and must match ONNX Runtime and its own one-rank
+//! output. Around them: the data strategy's schedules and rank weights must
+//! not change a single byte, `--labels` must report ONNX Runtime's accuracy,
+//! activations sent as bf16 must stay close, and bad input must end every
+//! rank with an `error:` line, quickly, leaving no output file.
+//!
+//! `cargo test --release --test mpi_run -- FILTER...` runs the tests whose
+//! name contains one of the FILTERs. `MPINFER_PYTHON` picks the Python that
+//! has numpy, onnx and onnxruntime (default: `.venv/bin/python`);
+//! `MPINFER_TEST_SEED` the seed of the generated weights and inputs.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STRATEGIES: [&str; 4] = ["data", "tensor", "pipeline", "auto"];
+const MAX_RANKS: usize = 4;
+/// A run that has not ended by then is hung: killed and failed.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+/// Bad input must be refused at least this fast.
+const ERROR_LIMIT: Duration = Duration::from_secs(10);
+/// Against ONNX Runtime the case's own `rtol` applies; both comparisons add
+/// an absolute floor of FLOOR times the largest |reference|, for elements
+/// that cancel down to almost nothing.
+const FLOOR: f64 = 1e-5;
+/// Ranks may split sums differently from one rank, never by more than this.
+const RANKS_RTOL: f64 = 1e-5;
+/// Activations rounded to bf16 (8 significant bits) on every transfer.
+const BF16_RTOL: f64 = 2e-2;
+const BF16_FLOOR: f64 = 1e-2;
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mpi_run");
+    let models = work.join("models");
+    let outputs = work.join("out");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&outputs).expect("create the output folder");
+
+    let seed = std::env::var("MPINFER_TEST_SEED").unwrap_or_else(|_| "1".into());
+    let python = std::env::var("MPINFER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let made = Command::new(&python)
+        .arg(root.join("tests/run_models.py"))
+        .arg(&models)
+        .arg(&seed)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (scripts/setup.sh makes the venv)",
+                python.display()
+            )
+        });
+    assert!(
+        made.status.success(),
+        "tests/run_models.py failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let manifest = Json::parse(
+        &std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json"),
+    )
+    .expect("parse manifest.json");
+
+    let mut suite = Suite {
+        filters,
+        passed: 0,
+        failed: 0,
+    };
+    let cases: Vec<Case> = manifest
+        .get("cases")
+        .as_array()
+        .iter()
+        .map(|c| Case::from_json(c, &models))
+        .collect();
+
+    // Every case, every strategy, every rank count. The one-rank output of
+    // each strategy is the reference for the larger counts (None: it failed,
+    // and that failure is reported once, under its own name).
+    let mut one_rank: BTreeMap<(&str, &str), Option<Vec<f32>>> = BTreeMap::new();
+    for case in &cases {
+        for strategy in STRATEGIES {
+            for ranks in 1..=MAX_RANKS {
+                let name = format!("{}_{strategy}_n{ranks}", case.name);
+                if !suite.selected(&name) {
+                    continue;
+                }
+                let key = (case.name.as_str(), strategy);
+                let out = outputs.join(format!("{name}.npy"));
+                if ranks == 1 {
+                    let o = run_case(case, 1, &["--strategy", strategy], &out);
+                    let result = check_case(case, &o, &out);
+                    one_rank.insert(key, result.as_ref().ok().cloned());
+                    suite.record(&name, result.map(drop));
+                    continue;
+                }
+                let reference = one_rank.entry(key).or_insert_with(|| {
+                    // Filtered out: run it unrecorded for the comparison.
+                    let out = outputs.join(format!("{}_{strategy}_n1.npy", case.name));
+                    let o = run_case(case, 1, &["--strategy", strategy], &out);
+                    check_case(case, &o, &out).ok()
+                });
+                let o = run_case(case, ranks, &["--strategy", strategy], &out);
+                let result = check_case(case, &o, &out).and_then(|y| match reference {
+                    Some(r) => compare(&y, r, &case.shape, RANKS_RTOL, FLOOR)
+                        .map_err(|e| format!("differs from its one-rank output: {e}")),
+                    None => Ok(()),
+                });
+                suite.record(&name, result);
+            }
+        }
+    }
+
+    // Data parallelism computes each row on one rank: how rows are handed
+    // out must not change a bit of the result.
+    for case in cases.iter().filter(|c| c.variants) {
+        for ranks in 2..=MAX_RANKS {
+            let name = format!("{}_data_dynamic_n{ranks}_same_bytes_as_static", case.name);
+            if suite.selected(&name) {
+                let result = same_bytes(case, ranks, &["--schedule", "dynamic"], &outputs);
+                suite.record(&name, result);
+            }
+        }
+        let name = format!("{}_data_rank_weights_1_1_2_same_bytes_as_static", case.name);
+        if suite.selected(&name) {
+            let result = same_bytes(case, 3, &["--rank-weights", "1,1,2"], &outputs);
+            suite.record(&name, result);
+        }
+    }
+
+    for case in cases.iter().filter(|c| c.variants) {
+        for ranks in 2..=MAX_RANKS {
+            let name = format!("{}_tensor_comm_bf16_n{ranks}", case.name);
+            if suite.selected(&name) {
+                let result = comm_bf16(case, ranks, &outputs);
+                suite.record(&name, result);
+            }
+        }
+    }
+
+    let digits = manifest.get("digits");
+    for (strategy, ranks) in [
+        ("data", 1),
+        ("data", 3),
+        ("tensor", 2),
+        ("pipeline", 4),
+        ("auto", 4),
+    ] {
+        let name = format!("digits_labels_accuracy_{strategy}_n{ranks}");
+        if suite.selected(&name) {
+            let result = digits_accuracy(digits, strategy, ranks, &outputs);
+            suite.record(&name, result);
+        }
+    }
+
+    for e in manifest.get("errors").as_array() {
+        for ranks in [1, 3] {
+            let name = format!("error_{}_n{ranks}", e.get("name").as_str());
+            if suite.selected(&name) {
+                let result = refused(e, ranks, &models, &outputs.join(&name));
+                suite.record(&name, result);
+            }
+        }
+    }
+
+    println!("\n{} passed, {} failed", suite.passed, suite.failed);
+    std::process::exit(i32::from(suite.failed > 0));
+}
+
+struct Suite {
+    filters: Vec<String>,
+    passed: usize,
+    failed: usize,
+}
+
+impl Suite {
+    fn selected(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    fn record(&mut self, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                self.passed += 1;
+            }
+            Err(why) => {
+                println!("test {name} ... FAILED\n{why}");
+                self.failed += 1;
+            }
+        }
+    }
+}
+
+struct Case {
+    name: String,
+    model: PathBuf,
+    input: PathBuf,
+    expected: Vec<f32>,
+    shape: Vec<usize>,
+    rtol: f64,
+    variants: bool,
+}
+
+impl Case {
+    fn from_json(j: &Json, dir: &Path) -> Case {
+        let expected_path = dir.join(j.get("expected").as_str());
+        let (shape, expected) = read_npy(&expected_path).unwrap();
+        let case = Case {
+            name: j.get("name").as_str().to_string(),
+            model: dir.join(j.get("model").as_str()),
+            input: dir.join(j.get("input").as_str()),
+            expected,
+            shape: j
+                .get("shape")
+                .as_array()
+                .iter()
+                .map(|d| d.as_f64() as usize)
+                .collect(),
+            rtol: j.get("rtol").as_f64(),
+            variants: j.get("variants").as_bool(),
+        };
+        assert_eq!(
+            case.shape, shape,
+            "{}: manifest and expected output disagree",
+            case.name
+        );
+        let width: usize = shape[1..].iter().product();
+        let nan_rows: Vec<usize> = j
+            .get("nan_rows")
+            .as_array()
+            .iter()
+            .map(|r| r.as_f64() as usize)
+            .collect();
+        for row in 0..shape[0] {
+            let values = &case.expected[row * width..(row + 1) * width];
+            let want_nan = nan_rows.contains(&row);
+            assert!(
+                values.iter().all(|v| v.is_nan() == want_nan),
+                "{}: ONNX Runtime's row {row} is not all {}",
+                case.name,
+                if want_nan { "NaN" } else { "numbers" }
+            );
+        }
+        case
+    }
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+    timed_out: bool,
+}
+
+impl Outcome {
+    fn show(&self) -> String {
+        format!(
+            "exit {:?} after {:.1?}{}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.elapsed,
+            if self.timed_out {
+                " (killed: hung)"
+            } else {
+                ""
+            },
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    fn succeeded(&self) -> Result<(), String> {
+        if self.timed_out || self.code != Some(0) {
+            Err(self.show())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn run_case(case: &Case, ranks: usize, extra: &[&str], out: &Path) -> Outcome {
+    let mut args = vec![
+        "run".to_string(),
+        "--model".into(),
+        case.model.display().to_string(),
+        "--input".into(),
+        case.input.display().to_string(),
+        "--output".into(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let _ = std::fs::remove_file(out);
+    mpirun_mpinfer(ranks, &args, RUN_LIMIT)
+}
+
+/// The run succeeded and its output matches ONNX Runtime's, NaN for NaN.
+fn check_case(case: &Case, o: &Outcome, out: &Path) -> Result<Vec<f32>, String> {
+    o.succeeded()?;
+    let (shape, y) = read_npy(out).map_err(|e| format!("{e}\n{}", o.show()))?;
+    if shape != case.shape {
+        return Err(format!(
+            "output shape {shape:?}, ONNX Runtime's {:?}",
+            case.shape
+        ));
+    }
+    compare(&y, &case.expected, &case.shape, case.rtol, FLOOR)
+        .map_err(|e| format!("differs from ONNX Runtime: {e}"))?;
+    Ok(y)
+}
+
+/// Element by element: NaN where the reference has NaN (so a NaN sample
+/// spoils its own row only), elsewhere a finite value within
+/// rtol·|ref| + floor·max|ref|.
+fn compare(
+    got: &[f32],
+    want: &[f32],
+    shape: &[usize],
+    rtol: f64,
+    floor: f64,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} elements, expected {}", got.len(), want.len()));
+    }
+    let scale = want
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(f64::from(v.abs())));
+    let width = shape[1..].iter().product::<usize>().max(1);
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let at = || format!("row {} column {}", i / width, i % width);
+        if w.is_nan() {
+            if !g.is_nan() {
+                return Err(format!("{}: {g}, expected NaN", at()));
+            }
+            continue;
+        }
+        if !g.is_finite() {
+            return Err(format!("{}: {g}, expected {w}", at()));
+        }
+        let err = (f64::from(g) - f64::from(w)).abs();
+        let tol = rtol * f64::from(w.abs()) + floor * scale;
+        if err > tol && worst.is_none_or(|(_, e)| err / tol > e) {
+            worst = Some((i, err / tol));
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, ratio)) => Err(format!(
+            "row {} column {}: {} vs {} ({ratio:.1}x the tolerance)",
+            i / width,
+            i % width,
+            got[i],
+            want[i]
+        )),
+    }
+}
+
+fn same_bytes(case: &Case, ranks: usize, variant: &[&str], dir: &Path) -> Result<(), String> {
+    let tag = variant.join("_").replace(['-', ','], "");
+    let base = dir.join(format!("{}_data_static_n{ranks}_{tag}.npy", case.name));
+    let other = dir.join(format!("{}_data_n{ranks}_{tag}.npy", case.name));
+    let o = run_case(
+        case,
+        ranks,
+        &["--strategy", "data", "--schedule", "static"],
+        &base,
+    );
+    check_case(case, &o, &base)?;
+    let mut args = vec!["--strategy", "data"];
+    args.extend_from_slice(variant);
+    let o = run_case(case, ranks, &args, &other);
+    check_case(case, &o, &other)?;
+    let (a, b) = (
+        std::fs::read(&base).unwrap(),
+        std::fs::read(&other).unwrap(),
+    );
+    if a != b {
+        return Err(format!(
+            "{} differs from static scheduling",
+            variant.join(" ")
+        ));
+    }
+    Ok(())
+}
+
+fn comm_bf16(case: &Case, ranks: usize, dir: &Path) -> Result<(), String> {
+    let f32_out = dir.join(format!("{}_tensor_comm_f32_n{ranks}.npy", case.name));
+    let o = run_case(
+        case,
+        ranks,
+        &["--strategy", "tensor", "--comm-dtype", "f32"],
+        &f32_out,
+    );
+    let exact = check_case(case, &o, &f32_out)?;
+    let out = dir.join(format!("{}_tensor_comm_bf16_n{ranks}.npy", case.name));
+    let o = run_case(
+        case,
+        ranks,
+        &["--strategy", "tensor", "--comm-dtype", "bf16"],
+        &out,
+    );
+    o.succeeded()?;
+    let (shape, y) = read_npy(&out)?;
+    if shape != case.shape {
+        return Err(format!(
+            "output shape {shape:?}, ONNX Runtime's {:?}",
+            case.shape
+        ));
+    }
+    compare(&y, &case.expected, &case.shape, BF16_RTOL, BF16_FLOOR)
+        .map_err(|e| format!("bf16 transfers drift too far from ONNX Runtime: {e}"))?;
+    // Tensor parallelism on several ranks must move activations, and bf16
+    // cannot carry these random values exactly.
+    if y.iter()
+        .zip(&exact)
+        .all(|(a, b)| a.to_bits() == b.to_bits())
+    {
+        return Err("--comm-dtype bf16 gives the f32 output bit for bit: not applied".into());
+    }
+    Ok(())
+}
+
+fn digits_accuracy(d: &Json, strategy: &str, ranks: usize, dir: &Path) -> Result<(), String> {
+    let out = dir.join(format!("digits_{strategy}_n{ranks}.npy"));
+    let _ = std::fs::remove_file(&out);
+    let args: Vec<String> = [
+        "run",
+        "--model",
+        d.get("model").as_str(),
+        "--input",
+        d.get("input").as_str(),
+        "--labels",
+        d.get("labels").as_str(),
+        "--strategy",
+        strategy,
+        "--output",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let o = mpirun_mpinfer(ranks, &args, RUN_LIMIT);
+    o.succeeded()?;
+    let want = d.get("accuracy_line").as_str();
+    let lines: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("accuracy:"))
+        .collect();
+    if lines != [want] {
+        return Err(format!("expected exactly one `{want}` line\n{}", o.show()));
+    }
+    let (shape, _) = read_npy(&out)?;
+    if shape != [360, 10] {
+        return Err(format!("output shape {shape:?}, expected [360, 10]"));
+    }
+    Ok(())
+}
+
+/// Bad input: every rank ends, non-zero, soon, with an `error:` line and
+/// without leaving an output file (whole or partial) behind.
+fn refused(e: &Json, ranks: usize, models: &Path, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("y.npy");
+    let args: Vec<String> = [
+        "run",
+        "--model",
+        &models.join(e.get("model").as_str()).display().to_string(),
+        "--input",
+        &models.join(e.get("input").as_str()).display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let o = mpirun_mpinfer(ranks, &args, ERROR_LIMIT);
+    if o.timed_out {
+        return Err(format!("not refused within {ERROR_LIMIT:?}: {}", o.show()));
+    }
+    if o.code == Some(0) {
+        return Err(format!("exited 0: {}", o.show()));
+    }
+    let mentions: Vec<&str> = e
+        .get("mentions")
+        .as_array()
+        .iter()
+        .map(Json::as_str)
+        .collect();
+    if !o
+        .stderr
+        .lines()
+        .any(|l| l.starts_with("error:") && mentions.iter().any(|m| l.contains(m)))
+    {
+        return Err(format!(
+            "no line starting `error:` that names one of {mentions:?}: {}",
+            o.show()
+        ));
+    }
+    if o.stderr.contains("panicked at") {
+        return Err(format!("a raw Rust panic reached the user: {}", o.show()));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name())
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("left files behind: {left:?}"));
+    }
+    Ok(())
+}
+
+fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
+    let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    let mut cmd = Command::new(mpirun);
+    cmd.arg("-n")
+        .arg(ranks.to_string())
+        .arg("--oversubscribe")
+        .arg(env!("CARGO_BIN_EXE_mpinfer"))
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait on mpirun") {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            // SIGTERM first: mpirun forwards it to its ranks, where SIGKILL
+            // would leave them running.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    Outcome {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+        elapsed,
+        timed_out,
+    }
+}
+
+// ---------------------------------------------------------------- .npy
+
+/// A little-endian f32 .npy file (format 1.0, 2.0 or 3.0), C order.
+fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |why: &str| format!("{}: not an f32 .npy file: {why}", path.display());
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no magic"));
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        _ => return Err(bad("unknown version")),
+    };
+    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or(bad("short"))?)
+        .map_err(|_| bad("header is not text"))?;
+    let field = |key: &str| -> Result<&str, String> {
+        let at = header
+            .find(&format!("'{key}':"))
+            .ok_or(bad(&format!("no {key}")))?;
+        Ok(header[at + key.len() + 3..].trim_start())
+    };
+    if !field("descr")?.starts_with("'<f4'") {
+        return Err(bad(header));
+    }
+    if !field("fortran_order")?.starts_with("False") {
+        return Err(bad("Fortran order"));
+    }
+    let shape_text = field("shape")?;
+    let inner = &shape_text[1..shape_text.find(')').ok_or(bad("shape"))?];
+    let shape: Vec<usize> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad("shape")))
+        .collect::<Result<_, _>>()?;
+    let data = &bytes[start + header_len..];
+    let count: usize = shape.iter().product();
+    if data.len() != count * 4 {
+        return Err(bad(&format!(
+            "{} data bytes for shape {shape:?}",
+            data.len()
+        )));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    Ok((shape, values))
+}
+
+// ---------------------------------------------------------------- JSON
+
+/// Just enough JSON for the manifest that tests/run_models.py writes.
+#[derive(Debug)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing text at byte {}", p.i));
+        }
+        Ok(v)
+    }
+
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Obj(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("manifest: no `{key}`")),
+            _ => panic!("manifest: `{key}` looked up in {self:?}"),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            _ => panic!("manifest: {self:?} is not a string"),
+        }
+    }
+
+    fn as_f64(&self) -> f64 {
+        match self {
+            Json::Num(n) => *n,
+            _ => panic!("manifest: {self:?} is not a number"),
+        }
+    }
+
+    fn as_bool(&self) -> bool {
+        match self {
+            Json::Bool(b) => *b,
+            _ => panic!("manifest: {self:?} is not a boolean"),
+        }
+    }
+
+    fn as_array(&self) -> &[Json] {
+        match self {
+            Json::Arr(a) => a,
+            Json::Null => &[],
+            _ => panic!("manifest: {self:?} is not an array"),
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected `{}` at byte {}", c as char, self.i))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        let rest = &self.s[self.i..];
+        for (word, v) in [
+            ("null", Json::Null),
+            ("true", Json::Bool(true)),
+            ("false", Json::Bool(false)),
+        ] {
+            if rest.starts_with(word.as_bytes()) {
+                self.i += word.len();
+                return Ok(v);
+            }
+        }
+        match rest.first() {
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Json::Arr(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Arr(items));
+                        }
+                        _ => return Err(format!("bad array at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let mut fields = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Json::Obj(fields));
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.eat(b':')?;
+                    fields.push((key, self.value()?));
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Obj(fields));
+                        }
+                        _ => return Err(format!("bad object at byte {}", self.i)),
+                    }
+                }
+            }
+            _ => {
+                let len = rest
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
+                    .count();
+                let text = std::str::from_utf8(&rest[..len]).unwrap();
+                self.i += len;
+                text.parse()
+                    .map(Json::Num)
+                    .map_err(|_| format!("bad value at byte {}", self.i - len))
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        self.eat(b'"')?;
+        let mut out = String::new();
+        loop {
+            let c = *self.s.get(self.i).ok_or("unterminated string")?;
+            self.i += 1;
+            match c {
+                b'"' => return Ok(out),
+                b'\\' => {
+                    let e = *self.s.get(self.i).ok_or("unterminated string")?;
+                    self.i += 1;
+                    match e {
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                            self.i += 4;
+                        }
+                        other => out.push(other as char),
+                    }
+                }
+                _ => {
+                    // Multi-byte UTF-8 passes through byte by byte.
+                    let start = self.i - 1;
+                    let mut end = self.i;
+                    while end < self.s.len() && (self.s[end] & 0xC0) == 0x80 {
+                        end += 1;
+                    }
+                    out.push_str(
+                        std::str::from_utf8(&self.s[start..end]).map_err(|e| e.to_string())?,
+                    );
+                    self.i = end;
+                }
+            }
+        }
+    }
+}
