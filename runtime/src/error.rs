@@ -4,10 +4,11 @@ use thiserror::Error;
 /// What can go wrong reading a model or an input, or planning a run.
 #[derive(Debug, Error)]
 pub enum ModelError {
-    #[error("{}: {}", path.display(), source)]
+    /// The message already carries the cause: it is not chained again.
+    #[error("{}: {}", path.display(), error)]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not what it claims to be (truncated, corrupt, oversized).
     #[error("{}: {}", path.display(), message)]

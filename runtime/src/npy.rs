@@ -620,7 +620,7 @@ fn format_err(path: &Path, message: String) -> ModelError {
 fn io_err(path: &Path, e: std::io::Error) -> ModelError {
     ModelError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     }
 }
 

@@ -260,27 +260,34 @@ fn every_strategy_matches_one_process() {
 }
 
 #[test]
-fn data_parallel_rows_follow_rank_weights_and_agree() {
+fn data_parallel_rows_follow_rank_weights_to_the_bit() {
     let m = conv_net();
-    let x = input(&m, 40, 5);
+    let x = input(&m, 85, 5);
+    // Rows go out in whole blocks of 16: 6 blocks (the last of 5 rows).
     let (equal, computed) = run_on(3, &m, &x, &opts(Strategy::Data, Some(40)));
-    assert_eq!(computed, vec![14, 13, 13]);
+    assert_eq!(computed, vec![32, 32, 21]);
     let weighted = RunOptions {
         rank_weights: RankWeights::Listed(vec![1.0, 1.0, 2.0]),
         ..opts(Strategy::Data, Some(40))
     };
     let (got, computed) = run_on(3, &m, &x, &weighted);
-    // One round of 120 rows... capped at the 40 there are: 10, 10, 20.
-    assert_eq!(computed, vec![10, 10, 20]);
-    // The GEMM library's summation order depends on how many rows one call
-    // holds, so regrouped rows may differ in the last bit.
-    assert_close(&got, &equal, 1e-6, "weighted");
+    assert_eq!(computed, vec![32, 16, 37]);
+    assert_eq!(got.data, equal.data, "row placement must not change a bit");
     let dynamic = RunOptions {
         schedule: Schedule::Dynamic,
         ..opts(Strategy::Data, Some(3))
     };
-    let (got, _) = run_on(3, &m, &x, &dynamic);
-    assert_close(&got, &equal, 1e-6, "dynamic");
+    for ranks in [1, 2, 4] {
+        let (got, _) = run_on(ranks, &m, &x, &dynamic);
+        assert_eq!(got.data, equal.data, "{ranks} ranks");
+    }
+    let mlp = mlp();
+    let x = input(&mlp, 37, 1);
+    let (one, _) = run_on(1, &mlp, &x, &opts(Strategy::Data, Some(5)));
+    for ranks in 2..=4 {
+        let (got, _) = run_on(ranks, &mlp, &x, &opts(Strategy::Data, Some(1)));
+        assert_eq!(got.data, one.data, "{ranks} ranks");
+    }
 }
 
 #[test]

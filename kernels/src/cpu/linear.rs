@@ -6,6 +6,10 @@ use super::Cpu;
 use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
 
+/// Rows of `A` per GEMM call. Callers that need the same bits for a row
+/// wherever it falls (data parallelism) hand out rows in multiples of this.
+pub const ROW_BLOCK: usize = 16;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Gemm {
     pub trans_a: bool,
@@ -97,12 +101,14 @@ impl Gemm {
             scaled = a.data.iter().map(|v| v * self.alpha).collect::<Vec<f32>>();
             &scaled
         };
-        // Rows of Y split over the threads, each its own GEMM.
-        let rows_per = m.div_ceil(cpu.threads.max(1)).max(16.min(m.max(1)));
+        // Rows go to the GEMM in blocks of ROW_BLOCK, whatever the batch and
+        // thread count: the GEMM library picks its blocking (and so its
+        // summation order) from the shape of each call, and a row must come
+        // out bit-identical however a batch is split across ranks or threads.
         let chunks: Vec<(usize, &mut [f32])> = y
-            .chunks_mut(rows_per * n.max(1))
+            .chunks_mut(ROW_BLOCK * n.max(1))
             .enumerate()
-            .map(|(i, ch)| (i * rows_per, ch))
+            .map(|(i, ch)| (i * ROW_BLOCK, ch))
             .collect();
         cpu.for_each(chunks, |_, (row0, out)| {
             let rows = out.len() / n.max(1);

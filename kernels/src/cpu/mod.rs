@@ -10,7 +10,7 @@ mod winograd;
 
 pub use conv::Conv2d;
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
-pub use linear::Gemm;
+pub use linear::{Gemm, ROW_BLOCK};
 pub use pool::{global_average_pool, Pool2d, PoolKind};
 
 /// Where CPU kernels run: how many threads one rank may use. Ranks sharing a

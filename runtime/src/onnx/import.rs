@@ -33,7 +33,7 @@ const MAX_SAMPLE: usize = 1 << 40;
 pub fn load(path: &Path) -> Result<Model, ModelError> {
     let io = |e| ModelError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();

@@ -5,6 +5,7 @@ use super::{Ctx, Outputs, RankWeights, RunError, Rows, Schedule};
 use crate::exec::{forward, load_all, Step};
 use crate::split;
 use mpinfer_collectives::transport::Transport;
+use mpinfer_kernels::cpu::ROW_BLOCK;
 use mpinfer_kernels::Tensor;
 use std::time::Instant;
 
@@ -27,7 +28,11 @@ pub(crate) fn run<T: Transport>(
     let out_len: usize = out_sample.iter().product();
     let total = input.rows();
     let per_rank = ctx.opts.batch_size.unwrap_or(DEFAULT_ROWS_PER_RANK);
-    let round = per_rank * p;
+    // Rows are handed out in whole blocks of the GEMM's row block, at
+    // positions fixed in the input, so each row is computed in the same
+    // company however many ranks share the work and whatever their weights:
+    // the output is the same to the bit.
+    let round = (per_rank * p).div_ceil(ROW_BLOCK) * ROW_BLOCK;
 
     let mut weights = match &ctx.opts.rank_weights {
         RankWeights::Equal => vec![1.0; p],
@@ -43,7 +48,18 @@ pub(crate) fn run<T: Transport>(
     let mut first = 0;
     while first < total || (total == 0 && first == 0) {
         let len = round.min(total - first);
-        let counts = split::weighted(len, &weights);
+        let counts: Vec<usize> = {
+            let blocks = split::weighted(len.div_ceil(ROW_BLOCK), &weights);
+            let mut left = len;
+            blocks
+                .iter()
+                .map(|b| {
+                    let rows = (b * ROW_BLOCK).min(left);
+                    left -= rows;
+                    rows
+                })
+                .collect()
+        };
         let offsets = split::offsets(&counts);
         let mine = first + offsets[rank]..first + offsets[rank + 1];
         let x = ctx.read(input, mine.clone())?;
