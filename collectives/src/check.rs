@@ -32,6 +32,11 @@ impl Collective {
         Collective::Barrier,
     ];
 
+    /// The collective whose messages carry `tag` (its discriminant).
+    pub fn from_tag(tag: u32) -> Option<Collective> {
+        Collective::ALL.into_iter().find(|c| *c as u32 == tag)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Collective::Allreduce => "allreduce",

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 
 type Result<T> = std::result::Result<T, CollectiveError>;
 
-const TAG_CHECK: Tag = 100;
+pub(crate) const TAG_CHECK: Tag = 100;
 
 /// How a communicator chooses and checks. Defaults: `auto` everywhere,
 /// checking off; [`Config::from_env`] reads the overrides.
@@ -168,6 +168,7 @@ impl<T: Transport> Communicator<T> {
     fn begin(&self, sig: impl FnOnce() -> Signature) -> Result<()> {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
+        crate::watchdog::set_sequence(seq);
         let p = self.size();
         if !self.config.check || p == 1 {
             return Ok(());

@@ -16,6 +16,7 @@ mod op;
 pub mod reference;
 mod select;
 pub mod transport;
+pub mod watchdog;
 
 pub use comm::{parse_bytes, Communicator, Config};
 pub use element::{DType, Element};

@@ -81,6 +81,14 @@ impl Job {
         &self.world
     }
 
+    /// Ends the job when this rank waits longer than `timeout` for a message.
+    pub fn watch(&self, timeout: std::time::Duration) {
+        mpinfer_collectives::watchdog::arm(timeout, self.rank, |what| {
+            say(&format!("error: {what}"));
+            abort_job(1);
+        });
+    }
+
     pub fn check_collectives(&mut self, on: bool) {
         self.check_collectives = on;
     }

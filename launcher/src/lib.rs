@@ -21,6 +21,11 @@ struct Cli {
     /// sides if they differ, instead of hanging. Same as MPINFER_CHECK=1.
     #[arg(long, global = true)]
     check_collectives: bool,
+    /// Seconds a rank may wait for a message without progress before the job
+    /// is ended with a report of who waited on whom (0: wait forever). Same
+    /// as MPINFER_TIMEOUT.
+    #[arg(long, global = true, env = "MPINFER_TIMEOUT", default_value_t = 300.0)]
+    timeout: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +54,10 @@ pub fn main() -> ExitCode {
         Err(e) => job::fail(&e),
     };
     job.check_collectives(cli.check_collectives);
+    if !(cli.timeout >= 0.0 && cli.timeout.is_finite()) {
+        job::fail(&anyhow::anyhow!("--timeout {} is not a number of seconds", cli.timeout));
+    }
+    job.watch(std::time::Duration::from_secs_f64(cli.timeout));
     let result = match cli.command {
         Command::Run(args) => run::run(&job, &args),
         Command::Inspect(args) => inspect::run(&args),

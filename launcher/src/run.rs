@@ -190,6 +190,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         log::info!("device: CPU with {threads} threads per rank ({why})");
     }
     let cpu = Cpu::new(threads);
+    same_files_everywhere(&comm, &[&args.model, &args.input])?;
     let model = onnx::load(&args.model)?;
     let input = open_input(&args.input, &model, rank)?;
     let rows = runner::Rows::rows(&input);
@@ -266,11 +267,13 @@ const FIELDS: [&str; 8] = [
     "wall_s",
 ];
 
+type RunComm = mpinfer_collectives::Communicator<
+    mpinfer_collectives::transport::Counting<mpinfer_collectives::MpiTransport>,
+>;
+
 fn report(
     job: &Job,
-    comm: &mpinfer_collectives::Communicator<
-        mpinfer_collectives::transport::Counting<mpinfer_collectives::MpiTransport>,
-    >,
+    comm: &RunComm,
     m: &Metrics,
     rows: usize,
     threads: usize,
@@ -372,4 +375,67 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&temp);
     })
+}
+
+/// A cheap fingerprint of a file: its size and a hash of its first and last
+/// 64 KiB and of 4 KiB at 16 places between. Reading it all would cost a
+/// tensor-parallel rank the whole model, which it otherwise never reads.
+fn fingerprint(path: &Path) -> Result<[i64; 2]> {
+    use std::hash::Hasher;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let len = file.metadata()?.len();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut read = |at: u64, n: u64| -> Result<()> {
+        let n = n.min(len.saturating_sub(at));
+        let mut buf = vec![0u8; n as usize];
+        file.read_exact_at(&mut buf, at)
+            .with_context(|| format!("{}", path.display()))?;
+        hasher.write(&buf);
+        Ok(())
+    };
+    read(0, 64 << 10)?;
+    for i in 1..=16 {
+        read(len / 17 * i, 4 << 10)?;
+    }
+    read(len.saturating_sub(64 << 10), 64 << 10)?;
+    Ok([len as i64, hasher.finish() as i64])
+}
+
+/// Every rank must read the same model and input: a node with a stale copy
+/// would silently compute something else. Compared before any work starts.
+fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<()> {
+    let p = comm.size();
+    if p == 1 {
+        return Ok(());
+    }
+    // A file this rank cannot open is reported by the loader, naming it.
+    let mine: Vec<i64> = paths
+        .iter()
+        .flat_map(|path| fingerprint(path).unwrap_or([-1, 0]))
+        .collect();
+    let mut all = vec![0i64; mine.len() * p];
+    comm.allgather(&mine, &mut all)?;
+    for (i, path) in paths.iter().enumerate() {
+        let of = |r: usize| [all[r * mine.len() + 2 * i], all[r * mine.len() + 2 * i + 1]];
+        let differ: Vec<usize> = (1..p).filter(|&r| of(r) != of(0)).collect();
+        if differ.is_empty() {
+            continue;
+        }
+        let size = |r: usize| match of(r)[0] {
+            -1 => "cannot open it".to_string(),
+            n => format!("{n} bytes"),
+        };
+        let listed: Vec<String> = differ
+            .iter()
+            .map(|&r| format!("rank {r} ({})", size(r)))
+            .collect();
+        bail!(
+            "{}: not the same file on every rank: rank 0 ({}) and {} differ; give every rank the same file",
+            path.display(),
+            size(0),
+            listed.join(", ")
+        );
+    }
+    Ok(())
 }

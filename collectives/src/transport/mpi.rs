@@ -170,6 +170,13 @@ impl Transport for MpiTransport {
         for r in recvs.iter() {
             check_peer(self.rank, self.size, r.peer)?;
         }
+        // What this rank waits on, should the wait never end: the first
+        // receive, else the first send.
+        let _waiting = recvs
+            .first()
+            .map(|r| (r.peer, r.tag))
+            .or(sends.first().map(|s| (s.peer, s.tag)))
+            .and_then(|(peer, tag)| crate::watchdog::waiting(peer, tag));
         if overlap.is_none() {
             if let Some(done) = self.blocking(sends, recvs) {
                 return done;
