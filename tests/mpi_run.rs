@@ -164,13 +164,34 @@ fn main() {
     }
 
     for e in manifest.get("errors").as_array() {
-        for ranks in [1, 3] {
-            let name = format!("error_{}_n{ranks}", e.get("name").as_str());
+        for (strategy, ranks) in [("data", 1), ("data", 3), ("tensor", 3)] {
+            let name = format!("error_{}_{strategy}_n{ranks}", e.get("name").as_str());
             if suite.selected(&name) {
-                let result = refused(e, ranks, &models, &outputs.join(&name));
+                let result = refused(e, strategy, ranks, &models, &outputs.join(&name));
                 suite.record(&name, result);
             }
         }
+    }
+
+    let faults = manifest.get("faults");
+    let fault_model = models.join(faults.get("model").as_str());
+    let fault_input = models.join(faults.get("input").as_str());
+    for (name, run) in [
+        ("fault_watchdog_names_the_stuck_rank", fault_watchdog as FaultTest),
+        ("fault_killed_rank_ends_the_job", fault_killed_rank),
+        ("fault_resume_data_same_and_fewer_ranks", fault_resume_data),
+        ("fault_resume_tensor_fewer_ranks", fault_resume_tensor),
+    ] {
+        if suite.selected(name) {
+            let dir = outputs.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            suite.record(name, run(&fault_model, &fault_input, &dir));
+        }
+    }
+    let name = "fault_files_differ_between_ranks";
+    if suite.selected(name) {
+        let other = models.join(faults.get("other_model").as_str());
+        suite.record(name, files_differ(&fault_model, &other, &fault_input, &outputs));
     }
 
     println!("\n{} passed, {} failed", suite.passed, suite.failed);
@@ -471,11 +492,19 @@ fn digits_accuracy(d: &Json, strategy: &str, ranks: usize, dir: &Path) -> Result
 
 /// Bad input: every rank ends, non-zero, soon, with an `error:` line and
 /// without leaving an output file (whole or partial) behind.
-fn refused(e: &Json, ranks: usize, models: &Path, dir: &Path) -> Result<(), String> {
+fn refused(
+    e: &Json,
+    strategy: &str,
+    ranks: usize,
+    models: &Path,
+    dir: &Path,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join("y.npy");
     let args: Vec<String> = [
         "run",
+        "--strategy",
+        strategy,
         "--model",
         &models.join(e.get("model").as_str()).display().to_string(),
         "--input",
@@ -523,13 +552,22 @@ fn refused(e: &Json, ranks: usize, models: &Path, dir: &Path) -> Result<(), Stri
 }
 
 fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
+    let mut all = vec!["-n".to_string(), ranks.to_string()];
+    all.push(env!("CARGO_BIN_EXE_mpinfer").into());
+    all.extend(args.iter().cloned());
+    mpirun(&all, &[], limit, None)
+}
+
+/// After this long, call this with mpirun's process id.
+type During<'a> = (Duration, &'a dyn Fn(u32));
+
+/// `mpirun ARGS` with extra environment, killed after `limit`.
+fn mpirun(args: &[String], env: &[(&str, &str)], limit: Duration, during: Option<During>) -> Outcome {
     let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
     let mut cmd = Command::new(mpirun);
-    cmd.arg("-n")
-        .arg(ranks.to_string())
-        .arg("--oversubscribe")
-        .arg(env!("CARGO_BIN_EXE_mpinfer"))
+    cmd.arg("--oversubscribe")
         .args(args)
+        .envs(env.iter().copied())
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
@@ -553,9 +591,16 @@ fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
         s
     });
     let mut timed_out = false;
+    let mut during = during;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait on mpirun") {
             break Some(s);
+        }
+        if let Some((after, act)) = during {
+            if start.elapsed() >= after {
+                act(child.id());
+                during = None;
+            }
         }
         if start.elapsed() > limit {
             timed_out = true;
@@ -577,6 +622,212 @@ fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
         elapsed,
         timed_out,
     }
+}
+
+// ---------------------------------------------------------------- faults
+
+type FaultTest = fn(&Path, &Path, &Path) -> Result<(), String>;
+
+fn run_args(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["run", "--model"].iter().map(|s| s.to_string()).collect();
+    a.push(model.display().to_string());
+    a.push("--input".into());
+    a.push(input.display().to_string());
+    a.push("--output".into());
+    a.push(out.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn with_ranks(ranks: usize, args: Vec<String>) -> Vec<String> {
+    let mut all = vec!["-n".to_string(), ranks.to_string()];
+    all.push(env!("CARGO_BIN_EXE_mpinfer").into());
+    all.extend(args);
+    all
+}
+
+/// The rank processes mpirun started on this host.
+fn ranks_of(mpirun_pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .arg("-P")
+        .arg(mpirun_pid.to_string())
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn sigkill(pid: u32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
+
+/// A rank that computes 1000 times slower leaves the other waiting; with
+/// `--timeout 2` the waiting rank must end the job and say on whom it waited.
+fn fault_watchdog(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let out = dir.join("y.npy");
+    let mut args = vec!["--timeout".to_string(), "2".into()];
+    args.extend(run_args(model, input, &out, &["--strategy", "data"]));
+    let o = mpirun(
+        &with_ranks(2, args),
+        &[("MPINFER_SLOW_RANK", "1:1000")],
+        Duration::from_secs(20),
+        None,
+    );
+    if o.timed_out || o.code == Some(0) {
+        return Err(format!("the stuck job did not end with an error: {}", o.show()));
+    }
+    let said = o.stderr.lines().any(|l| {
+        l.starts_with("error: rank 0: no progress") && l.contains("waiting for rank 1")
+    });
+    if !said || o.elapsed > Duration::from_secs(15) {
+        return Err(format!("no watchdog report naming rank 1 within 15 s: {}", o.show()));
+    }
+    Ok(())
+}
+
+/// SIGKILL on one rank part-way: the job ends within 15 s, non-zero, and
+/// what is printed names the lost rank's process.
+fn fault_killed_rank(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let out = dir.join("y.npy");
+    let killed = std::cell::Cell::new(None::<String>);
+    let kill_one = |pid: u32| {
+        if let Some(&victim) = ranks_of(pid).last() {
+            // Which rank it is, as Open MPI told the process.
+            let env = std::fs::read(format!("/proc/{victim}/environ")).unwrap_or_default();
+            let rank = env
+                .split(|&b| b == 0)
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .find_map(|v| v.strip_prefix("OMPI_COMM_WORLD_RANK=").map(str::to_string));
+            killed.set(rank);
+            sigkill(victim);
+        }
+    };
+    let args = run_args(model, input, &out, &["--strategy", "data", "--batch-size", "16"]);
+    let o = mpirun(
+        &with_ranks(3, args),
+        &[("MPINFER_SLOW_RANK", "0:20")],
+        Duration::from_secs(60),
+        Some((Duration::from_secs(2), &kill_one)),
+    );
+    let Some(victim) = killed.take() else {
+        return Err(format!("found no rank to kill: {}", o.show()));
+    };
+    if o.timed_out || o.code == Some(0) || o.elapsed > Duration::from_secs(2 + 15) {
+        return Err(format!("the job did not end within 15 s of losing a rank: {}", o.show()));
+    }
+    if !o.stderr.contains(&format!("rank {victim} ")) {
+        return Err(format!("nothing names the lost rank {victim}: {}", o.show()));
+    }
+    if out.exists() {
+        return Err("an output file appeared".into());
+    }
+    Ok(())
+}
+
+/// Killed part-way, then resumed: the output equals an uninterrupted run's.
+/// Returns the committed rows seen before the resume.
+fn interrupted_then_resumed(
+    model: &Path,
+    input: &Path,
+    dir: &Path,
+    strategy: &str,
+    first: usize,
+    second: usize,
+) -> Result<(Vec<f32>, usize), String> {
+    let out = dir.join(format!("{strategy}-{first}-{second}.npy"));
+    let extra = ["--strategy", strategy, "--batch-size", "16"];
+    let kill_all = |pid: u32| ranks_of(pid).into_iter().for_each(sigkill);
+    mpirun(
+        &with_ranks(first, run_args(model, input, &out, &extra)),
+        &[("MPINFER_SLOW_RANK", "0:20")],
+        Duration::from_secs(60),
+        Some((Duration::from_secs(3), &kill_all)),
+    );
+    if out.exists() {
+        return Err("the run finished before it was interrupted: make it longer".into());
+    }
+    let manifest = format!("{}.resume", out.display());
+    let committed = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("{manifest}: {e}"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("committed_rows ").map(str::to_string))
+        .and_then(|r| r.parse::<usize>().ok())
+        .ok_or("no committed_rows in the manifest")?;
+    let mut resume = extra.to_vec();
+    resume.push("--resume");
+    let o = mpirun(
+        &with_ranks(second, run_args(model, input, &out, &resume)),
+        &[],
+        RUN_LIMIT,
+        None,
+    );
+    o.succeeded()?;
+    if !o.stderr.contains(&format!("resuming: {committed} of")) {
+        return Err(format!("the rerun did not resume from row {committed}: {}", o.show()));
+    }
+    let (_, y) = read_npy(&out)?;
+    Ok((y, committed))
+}
+
+fn uninterrupted(model: &Path, input: &Path, dir: &Path, strategy: &str) -> Result<Vec<f32>, String> {
+    let out = dir.join(format!("{strategy}-whole.npy"));
+    let args = run_args(model, input, &out, &["--strategy", strategy]);
+    mpirun(&with_ranks(2, args), &[], RUN_LIMIT, None).succeeded()?;
+    Ok(read_npy(&out)?.1)
+}
+
+fn fault_resume_data(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let whole = uninterrupted(model, input, dir, "data")?;
+    for (first, second) in [(2, 2), (3, 1)] {
+        let (y, committed) = interrupted_then_resumed(model, input, dir, "data", first, second)?;
+        if committed == 0 {
+            return Err(format!("{first} → {second} ranks: nothing was committed before the kill"));
+        }
+        if y != whole {
+            return Err(format!(
+                "{first} → {second} ranks, resumed at row {committed}: not byte-identical"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn fault_resume_tensor(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let whole = uninterrupted(model, input, dir, "tensor")?;
+    let (y, committed) = interrupted_then_resumed(model, input, dir, "tensor", 2, 1)?;
+    if committed == 0 {
+        return Err("nothing was committed before the kill".into());
+    }
+    // Split sums round differently on another rank count: 1e-6 of the
+    // largest output.
+    let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in y.iter().zip(&whole).enumerate() {
+        if (a - b).abs() > 1e-6 * b.abs().max(scale) {
+            return Err(format!("element {i}: {a} vs {b}"));
+        }
+    }
+    Ok(())
+}
+
+/// Rank 1 given another model than rank 0: both say so, nothing is written.
+fn files_differ(model: &Path, other: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let out = dir.join("differ.npy");
+    let mut args = with_ranks(1, run_args(model, input, &out, &[]));
+    args.push(":".into());
+    args.extend(with_ranks(1, run_args(other, input, &out, &[])));
+    let o = mpirun(&args, &[], ERROR_LIMIT, None);
+    if o.timed_out || o.code == Some(0) {
+        return Err(format!("not refused: {}", o.show()));
+    }
+    if !o.stderr.lines().any(|l| l.starts_with("error:") && l.contains("not the same file on every rank")) {
+        return Err(format!("no error saying the files differ: {}", o.show()));
+    }
+    if out.exists() {
+        return Err("an output file appeared".into());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- .npy

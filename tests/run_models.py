@@ -251,8 +251,26 @@ def main(out, seed):
     error("wrong_input_shape", mlp, "wrong_shape.npy", ["wrong_shape.npy", "36", "shape"])
     np.save(os.path.join(out, "uint8.npy"), rng.integers(0, 255, size=(4, 37), dtype=np.uint8))
     error("uint8_input", mlp, "uint8.npy", ["uint8", "u8", "u1"])
+    with open(os.path.join(out, mlp), "rb") as f:
+        whole = f.read()
+    with open(os.path.join(out, "truncated.onnx"), "wb") as f:
+        f.write(whole[: len(whole) * 2 // 3])
+    error("truncated_model", "truncated.onnx", "mlp_b13.in.npy", ["truncated.onnx"])
+    with open(os.path.join(out, "random.onnx"), "wb") as f:
+        f.write(np.random.default_rng(99).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    error("random_bytes_model", "random.onnx", "mlp_b13.in.npy", ["random.onnx"])
+    with open(os.path.join(out, "mlp_b13.in.npy"), "rb") as f:
+        whole = f.read()
+    with open(os.path.join(out, "truncated.npy"), "wb") as f:
+        f.write(whole[: len(whole) - 100])
+    error("truncated_input", mlp, "truncated.npy", ["truncated.npy"])
 
-    manifest = {"cases": cases, "errors": errors, "digits": digits_accuracy()}
+    # Long enough to stop part-way through (the fault tests slow a rank down).
+    np.save(os.path.join(out, "seed_long.in.npy"),
+            rng.uniform(0, 1, size=(768, 1, 32, 32)).astype(np.float32))
+    faults = {"model": seed, "input": "seed_long.in.npy", "other_model": mlp}
+
+    manifest = {"cases": cases, "errors": errors, "digits": digits_accuracy(), "faults": faults}
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

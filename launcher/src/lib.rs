@@ -4,6 +4,7 @@ pub mod bench;
 mod device_shim;
 pub mod inspect;
 pub mod job;
+mod output;
 pub mod run;
 
 use clap::{Parser, Subcommand};

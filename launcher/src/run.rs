@@ -8,7 +8,8 @@ use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{StoredDType, Tensor};
 use crate::device_shim::{self as device, DeviceRequest};
 use mpinfer_runtime::model::Model;
-use mpinfer_runtime::npy::{self, NpyDType, NpyFile, NpyWriter};
+use crate::output::{self, Output};
+use mpinfer_runtime::npy::{self, NpyDType, NpyFile};
 use mpinfer_runtime::run::{
     self as runner, CommDType, Metrics, Outputs, RankWeights, RunError, RunOptions, Schedule,
     Strategy,
@@ -69,6 +70,11 @@ pub struct Args {
     /// CPU threads per rank (default: the node's cores ÷ ranks on the node).
     #[arg(long)]
     threads: Option<usize>,
+    /// Continue an interrupted run of the same command: rows already
+    /// committed to OUTPUT.partial are kept, the rest computed (on any
+    /// number of ranks).
+    #[arg(long)]
+    resume: bool,
 }
 
 fn parse_dtype(s: &str) -> Result<StoredDType, String> {
@@ -96,8 +102,10 @@ fn slowdown(rank: usize) -> Result<f64> {
 /// Rank 0 writes rows as they arrive; every rank counts correct top-1
 /// predictions of the rows it computed.
 struct Sink {
-    writer: Option<NpyWriter>,
+    writer: Option<Output>,
     labels: Option<Vec<i64>>,
+    /// Input row of the first row this run computes (after a resume).
+    start: usize,
     correct: u64,
     counted: u64,
 }
@@ -122,7 +130,7 @@ impl Outputs for Sink {
                 })
                 .0;
             self.counted += 1;
-            if labels[first + i] == best as i64 {
+            if labels[self.start + first + i] == best as i64 {
                 self.correct += 1;
             }
         }
@@ -131,7 +139,8 @@ impl Outputs for Sink {
 
     fn collected(&mut self, _first: usize, y: &Tensor) -> Result<(), RunError> {
         if let Some(w) = self.writer.as_mut() {
-            w.write_rows(&y.data)?;
+            w.write_rows(&y.data)
+                .map_err(|e| RunError::Invalid(format!("{e:#}")))?;
         }
         Ok(())
     }
@@ -140,14 +149,17 @@ impl Outputs for Sink {
 /// The input file, checked against the model's input.
 struct Input {
     file: NpyFile,
+    /// Rows before this one are already done (resumed run).
+    start: usize,
 }
 
 impl runner::Rows for Input {
     fn rows(&self) -> usize {
-        self.file.shape().first().copied().unwrap_or(0)
+        self.file.rows() - self.start
     }
     fn read_rows(&self, range: Range<usize>) -> Result<Tensor, ModelError> {
-        self.file.read_rows(range)
+        self.file
+            .read_rows(range.start + self.start..range.end + self.start)
     }
 }
 
@@ -172,7 +184,7 @@ fn open_input(path: &Path, model: &Model, rank: usize) -> Result<Input> {
             file.dtype().descr()
         );
     }
-    Ok(Input { file })
+    Ok(Input { file, start: 0 })
 }
 
 pub fn run(job: &Job, args: &Args) -> Result<()> {
@@ -190,9 +202,9 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         log::info!("device: CPU with {threads} threads per rank ({why})");
     }
     let cpu = Cpu::new(threads);
-    same_files_everywhere(&comm, &[&args.model, &args.input])?;
+    let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
     let model = onnx::load(&args.model)?;
-    let input = open_input(&args.input, &model, rank)?;
+    let mut input = open_input(&args.input, &model, rank)?;
     let rows = runner::Rows::rows(&input);
     let labels = match &args.labels {
         Some(path) => {
@@ -209,20 +221,44 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         None => None,
     };
     let out_sample = model.output_sample_shape()?;
-    let writer = if rank == 0 {
-        let shape: Vec<usize> = std::iter::once(rows)
-            .chain(out_sample.iter().copied())
-            .collect();
-        Some(
-            NpyWriter::create(&args.output, &shape)
-                .with_context(|| format!("cannot write {}", args.output.display()))?,
-        )
-    } else {
-        None
-    };
+    let shape: Vec<usize> = std::iter::once(rows)
+        .chain(out_sample.iter().copied())
+        .collect();
+    let identity = format!(
+        "model {:x}-{:x} input {:x}-{:x} output {shape:?}",
+        fingerprints[0], fingerprints[1], fingerprints[2], fingerprints[3]
+    );
+    // Rank 0 owns the output and decides where the run starts.
+    let mut first_row = [0i64];
+    let mut writer = None;
+    if rank == 0 {
+        let committed = output::committed_rows(&args.output, &identity)?;
+        let resume_rows = match (args.resume, committed) {
+            (true, Some(done)) => {
+                log::info!("resuming: {done} of {rows} rows were committed before");
+                Some(done)
+            }
+            (true, None) => {
+                log::info!("nothing to resume for {}: starting from the first row", args.output.display());
+                None
+            }
+            (false, Some(done)) => {
+                log::info!("an interrupted run left {done} committed rows; starting over (--resume continues it)");
+                None
+            }
+            (false, None) => None,
+        };
+        first_row[0] = resume_rows.unwrap_or(0) as i64;
+        writer = Some(Output::open(&args.output, &shape, identity, resume_rows)?);
+    }
+    if job.size() > 1 {
+        comm.broadcast(&mut first_row, 0)?;
+    }
+    input.start = first_row[0] as usize;
     let mut sink = Sink {
         writer,
         labels,
+        start: input.start,
         correct: 0,
         counted: 0,
     };
@@ -380,7 +416,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A cheap fingerprint of a file: its size and a hash of its first and last
 /// 64 KiB and of 4 KiB at 16 places between. Reading it all would cost a
 /// tensor-parallel rank the whole model, which it otherwise never reads.
-fn fingerprint(path: &Path) -> Result<[i64; 2]> {
+fn fingerprint(path: &Path) -> Result<[u64; 2]> {
     use std::hash::Hasher;
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
@@ -399,21 +435,23 @@ fn fingerprint(path: &Path) -> Result<[i64; 2]> {
         read(len / 17 * i, 4 << 10)?;
     }
     read(len.saturating_sub(64 << 10), 64 << 10)?;
-    Ok([len as i64, hasher.finish() as i64])
+    Ok([len, hasher.finish()])
 }
 
 /// Every rank must read the same model and input: a node with a stale copy
 /// would silently compute something else. Compared before any work starts.
-fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<()> {
+/// Returns this rank's fingerprints (size, hash for each path).
+fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<Vec<u64>> {
     let p = comm.size();
-    if p == 1 {
-        return Ok(());
-    }
     // A file this rank cannot open is reported by the loader, naming it.
-    let mine: Vec<i64> = paths
+    let mine_u: Vec<u64> = paths
         .iter()
-        .flat_map(|path| fingerprint(path).unwrap_or([-1, 0]))
+        .flat_map(|path| fingerprint(path).unwrap_or([u64::MAX, 0]))
         .collect();
+    if p == 1 {
+        return Ok(mine_u);
+    }
+    let mine: Vec<i64> = mine_u.iter().map(|&v| v as i64).collect();
     let mut all = vec![0i64; mine.len() * p];
     comm.allgather(&mine, &mut all)?;
     for (i, path) in paths.iter().enumerate() {
@@ -437,5 +475,5 @@ fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<()> {
             listed.join(", ")
         );
     }
-    Ok(())
+    Ok(mine_u)
 }

@@ -337,7 +337,7 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Magic, version, header length and the header dict, padded with spaces so
 /// that the data starts on a 64-byte boundary as NumPy writes it.
-fn header_bytes(dtype: NpyDType, shape: &[usize]) -> Vec<u8> {
+pub fn header_bytes(dtype: NpyDType, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [d] => format!("({d},)"),
         _ => format!(
