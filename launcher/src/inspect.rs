@@ -103,7 +103,8 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
     let all_weights = runner::weight_bytes(model);
     let strategy = match strategy {
         Strategy::Auto => {
-            let (s, why) = runner::choose(model, ranks, batch)?;
+            // Assumes every rank on one node, the case where memory is tightest.
+            let (s, why) = runner::choose(model, ranks, ranks, batch)?;
             let mut line = format!("\nauto would choose {} parallel: {why}\n", s.name());
             line += &divide(model, ranks, s, batch)?;
             return Ok(line);

@@ -44,6 +44,7 @@ impl Job {
         SIZE.store(size, Ordering::SeqCst);
         install_panic_hook();
         init_logging();
+        crate::env::check_launch(size)?;
         Ok(Job {
             world,
             rank,

@@ -1,10 +1,11 @@
 //! The `mpinfer` command line.
 
 pub mod bench;
-mod device_shim;
+pub mod env;
 pub mod inspect;
 pub mod job;
 mod output;
+mod progress;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What each rank sees: launcher, rank and local rank, host, device, threads.
+    Env(EnvArgs),
     /// Run a model over an input file across the ranks of the job.
     Run(run::Args),
     /// Show a model's layers, sizes and FLOPs, and how ranks would divide it.
@@ -40,6 +43,16 @@ enum Command {
     /// Measure mpinfer against MPI's own implementation (run under mpirun).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct EnvArgs {
+    /// The device each rank would take.
+    #[arg(long, default_value = "auto")]
+    device: mpinfer_kernels::DeviceRequest,
+    /// CPU threads per rank (default: the node's cores ÷ ranks on the node).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +73,7 @@ pub fn main() -> ExitCode {
     }
     job.watch(std::time::Duration::from_secs_f64(cli.timeout));
     let result = match cli.command {
+        Command::Env(args) => env::run(&job, args.device, args.threads),
         Command::Run(args) => run::run(&job, &args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Bench(BenchCommand::Collectives(args)) => bench::collectives::run(&job, &args),

@@ -5,10 +5,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
 use mpinfer_collectives::ReduceOp;
 use mpinfer_kernels::cpu::Cpu;
-use mpinfer_kernels::{StoredDType, Tensor};
-use crate::device_shim::{self as device, DeviceRequest};
+use mpinfer_kernels::{device, Device, DeviceRequest, StoredDType, Tensor};
 use mpinfer_runtime::model::Model;
 use crate::output::{self, Output};
+use crate::progress::Progress;
 use mpinfer_runtime::npy::{self, NpyDType, NpyFile};
 use mpinfer_runtime::run::{
     self as runner, CommDType, Metrics, Outputs, RankWeights, RunError, RunOptions, Schedule,
@@ -103,6 +103,7 @@ fn slowdown(rank: usize) -> Result<f64> {
 /// predictions of the rows it computed.
 struct Sink {
     writer: Option<Output>,
+    progress: Option<Progress>,
     labels: Option<Vec<i64>>,
     /// Input row of the first row this run computes (after a resume).
     start: usize,
@@ -141,6 +142,9 @@ impl Outputs for Sink {
         if let Some(w) = self.writer.as_mut() {
             w.write_rows(&y.data)
                 .map_err(|e| RunError::Invalid(format!("{e:#}")))?;
+        }
+        if let Some(p) = self.progress.as_mut() {
+            p.advance(y.shape.first().copied().unwrap_or(0));
         }
         Ok(())
     }
@@ -193,7 +197,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let comm = job.counting_communicator()?;
     let threads = args.threads.unwrap_or_else(|| job.default_threads());
     let (device, why) = device::choose(args.device, job.local_rank())?;
-    if device != device::Device::Cpu {
+    if device != Device::Cpu {
         bail!(
             "whole-model execution on {device:?} is not available yet; run with --device cpu"
         );
@@ -255,8 +259,10 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         comm.broadcast(&mut first_row, 0)?;
     }
     input.start = first_row[0] as usize;
+    let progress = (rank == 0).then(|| Progress::new(rows - input.start));
     let mut sink = Sink {
         writer,
+        progress,
         labels,
         start: input.start,
         correct: 0,
@@ -272,8 +278,10 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         mean: args.mean.clone(),
         std: args.std.clone(),
         slowdown: slowdown(rank)?,
+        local_ranks: job.local_size(),
     };
     let metrics = runner::run(&comm, &model, &cpu, &input, &mut sink, &opts)?;
+    sink.progress.take();
     if let Some(w) = sink.writer.take() {
         w.finish()?;
     }

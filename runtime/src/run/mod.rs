@@ -161,6 +161,8 @@ pub struct RunOptions {
     /// This rank computes this many times slower (sleeps the difference):
     /// stands in for a busy or weaker node when testing the schedules.
     pub slowdown: f64,
+    /// Ranks sharing this rank's node (and so its memory).
+    pub local_ranks: usize,
 }
 
 impl Default for RunOptions {
@@ -175,6 +177,7 @@ impl Default for RunOptions {
             mean: None,
             std: None,
             slowdown: 1.0,
+            local_ranks: 1,
         }
     }
 }
@@ -367,7 +370,7 @@ pub fn run<T: Transport>(
     check_options(model, comm.size(), opts)?;
     let strategy = match opts.strategy {
         Strategy::Auto => {
-            let (s, why) = choose(model, comm.size(), input.rows())?;
+            let (s, why) = choose(model, comm.size(), opts.local_ranks, input.rows())?;
             if comm.rank() == 0 {
                 log::info!("auto chose {} parallel: {why}", s.name());
             }
@@ -446,8 +449,8 @@ pub fn weight_bytes(model: &Model) -> u64 {
 }
 
 /// Memory one rank may use: what the node has available, shared by the
-/// ranks on it (`MPINFER_LOCAL_RANKS`, set by the launcher).
-fn memory_per_rank() -> u64 {
+/// `local_ranks` on it.
+fn memory_per_rank(local_ranks: usize) -> u64 {
     let available = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -456,18 +459,19 @@ fn memory_per_rank() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(u64::MAX, |kib| kib * 1024);
-    let local: u64 = std::env::var("MPINFER_LOCAL_RANKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let local = local_ranks.max(1) as u64;
     available / local
 }
 
 /// The strategy `auto` takes, and why.
-pub fn choose(model: &Model, ranks: usize, rows: usize) -> Result<(Strategy, String), RunError> {
+pub fn choose(
+    model: &Model,
+    ranks: usize,
+    local_ranks: usize,
+    rows: usize,
+) -> Result<(Strategy, String), RunError> {
     let weights = weight_bytes(model);
-    let memory = memory_per_rank();
+    let memory = memory_per_rank(local_ranks);
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     if ranks == 1 {
         return Ok((Strategy::Data, "one rank".into()));

@@ -1,0 +1,221 @@
+//! 2-D convolution on the device (`conv.cu`).
+
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::gemm::{THREADS, TILE};
+use super::tensor::dtype_size;
+use super::{
+    check_dtypes, driver_error, dtype_suffix, int, launch_1d, nvrtc, Conv2d, Gpu, GpuTensor,
+};
+use crate::error::{shape_err, KernelError};
+use crate::tensor::StoredDType;
+
+/// `ConvParams` of conv.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct ConvParams {
+    x: u64,
+    weight: u64,
+    bias: u64,
+    y: u64,
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    m: i32,
+    cg: i32,
+    mg: i32,
+    kh: i32,
+    kw: i32,
+    sh: i32,
+    sw: i32,
+    dh: i32,
+    dw: i32,
+    pt: i32,
+    pl: i32,
+    oh: i32,
+    ow: i32,
+    relu: i32,
+    group0: i32,
+    unused: i32,
+}
+
+// SAFETY: plain integers in the C layout the kernel declares.
+unsafe impl DeviceRepr for ConvParams {}
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 112);
+
+/// With fewer output channels per group than this (depthwise layers, say),
+/// one thread per output beats a GEMM whose 128-row tiles would be mostly
+/// empty.
+const DIRECT_BELOW_CHANNELS: usize = 16;
+
+/// The grid's z dimension (one group per z) is at most this.
+const MAX_GROUPS_PER_LAUNCH: usize = 65535;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    Direct,
+    GemmSimt,
+    GemmTensorCores,
+}
+
+pub(crate) const PATHS: [Path; 3] = [Path::Direct, Path::GemmSimt, Path::GemmTensorCores];
+
+impl Path {
+    pub(crate) fn exists_for(self, dtype: StoredDType) -> bool {
+        self != Path::GemmTensorCores || dtype != StoredDType::F32
+    }
+}
+
+pub(crate) fn kernel_name(path: Path, dtype: StoredDType) -> String {
+    let path = match path {
+        Path::Direct => "direct",
+        Path::GemmSimt => "gemm_simt",
+        Path::GemmTensorCores => "gemm_tc",
+    };
+    format!("conv_{path}_{}", dtype_suffix(dtype))
+}
+
+impl Gpu {
+    pub fn conv2d(
+        &self,
+        conv: &Conv2d,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+    ) -> Result<GpuTensor, KernelError> {
+        let mut y = self.alloc(conv.output_shape(x.shape(), w.shape())?, x.dtype())?;
+        self.conv2d_into(conv, x, w, bias, &mut y)?;
+        Ok(y)
+    }
+
+    /// Writes every element of `y` (`[N, M, OH, OW]`).
+    pub fn conv2d_into(
+        &self,
+        conv: &Conv2d,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        y: &mut GpuTensor,
+    ) -> Result<(), KernelError> {
+        let out = conv.output_shape(x.shape(), w.shape())?;
+        let mut operands = vec![x, w];
+        operands.extend(bias);
+        operands.push(&*y);
+        self.check_owner("Conv", &operands)?;
+        let dtype = check_dtypes("Conv", &operands)?;
+        let [n, m, oh, ow] = out[..] else {
+            unreachable!()
+        };
+        let [_, c, h, wd] = x.shape()[..] else {
+            unreachable!()
+        };
+        let [_, cg, kh, kw] = w.shape()[..] else {
+            unreachable!()
+        };
+        if y.shape() != out.as_slice() {
+            return Err(shape_err("Conv", "output", y.shape(), format!("{out:?}")));
+        }
+        if let Some(b) = bias {
+            if b.shape() != [m] {
+                return Err(shape_err("Conv", "bias", b.shape(), format!("[{m}]")));
+            }
+        }
+        if y.is_empty() {
+            return Ok(());
+        }
+        let groups = conv.groups;
+        let mg = m / groups;
+        let ohw = oh * ow;
+        let i = |what, v| int("Conv", what, v);
+        // Offsets inside one image are 32-bit in the kernels.
+        i("input image size", c * h * wd)?;
+        i("output image size", m * ohw)?;
+        i("weight size", m * cg * kh * kw)?;
+        let stream = self.stream();
+        let mut p = ConvParams {
+            x: x.ptr(stream),
+            weight: w.ptr(stream),
+            bias: bias.map_or(0, |b| b.ptr(stream)),
+            y: y.ptr_mut(stream),
+            n: 0,
+            c: i("C", c)?,
+            h: i("H", h)?,
+            w: i("W", wd)?,
+            m: i("M", m)?,
+            cg: i("C/groups", cg)?,
+            mg: i("M/groups", mg)?,
+            kh: i("kH", kh)?,
+            kw: i("kW", kw)?,
+            sh: i("stride", conv.strides[0])?,
+            sw: i("stride", conv.strides[1])?,
+            dh: i("dilation", conv.dilations[0])?,
+            dw: i("dilation", conv.dilations[1])?,
+            pt: i("pad", conv.pads[0])?,
+            pl: i("pad", conv.pads[1])?,
+            oh: i("OH", oh)?,
+            ow: i("OW", ow)?,
+            relu: conv.relu as i32,
+            group0: 0,
+            unused: 0,
+        };
+
+        if mg < DIRECT_BELOW_CHANNELS {
+            p.n = i("N", n)?;
+            let f = self.function(&nvrtc::CONV, &kernel_name(Path::Direct, dtype))?;
+            let mut launch = stream.launch_builder(&f);
+            launch.arg(&p);
+            // SAFETY: the parameters match the kernel's and describe live
+            // buffers of this device.
+            unsafe { launch.launch(launch_1d(y.len(), 256)) }
+                .map_err(driver_error("Conv launch"))?;
+            return Ok(());
+        }
+
+        let path = if dtype != StoredDType::F32 && self.uses_tensor_cores() {
+            Path::GemmTensorCores
+        } else {
+            Path::GemmSimt
+        };
+        let tiles_m = mg.div_ceil(TILE);
+        if tiles_m > 65535 {
+            return Err(KernelError::Invalid {
+                op: "Conv",
+                what: format!(
+                    "{mg} output channels per group exceed the grid's {} limit",
+                    65535 * TILE
+                ),
+            });
+        }
+        let f = self.function(&nvrtc::CONV, &kernel_name(path, dtype))?;
+        // Images are folded into the GEMM's N dimension, a 32-bit index:
+        // batches larger than that are split.
+        let images_per_launch = ((i32::MAX as usize - TILE) / ohw).clamp(1, n);
+        let elem = dtype_size(dtype) as u64;
+        let (x0, y0) = (p.x, p.y);
+        for first in (0..n).step_by(images_per_launch) {
+            let images = images_per_launch.min(n - first);
+            p.n = images as i32;
+            p.x = x0 + (first * c * h * wd) as u64 * elem;
+            p.y = y0 + (first * m * ohw) as u64 * elem;
+            for group0 in (0..groups).step_by(MAX_GROUPS_PER_LAUNCH) {
+                let launch_groups = MAX_GROUPS_PER_LAUNCH.min(groups - group0);
+                p.group0 = group0 as i32;
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        (images * ohw).div_ceil(TILE) as u32,
+                        tiles_m as u32,
+                        launch_groups as u32,
+                    ),
+                    block_dim: (THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut launch = stream.launch_builder(&f);
+                launch.arg(&p);
+                // SAFETY: as above; the image offsets stay inside x and y.
+                unsafe { launch.launch(cfg) }.map_err(driver_error("Conv launch"))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! CUDA kernels: the same ops as [`crate::cpu`], on tensors that stay in
+//! device memory between layers.
+//!
+//! The kernels are our own `.cu` files (`kernels/cuda/`), compiled by NVRTC
+//! the first time a process needs them: to a cubin for the device's exact
+//! architecture where this NVRTC knows it (so any 12.x driver loads it),
+//! else to PTX for the newest architecture it knows, which the driver
+//! compiles. Compiled images are shared by every [`Gpu`] in the process;
+//! each `Gpu` loads a file's module once.
+//!
+//! All operands of one op share a storage type ([`StoredDType`]); 16-bit
+//! tensors are read and written as 16 bits and computed in f32. On devices
+//! of compute capability 8.0 and later, f16 and bf16 convolutions and GEMMs
+//! use tensor cores.
+//!
+//! Nothing here is behind a cargo feature: the driver and NVRTC are loaded
+//! at run time, and [`crate::device::choose`] decides whether to use them.
+
+mod conv;
+mod elementwise;
+mod gemm;
+pub mod nvrtc;
+mod pool;
+mod tensor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
+};
+use cudarc::nvrtc::Ptx;
+
+pub use crate::cpu::{Conv2d, Gemm, Pool2d, PoolKind};
+pub use elementwise::flatten;
+pub use tensor::GpuTensor;
+
+use crate::error::KernelError;
+use crate::tensor::StoredDType;
+use nvrtc::Source;
+
+/// One CUDA device: its context, the stream every op is queued on (so ops
+/// run in the order they are called, and a download waits for all of them),
+/// and the kernels loaded so far.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    ordinal: usize,
+    name: String,
+    capability: (i32, i32),
+    tensor_cores: bool,
+    target: OnceLock<String>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+/// A compiled image of one file for one target.
+struct Image {
+    file: &'static str,
+    target: String,
+    bytes: Arc<[u8]>,
+}
+
+/// Compiled images, for every `Gpu` of the process.
+static IMAGES: Mutex<Vec<Image>> = Mutex::new(Vec::new());
+
+pub(crate) fn driver_error(what: &str) -> impl FnOnce(DriverError) -> KernelError + '_ {
+    move |e| KernelError::Device(format!("CUDA {what}: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gpu {
+    /// Opens device `ordinal`. Fails, without panicking, when there is no
+    /// driver or no such device.
+    pub fn new(ordinal: usize) -> Result<Gpu, KernelError> {
+        crate::device::init_driver().map_err(KernelError::Device)?;
+        let count = CudaContext::device_count().map_err(driver_error("device count"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(KernelError::Device(format!(
+                "no CUDA device {ordinal}: the driver shows {count}"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_error("context"))?;
+        // SAFETY: event tracking orders work across streams; every buffer of
+        // this Gpu is only used on its one stream, which orders it already.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(driver_error("stream"))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(driver_error("compute capability"))?;
+        let name = ctx.name().map_err(driver_error("device name"))?;
+        Ok(Gpu {
+            ctx,
+            stream,
+            ordinal,
+            name,
+            capability,
+            tensor_cores: true,
+            target: OnceLock::new(),
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(major, minor)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.capability
+    }
+
+    /// Allows or forbids the tensor-core kernels (on by default); with them
+    /// off, 16-bit GEMMs and convolutions use the f32-accumulating SIMT
+    /// kernels, which exist for every device.
+    pub fn set_tensor_cores(&mut self, on: bool) {
+        self.tensor_cores = on;
+    }
+
+    /// Whether 16-bit GEMMs and convolutions will use tensor cores.
+    pub fn uses_tensor_cores(&self) -> bool {
+        self.tensor_cores && self.capability.0 >= 8
+    }
+
+    /// Waits for every op queued so far.
+    pub fn synchronize(&self) -> Result<(), KernelError> {
+        self.stream
+            .synchronize()
+            .map_err(driver_error("synchronize"))?;
+        self.ctx
+            .check_err()
+            .map_err(driver_error("earlier asynchronous work"))
+    }
+
+    /// Compiles (if this process has not yet) and loads every kernel file,
+    /// so that the first inference does not pay for it.
+    pub fn load_all(&self) -> Result<(), KernelError> {
+        for source in &nvrtc::SOURCES {
+            self.module(source)?;
+        }
+        Ok(())
+    }
+
+    /// What NVRTC compiles for on this device: `sm_XY`, or `compute_XY`
+    /// when this NVRTC predates the device.
+    pub fn compile_target(&self) -> Result<String, KernelError> {
+        if let Some(target) = self.target.get() {
+            return Ok(target.clone());
+        }
+        let (major, minor) = self.capability;
+        let want = major * 10 + minor;
+        let archs = nvrtc::supported_architectures()?;
+        let target = if archs.contains(&want) {
+            format!("sm_{want}")
+        } else if let Some(best) = archs.iter().copied().filter(|a| *a <= want).max() {
+            format!("compute_{best}")
+        } else {
+            return Err(KernelError::Device(format!(
+                "NVRTC cannot compile for compute capability {major}.{minor} (it knows {archs:?})"
+            )));
+        };
+        Ok(self.target.get_or_init(|| target).clone())
+    }
+
+    fn module(&self, source: &'static Source) -> Result<Arc<CudaModule>, KernelError> {
+        if let Some(m) = lock(&self.modules).get(source.name) {
+            return Ok(m.clone());
+        }
+        let target = self.compile_target()?;
+        let image = {
+            // Held while compiling, so that threads needing the same file
+            // compile it once.
+            let mut images = lock(&IMAGES);
+            match images
+                .iter()
+                .find(|i| i.file == source.name && i.target == target)
+            {
+                Some(image) => image.bytes.clone(),
+                None => {
+                    let bytes: Arc<[u8]> = nvrtc::compile(source, &target, &[])?.image.into();
+                    images.push(Image {
+                        file: source.name,
+                        target: target.clone(),
+                        bytes: bytes.clone(),
+                    });
+                    bytes
+                }
+            }
+        };
+        let module = self
+            .ctx
+            .load_module(Ptx::from_binary(image.to_vec()))
+            .map_err(|e| {
+                KernelError::Device(format!(
+                    "CUDA loading {} ({target}) on {}: {e}",
+                    source.name, self.name
+                ))
+            })?;
+        lock(&self.modules).insert(source.name, module.clone());
+        Ok(module)
+    }
+
+    pub(crate) fn function(
+        &self,
+        source: &'static Source,
+        name: &str,
+    ) -> Result<CudaFunction, KernelError> {
+        if let Some(f) = lock(&self.functions).get(name) {
+            return Ok(f.clone());
+        }
+        let f = self.module(source)?.load_function(name).map_err(|e| {
+            KernelError::Device(format!("CUDA kernel {name} in {}: {e}", source.name))
+        })?;
+        lock(&self.functions).insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Fails unless every tensor lives on this device.
+    pub(crate) fn check_owner(
+        &self,
+        op: &'static str,
+        tensors: &[&GpuTensor],
+    ) -> Result<(), KernelError> {
+        if tensors.iter().all(|t| t.belongs_to(&self.stream)) {
+            Ok(())
+        } else {
+            Err(KernelError::Invalid {
+                op,
+                what: format!(
+                    "a tensor lives on another device than cuda:{}",
+                    self.ordinal
+                ),
+            })
+        }
+    }
+}
+
+/// All operands of an op must share one storage type.
+pub(crate) fn check_dtypes(
+    op: &'static str,
+    tensors: &[&GpuTensor],
+) -> Result<StoredDType, KernelError> {
+    let dtype = tensors[0].dtype();
+    match tensors.iter().find(|t| t.dtype() != dtype) {
+        None => Ok(dtype),
+        Some(t) => Err(KernelError::Invalid {
+            op,
+            what: format!(
+                "operands are stored as {dtype:?} and {:?}; cast them to one type first",
+                t.dtype()
+            ),
+        }),
+    }
+}
+
+pub(crate) fn dtype_suffix(dtype: StoredDType) -> &'static str {
+    match dtype {
+        StoredDType::F32 => "f32",
+        StoredDType::F16 => "f16",
+        StoredDType::BF16 => "bf16",
+    }
+}
+
+/// `v` as an i32 kernel argument, or an error naming what was too large.
+pub(crate) fn int(op: &'static str, what: &str, v: usize) -> Result<i32, KernelError> {
+    i32::try_from(v).map_err(|_| KernelError::Invalid {
+        op,
+        what: format!("{what} = {v} exceeds the kernels' 32-bit index range"),
+    })
+}
+
+/// Threads per block of the element-wise kernels.
+const THREADS_1D: u32 = 256;
+
+/// A grid-stride launch over `n` items: enough blocks to cover them, capped
+/// because the kernels loop over the rest.
+pub(crate) fn launch_1d(n: usize, per_block: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(per_block).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS_1D, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Every kernel name the ops may ask for, with its file: lets a test check
+/// the compiled modules against what the host code launches.
+pub fn kernel_names() -> Vec<(&'static str, String)> {
+    let mut names = Vec::new();
+    let dtypes = [StoredDType::F32, StoredDType::F16, StoredDType::BF16];
+    for dtype in dtypes {
+        for tensor_cores in [false, true] {
+            if !(tensor_cores && dtype == StoredDType::F32) {
+                names.push((nvrtc::GEMM.name, gemm::kernel_name(tensor_cores, dtype)));
+            }
+        }
+        for path in conv::PATHS {
+            if path.exists_for(dtype) {
+                names.push((nvrtc::CONV.name, conv::kernel_name(path, dtype)));
+            }
+        }
+        for n in pool::kernel_names(dtype) {
+            names.push((nvrtc::POOL.name, n));
+        }
+        for n in elementwise::kernel_names(dtype) {
+            names.push((nvrtc::ELEMENTWISE.name, n));
+        }
+    }
+    names
+}

@@ -1,0 +1,903 @@
+//! The CUDA path.
+//!
+//! - NVRTC compiles every kernel source for compute capability 8.0 and 9.0,
+//!   and the PTX holds exactly the kernels the host code launches. Runs
+//!   wherever NVRTC is found, GPU or not: the pip wheel in the workspace's
+//!   `.venv` (scripts/setup.sh installs it) or the system's.
+//! - Device selection reports a missing driver or device without panicking.
+//! - Every op agrees with the CPU kernels, in f32, f16 and bf16, with and
+//!   without tensor cores, outputs poisoned with NaN before each run so an
+//!   element left unwritten fails. These need a CUDA device; without one
+//!   they print `skipped: no CUDA device` and pass.
+
+use std::path::{Path, PathBuf};
+
+use mpinfer_kernels::cpu::{self, Conv2d, Cpu, Gemm, Pool2d, PoolKind};
+use mpinfer_kernels::cuda::{self, nvrtc, Gpu, GpuTensor};
+use mpinfer_kernels::device::{self, choose};
+use mpinfer_kernels::{Device, DeviceRequest, KernelError, Stored, StoredDType, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DTYPES: [StoredDType; 3] = [StoredDType::F32, StoredDType::F16, StoredDType::BF16];
+
+fn skip(why: &str) {
+    // Both streams: `--nocapture` shows stdout, and stderr shows even when a
+    // harness captures stdout.
+    println!("skipped: {why}");
+    eprintln!("skipped: {why}");
+}
+
+/// The NVRTC library of the pip wheel in the workspace's `.venv`.
+fn venv_nvrtc() -> Option<PathBuf> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| {
+            e.path()
+                .join("site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12")
+        })
+        .find(|p| p.is_file())
+}
+
+/// Loads NVRTC, preferring the workspace's wheel, by full path: the
+/// library is opened directly rather than through `LD_LIBRARY_PATH`, which
+/// the loader only reads at process start. `None` when there is none.
+fn nvrtc_loaded() -> Option<String> {
+    if let Some(path) = venv_nvrtc() {
+        let path = path.canonicalize().unwrap_or(path);
+        nvrtc::load_library(&path)
+            .unwrap_or_else(|e| panic!("{} exists but does not load: {e}", path.display()));
+        return Some(path.display().to_string());
+    }
+    nvrtc::ensure_loaded().ok()
+}
+
+/// The device `choose` picks, or `None` (and a visible skip line).
+fn gpu() -> Option<Gpu> {
+    nvrtc_loaded();
+    match choose(DeviceRequest::Auto, 0) {
+        Ok((Device::Cuda(i), _)) => Some(Gpu::new(i).expect("open the CUDA device choose picked")),
+        Ok((Device::Cpu, why)) => {
+            skip(&format!("no CUDA device ({why})"));
+            None
+        }
+        Err(e) => panic!("choose(Auto) must not fail: {e}"),
+    }
+}
+
+/// The tensor-core settings worth testing on this device.
+fn tensor_core_settings(gpu: &Gpu) -> Vec<bool> {
+    if gpu.compute_capability().0 >= 8 {
+        vec![false, true]
+    } else {
+        vec![false]
+    }
+}
+
+fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+    )
+}
+
+/// `t` rounded to what `dtype` can hold: the values the GPU actually sees.
+fn representable(t: &Tensor, dtype: StoredDType) -> Tensor {
+    Tensor::new(t.shape.clone(), Stored::from_f32(&t.data, dtype).to_f32())
+}
+
+fn abs(t: &Tensor) -> Tensor {
+    Tensor::new(t.shape.clone(), t.data.iter().map(|v| v.abs()).collect())
+}
+
+/// Relative error allowed against the magnitude of what was summed: f32
+/// differs from the CPU by summation order only; 16-bit outputs are also
+/// rounded to their 11 or 8 significant bits.
+fn tolerance(dtype: StoredDType) -> f32 {
+    match dtype {
+        StoredDType::F32 => 2e-5,
+        StoredDType::F16 => 1.5e-3,
+        StoredDType::BF16 => 1e-2,
+    }
+}
+
+/// Elementwise `|got - want| <= rel * scale + 1e-6`; NaN must meet NaN and
+/// infinities must match exactly.
+fn assert_close(got: &Tensor, want: &Tensor, scale: &[f32], rel: f32, what: &str) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    for (i, ((g, w), s)) in got.data.iter().zip(&want.data).zip(scale).enumerate() {
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= rel * s + 1e-6
+        };
+        assert!(ok, "{what}: element {i} is {g}, want {w} (scale {s})");
+    }
+}
+
+fn poisoned(gpu: &Gpu, shape: Vec<usize>, dtype: StoredDType) -> GpuTensor {
+    gpu.full(shape, dtype, f32::NAN).unwrap()
+}
+
+// ---------------------------------------------------------------- NVRTC
+
+#[test]
+fn nvrtc_compiles_every_source_for_ampere_and_hopper() {
+    let Some(found) = nvrtc_loaded() else {
+        skip("NVRTC not found (run scripts/setup.sh)");
+        return;
+    };
+    let (major, minor) = nvrtc::version().unwrap();
+    println!("NVRTC {major}.{minor} from {found}");
+    let launched = cuda::kernel_names();
+    for source in &nvrtc::SOURCES {
+        for arch in ["compute_80", "compute_90"] {
+            let out = nvrtc::compile(source, arch, &[])
+                .unwrap_or_else(|e| panic!("{} for {arch} does not compile:\n{e}", source.name));
+            assert!(
+                !out.log.contains("warning"),
+                "{} for {arch} compiles with warnings:\n{}",
+                source.name,
+                out.log
+            );
+            let ptx = String::from_utf8_lossy(&out.image);
+            let sm = arch.replace("compute_", "sm_");
+            assert!(
+                ptx.contains(&format!(".target {sm}")),
+                "{} targets {sm}",
+                source.name
+            );
+            let wanted: Vec<&str> = launched
+                .iter()
+                .filter(|(file, _)| *file == source.name)
+                .map(|(_, name)| name.as_str())
+                .collect();
+            assert!(
+                !wanted.is_empty(),
+                "the host launches nothing from {}",
+                source.name
+            );
+            for name in &wanted {
+                assert!(
+                    ptx.contains(&format!(".entry {name}(")),
+                    "{} has no kernel {name}, which the host launches",
+                    source.name
+                );
+            }
+            // And nothing is compiled that the host never launches.
+            for line in ptx.lines().filter(|l| l.contains(".entry ")) {
+                let name = line
+                    .split(".entry ")
+                    .nth(1)
+                    .and_then(|rest| rest.split('(').next())
+                    .unwrap()
+                    .trim();
+                assert!(
+                    wanted.contains(&name),
+                    "{}: kernel {name} is never launched",
+                    source.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cubins_for_ampere_and_hopper_do_not_spill_registers() {
+    if nvrtc_loaded().is_none() {
+        skip("NVRTC not found (run scripts/setup.sh)");
+        return;
+    }
+    for source in &nvrtc::SOURCES {
+        for arch in ["sm_80", "sm_90"] {
+            let out = nvrtc::compile(source, arch, &["--ptxas-options=-v"])
+                .unwrap_or_else(|e| panic!("{} for {arch} does not compile:\n{e}", source.name));
+            assert!(
+                out.image.len() > 4 && &out.image[1..4] == b"ELF",
+                "{} for {arch}: a cubin",
+                source.name
+            );
+            let mut kernel = "";
+            for line in out.log.lines() {
+                if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                    kernel = rest.split('\'').next().unwrap_or("");
+                }
+                // "..., 60 bytes spill stores, 60 bytes spill loads"
+                if let Some(at) = line.find(" bytes spill stores") {
+                    let stores: u64 = line[..at]
+                        .rsplit(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or_else(|| panic!("unreadable ptxas line: {line}"));
+                    assert_eq!(
+                        stores, 0,
+                        "{kernel} ({}, {arch}) spills: {line}",
+                        source.name
+                    );
+                }
+            }
+            assert!(
+                !kernel.is_empty(),
+                "ptxas reported no kernels for {}:\n{}",
+                source.name,
+                out.log
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_nvrtc_library_is_an_error_not_a_panic() {
+    let err = nvrtc::load_library(Path::new("/nonexistent/libnvrtc.so.12")).unwrap_err();
+    assert!(matches!(err, KernelError::Device(_)));
+    assert!(
+        err.to_string().contains("/nonexistent/libnvrtc.so.12"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- devices
+
+#[test]
+fn choosing_a_device_reports_why_and_never_panics() {
+    assert_eq!(
+        "auto".parse::<DeviceRequest>().unwrap(),
+        DeviceRequest::Auto
+    );
+    assert_eq!("CPU".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
+    assert_eq!(
+        "cuda".parse::<DeviceRequest>().unwrap(),
+        DeviceRequest::Cuda
+    );
+    assert!("tpu".parse::<DeviceRequest>().is_err());
+    assert_eq!(choose(DeviceRequest::Cpu, 3).unwrap().0, Device::Cpu);
+
+    let (auto, reason) = choose(DeviceRequest::Auto, 0).expect("auto always picks something");
+    assert!(
+        !reason.is_empty() && !reason.contains('\n'),
+        "one-line reason: {reason:?}"
+    );
+    let cuda = choose(DeviceRequest::Cuda, 0);
+    if !device::cuda_driver_present() {
+        assert_eq!(auto, Device::Cpu);
+        assert!(reason.contains("no CUDA driver library"), "{reason}");
+        let err = cuda.unwrap_err();
+        assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+        assert!(err.to_string().contains("no CUDA driver"), "{err}");
+        assert!(Gpu::new(0).is_err());
+        return;
+    }
+    match auto {
+        Device::Cuda(i) => {
+            assert_eq!(cuda.unwrap().0, Device::Cuda(i));
+            // Ranks share the node's devices round-robin.
+            let Device::Cuda(j) = choose(DeviceRequest::Auto, 1).unwrap().0 else {
+                panic!("a device for rank 0 but not rank 1");
+            };
+            let Device::Cuda(k) = choose(DeviceRequest::Auto, i + 1000).unwrap().0 else {
+                panic!("a device for rank 0 but not rank {}", i + 1000);
+            };
+            assert!(j <= 1 && k < 1000 + i + 1);
+        }
+        Device::Cpu => {
+            let err = cuda.unwrap_err().to_string();
+            assert!(err.contains("no CUDA") || err.contains("NVRTC"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn opening_a_device_that_does_not_exist_is_an_error() {
+    let err = Gpu::new(1 << 20)
+        .err()
+        .expect("no machine has a million GPUs");
+    assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------- conv
+
+struct ConvCase {
+    x: [usize; 4],
+    m: usize,
+    k: [usize; 2],
+    conv: Conv2d,
+    bias: bool,
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let d = Conv2d::default();
+    let case = |x, m, k, conv, bias| ConvCase {
+        x,
+        m,
+        k,
+        conv,
+        bias,
+    };
+    vec![
+        // Implicit GEMM: fused ReLU, symmetric padding.
+        case(
+            [2, 3, 9, 11],
+            20,
+            [3, 3],
+            Conv2d {
+                pads: [1; 4],
+                relu: true,
+                ..d
+            },
+            true,
+        ),
+        // Asymmetric pads, stride and dilation differing per axis, 2 groups.
+        case(
+            [1, 4, 13, 10],
+            32,
+            [3, 2],
+            Conv2d {
+                strides: [2, 1],
+                dilations: [2, 1],
+                pads: [1, 0, 2, 1],
+                groups: 2,
+                ..d
+            },
+            true,
+        ),
+        // Depthwise, stride 2 (direct kernel).
+        case(
+            [3, 6, 7, 7],
+            6,
+            [3, 3],
+            Conv2d {
+                strides: [2, 2],
+                pads: [1; 4],
+                groups: 6,
+                relu: true,
+                ..d
+            },
+            false,
+        ),
+        // 1x1 with more output channels than one tile has rows.
+        case([1, 8, 5, 6], 130, [1, 1], d, true),
+        // Dilation 2 in both axes, few channels per group (direct kernel).
+        case(
+            [2, 2, 6, 5],
+            4,
+            [2, 2],
+            Conv2d {
+                dilations: [2, 2],
+                pads: [0, 1, 0, 1],
+                groups: 2,
+                ..d
+            },
+            true,
+        ),
+        // Many k tiles and two n tiles.
+        case(
+            [1, 64, 12, 12],
+            48,
+            [3, 3],
+            Conv2d {
+                pads: [1; 4],
+                relu: true,
+                ..d
+            },
+            true,
+        ),
+        // Small images folded together along N, stride 2, odd channel count.
+        case(
+            [4, 32, 4, 4],
+            17,
+            [3, 3],
+            Conv2d {
+                strides: [2, 2],
+                pads: [0, 0, 1, 1],
+                ..d
+            },
+            false,
+        ),
+        // Three groups of 16 output channels: one grid z per group.
+        case(
+            [2, 9, 8, 7],
+            48,
+            [3, 3],
+            Conv2d {
+                pads: [1; 4],
+                groups: 3,
+                ..d
+            },
+            true,
+        ),
+        // Batch 0.
+        case([0, 3, 5, 5], 16, [3, 3], d, true),
+    ]
+}
+
+#[test]
+fn conv2d_matches_the_cpu() {
+    let Some(mut gpu) = gpu() else { return };
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(11);
+    for case in conv_cases() {
+        let [_, c, _, _] = case.x;
+        let x = random(&case.x, &mut rng);
+        let w = random(
+            &[case.m, c / case.conv.groups, case.k[0], case.k[1]],
+            &mut rng,
+        );
+        let b = random(&[case.m], &mut rng);
+        for dtype in DTYPES {
+            let (x, w, b) = (
+                representable(&x, dtype),
+                representable(&w, dtype),
+                representable(&b, dtype),
+            );
+            let bias = case.bias.then_some(b.data.as_slice());
+            let want = case.conv.run(&cpu, &x, &w, bias).unwrap();
+            let magnitude = Conv2d {
+                relu: false,
+                ..case.conv
+            };
+            let abs_b = abs(&b);
+            let scale = magnitude
+                .run(
+                    &cpu,
+                    &abs(&x),
+                    &abs(&w),
+                    case.bias.then_some(abs_b.data.as_slice()),
+                )
+                .unwrap();
+            let (gx, gw, gb) = (
+                gpu.upload(&x, dtype).unwrap(),
+                gpu.upload(&w, dtype).unwrap(),
+                gpu.upload(&b, dtype).unwrap(),
+            );
+            for tc in tensor_core_settings(&gpu) {
+                gpu.set_tensor_cores(tc);
+                let mut y = poisoned(&gpu, want.shape.clone(), dtype);
+                gpu.conv2d_into(&case.conv, &gx, &gw, case.bias.then_some(&gb), &mut y)
+                    .unwrap();
+                let got = gpu.download(&y).unwrap();
+                let what = format!(
+                    "conv {:?} {:?} {dtype:?} tensor cores {tc}",
+                    case.x, case.conv
+                );
+                assert_close(&got, &want, &scale.data, tolerance(dtype), &what);
+            }
+            let y = gpu
+                .conv2d(&case.conv, &gx, &gw, case.bias.then_some(&gb))
+                .unwrap();
+            assert_eq!(y.shape(), want.shape.as_slice());
+            assert_eq!(y.dtype(), dtype);
+        }
+    }
+}
+
+#[test]
+fn conv2d_rejects_mismatched_operands() {
+    let Some(gpu) = gpu() else { return };
+    let x = gpu.full(vec![1, 4, 5, 5], StoredDType::F32, 1.0).unwrap();
+    let w16 = gpu.full(vec![2, 4, 3, 3], StoredDType::F16, 1.0).unwrap();
+    let err = gpu.conv2d(&Conv2d::default(), &x, &w16, None).unwrap_err();
+    assert!(
+        matches!(err, KernelError::Invalid { op: "Conv", .. }),
+        "{err:?}"
+    );
+    let w = gpu.full(vec![2, 3, 3, 3], StoredDType::F32, 1.0).unwrap();
+    assert!(matches!(
+        gpu.conv2d(&Conv2d::default(), &x, &w, None),
+        Err(KernelError::Shape { .. })
+    ));
+    // A tensor of another Gpu (another stream) is refused, not misused.
+    let other = Gpu::new(gpu.ordinal()).unwrap();
+    let w_other = other.full(vec![2, 4, 3, 3], StoredDType::F32, 1.0).unwrap();
+    assert!(gpu.conv2d(&Conv2d::default(), &x, &w_other, None).is_err());
+}
+
+// ---------------------------------------------------------------- gemm
+
+#[test]
+fn gemm_matches_the_cpu_with_every_attribute() {
+    let Some(mut gpu) = gpu() else { return };
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(12);
+    let shapes = [
+        (131, 37, 140),
+        (5, 1, 3),
+        (1, 64, 1),
+        (200, 70, 300),
+        (0, 4, 3),
+        (3, 0, 4),
+        (16, 8, 0),
+    ];
+    for (si, &(m, k, n)) in shapes.iter().enumerate() {
+        for (ci, c_shape) in [
+            None,
+            Some(vec![]),
+            Some(vec![n]),
+            Some(vec![m, 1]),
+            Some(vec![1, n]),
+            Some(vec![m, n]),
+            Some(vec![1]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+                let gemm = Gemm {
+                    trans_a,
+                    trans_b,
+                    alpha: [1.0, 0.5, -2.0][(si + ci) % 3],
+                    beta: [1.0, 0.25, 0.0][ci % 3],
+                    relu: (si + ci) % 2 == 0,
+                };
+                let a = random(&if trans_a { [k, m] } else { [m, k] }, &mut rng);
+                let b = random(&if trans_b { [n, k] } else { [k, n] }, &mut rng);
+                let c = c_shape.as_ref().map(|s| random(s, &mut rng));
+                for dtype in DTYPES {
+                    let (a, b) = (representable(&a, dtype), representable(&b, dtype));
+                    let c = c.as_ref().map(|c| representable(c, dtype));
+                    let want = gemm.run(&cpu, &a, &b, c.as_ref()).unwrap();
+                    let magnitude = Gemm {
+                        alpha: gemm.alpha.abs(),
+                        beta: gemm.beta.abs(),
+                        relu: false,
+                        ..gemm
+                    };
+                    let scale = magnitude
+                        .run(&cpu, &abs(&a), &abs(&b), c.as_ref().map(abs).as_ref())
+                        .unwrap();
+                    let ga = gpu.upload(&a, dtype).unwrap();
+                    let gb = gpu.upload(&b, dtype).unwrap();
+                    let gc = c.as_ref().map(|c| gpu.upload(c, dtype).unwrap());
+                    for tc in tensor_core_settings(&gpu) {
+                        gpu.set_tensor_cores(tc);
+                        let mut y = poisoned(&gpu, want.shape.clone(), dtype);
+                        gpu.gemm_into(&gemm, &ga, &gb, gc.as_ref(), &mut y).unwrap();
+                        let got = gpu.download(&y).unwrap();
+                        let what = format!(
+                            "gemm {m}x{k}x{n} C {c_shape:?} {gemm:?} {dtype:?} tensor cores {tc}"
+                        );
+                        assert_close(&got, &want, &scale.data, tolerance(dtype), &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_rejects_mismatched_operands() {
+    let Some(gpu) = gpu() else { return };
+    let a = gpu.full(vec![3, 4], StoredDType::F32, 1.0).unwrap();
+    let b = gpu.full(vec![5, 2], StoredDType::F32, 1.0).unwrap();
+    assert!(matches!(
+        gpu.gemm(&Gemm::default(), &a, &b, None),
+        Err(KernelError::Shape { .. })
+    ));
+    let b = gpu.full(vec![4, 2], StoredDType::BF16, 1.0).unwrap();
+    assert!(matches!(
+        gpu.gemm(&Gemm::default(), &a, &b, None),
+        Err(KernelError::Invalid { .. })
+    ));
+    let b = gpu.full(vec![4, 2], StoredDType::F32, 1.0).unwrap();
+    let c = gpu.full(vec![3, 3], StoredDType::F32, 1.0).unwrap();
+    assert!(matches!(
+        gpu.gemm(&Gemm::default(), &a, &b, Some(&c)),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- pooling
+
+#[test]
+fn pooling_matches_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(13);
+    let base = |kind, kernel| Pool2d::new(kind, kernel);
+    let mut cases = Vec::new();
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        cases.push(([2, 3, 8, 8], base(kind, [2, 2])));
+        cases.push((
+            [1, 2, 7, 9],
+            Pool2d {
+                strides: [2, 2],
+                pads: [1; 4],
+                ..base(kind, [3, 3])
+            },
+        ));
+        cases.push((
+            [1, 2, 7, 9],
+            Pool2d {
+                strides: [2, 3],
+                pads: [0, 1, 1, 0],
+                ceil_mode: true,
+                ..base(kind, [3, 2])
+            },
+        ));
+        cases.push((
+            [2, 1, 8, 8],
+            Pool2d {
+                strides: [2, 2],
+                dilations: [2, 2],
+                pads: [1, 2, 0, 1],
+                ceil_mode: true,
+                count_include_pad: true,
+                ..base(kind, [3, 3])
+            },
+        ));
+        cases.push((
+            [1, 3, 6, 5],
+            Pool2d {
+                strides: [2, 2],
+                ceil_mode: true,
+                ..base(kind, [2, 2])
+            },
+        ));
+        cases.push((
+            [1, 1, 5, 5],
+            Pool2d {
+                pads: [2; 4],
+                ..base(kind, [3, 3])
+            },
+        ));
+        cases.push((
+            [1, 1, 5, 5],
+            Pool2d {
+                pads: [2; 4],
+                count_include_pad: true,
+                ..base(kind, [3, 3])
+            },
+        ));
+        cases.push(([0, 3, 4, 4], base(kind, [2, 2])));
+    }
+    for (shape, pool) in cases {
+        let mut x = random(&shape, &mut rng);
+        if x.len() > 5 {
+            x.data[5] = f32::NAN;
+        }
+        for dtype in DTYPES {
+            let x = representable(&x, dtype);
+            let want = pool.run(&cpu, &x).unwrap();
+            let gx = gpu.upload(&x, dtype).unwrap();
+            let mut y = poisoned(&gpu, want.shape.clone(), dtype);
+            gpu.pool2d_into(&pool, &gx, &mut y).unwrap();
+            let got = gpu.download(&y).unwrap();
+            // Max is exact; an average is off by its output rounding.
+            let scale: Vec<f32> = want.data.iter().map(|v| v.abs().max(1.0)).collect();
+            let rel = if pool.kind == PoolKind::Max {
+                0.0
+            } else {
+                tolerance(dtype)
+            };
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                rel,
+                &format!("pool {shape:?} {pool:?} {dtype:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn global_average_pool_and_flatten_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(14);
+    for shape in [
+        [3, 4, 5, 6],
+        [1, 70, 7, 7],
+        [2, 3, 1, 1],
+        [2, 2, 33, 31],
+        [0, 4, 3, 3],
+    ] {
+        let x = random(&shape, &mut rng);
+        for dtype in DTYPES {
+            let x = representable(&x, dtype);
+            let want = cpu::global_average_pool(&x).unwrap();
+            let gx = gpu.upload(&x, dtype).unwrap();
+            let mut y = poisoned(&gpu, want.shape.clone(), dtype);
+            gpu.global_average_pool_into(&gx, &mut y).unwrap();
+            let got = gpu.download(&y).unwrap();
+            let scale = vec![1.0; want.len()];
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                tolerance(dtype),
+                &format!("global average pool {shape:?} {dtype:?}"),
+            );
+
+            let flat = cuda::flatten(gx, 1).unwrap();
+            assert_eq!(flat.shape(), [shape[0], shape[1] * shape[2] * shape[3]]);
+            assert_eq!(
+                gpu.download(&flat).unwrap().data,
+                x.data,
+                "flatten keeps the data"
+            );
+            assert!(cuda::flatten(flat, 3).is_err());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- element-wise
+
+#[test]
+fn relu_keeps_nan_and_casts_round_like_the_host() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(15);
+    let mut x = random(&[1000], &mut rng);
+    x.data[..6].copy_from_slice(&[f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-40]);
+    for dtype in DTYPES {
+        let x = representable(&x, dtype);
+        let mut want = x.clone();
+        cpu::relu(&mut want);
+        let mut gx = gpu.upload(&x, dtype).unwrap();
+        gpu.relu(&mut gx).unwrap();
+        let got = gpu.download(&gx).unwrap();
+        assert_close(
+            &got,
+            &want,
+            &vec![0.0; want.len()],
+            0.0,
+            &format!("relu {dtype:?}"),
+        );
+    }
+    // Casts on the device round exactly as the host's conversions do.
+    let mut values = random(&[4096], &mut rng);
+    for (i, v) in values.data.iter_mut().enumerate().take(64) {
+        *v = [
+            f32::NAN,
+            65519.0,
+            65520.0,
+            1e-8,
+            -3.0e38,
+            1.0 + 2f32.powi(-9),
+        ][i % 6]
+            * (i as f32 + 1.0);
+    }
+    for from in DTYPES {
+        let src = representable(&values, from);
+        let g = gpu.upload(&src, from).unwrap();
+        for to in DTYPES {
+            let got = gpu.download_stored(&gpu.cast(&g, to).unwrap()).unwrap();
+            let want = Stored::from_f32(&src.data, to);
+            let (got, want) = (got.to_f32(), want.to_f32());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "cast {from:?} -> {to:?} of {}: {g} vs {w}",
+                    src.data[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_matches_the_cpu_on_every_axis() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(16);
+    let cases: Vec<(Vec<usize>, usize)> = vec![
+        (vec![3, 37], 1),
+        (vec![5, 1000], 1),
+        (vec![2, 5, 7], 0),
+        (vec![2, 5, 7], 1),
+        (vec![2, 5, 7], 2),
+        (vec![4, 1], 1),
+        (vec![0, 3], 1),
+    ];
+    for (shape, axis) in cases {
+        let mut x = random(&shape, &mut rng);
+        x.data.iter_mut().for_each(|v| *v *= 8.0);
+        for dtype in DTYPES {
+            let x = representable(&x, dtype);
+            let mut want = x.clone();
+            cpu::softmax(&mut want, axis).unwrap();
+            let mut gx = gpu.upload(&x, dtype).unwrap();
+            gpu.softmax(&mut gx, axis).unwrap();
+            let got = gpu.download(&gx).unwrap();
+            let scale = vec![1.0; want.len()];
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                tolerance(dtype),
+                &format!("softmax {shape:?} axis {axis} {dtype:?}"),
+            );
+
+            let mut want = x.clone();
+            cpu::softmax_coerced(&mut want, axis).unwrap();
+            let mut gx = gpu.upload(&x, dtype).unwrap();
+            gpu.softmax_coerced(&mut gx, axis).unwrap();
+            let got = gpu.download(&gx).unwrap();
+            assert_close(
+                &got,
+                &want,
+                &scale,
+                tolerance(dtype),
+                &format!("coerced softmax {shape:?} axis {axis} {dtype:?}"),
+            );
+        }
+    }
+    let mut x = gpu.full(vec![2, 3], StoredDType::F32, 0.0).unwrap();
+    assert!(gpu.softmax(&mut x, 2).is_err());
+}
+
+// ---------------------------------------------------------------- layers in a row
+
+/// A small network whose activations never leave the device between
+/// layers, against the same layers on the CPU.
+#[test]
+fn layers_chain_on_the_device() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(17);
+    let x = random(&[3, 3, 12, 12], &mut rng);
+    let w1 = random(&[16, 3, 3, 3], &mut rng);
+    let b1 = random(&[16], &mut rng);
+    let w2 = random(&[32, 8, 3, 3], &mut rng);
+    let b2 = random(&[32], &mut rng);
+    let wf = random(&[10, 32], &mut rng);
+    let bf = random(&[10], &mut rng);
+    let conv1 = Conv2d {
+        pads: [1; 4],
+        relu: true,
+        ..Conv2d::default()
+    };
+    let pool = Pool2d {
+        strides: [2, 2],
+        ..Pool2d::new(PoolKind::Max, [2, 2])
+    };
+    let conv2 = Conv2d {
+        strides: [2, 2],
+        pads: [1; 4],
+        groups: 2,
+        relu: true,
+        ..Conv2d::default()
+    };
+    let fc = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+
+    for dtype in DTYPES {
+        let r = |t: &Tensor| representable(t, dtype);
+        let (x, w1, b1, w2, b2, wf, bf) = (r(&x), r(&w1), r(&b1), r(&w2), r(&b2), r(&wf), r(&bf));
+        let h = conv1.run(&cpu, &x, &w1, Some(&b1.data)).unwrap();
+        let h = pool.run(&cpu, &h).unwrap();
+        let h = conv2.run(&cpu, &h, &w2, Some(&b2.data)).unwrap();
+        let h = cpu::flatten(cpu::global_average_pool(&h).unwrap(), 1).unwrap();
+        let mut want = fc.run(&cpu, &h, &wf, Some(&bf)).unwrap();
+        cpu::softmax(&mut want, 1).unwrap();
+
+        let up = |t: &Tensor| gpu.upload(t, dtype).unwrap();
+        let h = gpu
+            .conv2d(&conv1, &up(&x), &up(&w1), Some(&up(&b1)))
+            .unwrap();
+        let h = gpu.pool2d(&pool, &h).unwrap();
+        let h = gpu.conv2d(&conv2, &h, &up(&w2), Some(&up(&b2))).unwrap();
+        let h = cuda::flatten(gpu.global_average_pool(&h).unwrap(), 1).unwrap();
+        let mut y = gpu.gemm(&fc, &h, &up(&wf), Some(&up(&bf))).unwrap();
+        gpu.softmax(&mut y, 1).unwrap();
+        let got = gpu.download(&y).unwrap();
+        // Rounding compounds over five layers in 16 bits.
+        let rel = match dtype {
+            StoredDType::F32 => 1e-4,
+            StoredDType::F16 => 2e-2,
+            StoredDType::BF16 => 1e-1,
+        };
+        assert_close(
+            &got,
+            &want,
+            &vec![1.0; want.len()],
+            rel,
+            &format!("network {dtype:?}"),
+        );
+    }
+}
