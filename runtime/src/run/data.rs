@@ -15,10 +15,12 @@ const DEFAULT_ROWS_PER_RANK: usize = 256;
 /// Rows each rank times to measure its speed for `--rank-weights auto`.
 const CALIBRATION_ROWS: usize = 16;
 
+/// `chosen`: picked by `auto`, which may measure the ranks' speeds.
 pub(crate) fn run<T: Transport>(
     ctx: &mut Ctx<'_, T>,
     input: &dyn Rows,
     outputs: &mut dyn Outputs,
+    chosen: bool,
 ) -> Result<(), RunError> {
     let p = ctx.comm.size();
     let rank = ctx.comm.rank();
@@ -35,12 +37,28 @@ pub(crate) fn run<T: Transport>(
     let round = (per_rank * p).div_ceil(ROW_BLOCK) * ROW_BLOCK;
 
     let mut weights = match &ctx.opts.rank_weights {
+        // Chosen by `auto` with no weights given: measure, and keep the
+        // measurement only when the ranks really differ (timing noise would
+        // otherwise shift rows for nothing).
+        RankWeights::Equal if chosen && p > 1 => {
+            let speed = calibrate(ctx, &steps, input)?;
+            let (lo, hi) = speed
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            if hi > 1.25 * lo {
+                speed
+            } else {
+                vec![1.0; p]
+            }
+        }
         RankWeights::Equal => vec![1.0; p],
         RankWeights::Listed(w) => w.clone(),
         RankWeights::Auto => calibrate(ctx, &steps, input)?,
     };
     if rank == 0 && weights.iter().any(|w| (w - weights[0]).abs() > 1e-9) {
-        log::info!("rank weights {weights:?}");
+        let max = weights.iter().cloned().fold(0f64, f64::max).max(1e-12);
+        let shown: Vec<String> = weights.iter().map(|w| format!("{:.2}", w / max)).collect();
+        log::info!("rank weights: {}", shown.join(", "));
     }
     // Rows per second each rank showed, summed over the rounds so far.
     let (mut done_rows, mut busy) = (vec![0.0f64; p], vec![0.0f64; p]);

@@ -390,7 +390,9 @@ pub fn run<T: Transport>(
         weight_bytes: 0,
     };
     match strategy {
-        Strategy::Data | Strategy::Auto => data::run(&mut ctx, input, outputs)?,
+        Strategy::Data | Strategy::Auto => {
+            data::run(&mut ctx, input, outputs, opts.strategy == Strategy::Auto)?
+        }
         Strategy::Tensor => tensor::run(&mut ctx, input, outputs)?,
         Strategy::Pipeline => pipeline::run(&mut ctx, input, outputs)?,
     }
