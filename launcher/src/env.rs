@@ -33,7 +33,11 @@ pub fn launcher() -> (String, Option<usize>) {
 pub fn mpi_library() -> String {
     mpi::environment::library_version()
         .ok()
-        .and_then(|v| v.lines().next().map(|l| l.trim().to_string()))
+        .and_then(|v| {
+            v.lines()
+                .next()
+                .map(|l| l.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+        })
         .unwrap_or_else(|| "unknown MPI".into())
 }
 

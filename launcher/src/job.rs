@@ -72,10 +72,22 @@ impl Job {
         self.local_size
     }
 
-    /// CPU threads for this rank: the node's cores shared among its ranks.
+    /// CPU threads for this rank: what SLURM gave each task, else the CPUs
+    /// this process is bound to when a launcher bound it, else the node's
+    /// cores shared among its ranks.
     pub fn default_threads(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.local_size.max(1)).max(1)
+        if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            return n.max(1);
+        }
+        let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match online_cpus() {
+            // Bound to a subset already: that subset is this rank's share.
+            Some(online) if usable < online => usable,
+            _ => (usable / self.local_size.max(1)).max(1),
+        }
     }
 
     pub fn world(&self) -> &SimpleCommunicator {
@@ -155,7 +167,7 @@ pub fn fail(err: &anyhow::Error) -> ! {
 
 /// One write per line: stderr is unbuffered, and ranks share the terminal, so
 /// a line written in pieces gets interleaved with other ranks' lines.
-fn say(line: &str) {
+pub fn say(line: &str) {
     let mut out = std::io::stderr().lock();
     let _ = out.write_all(format!("{line}\n").as_bytes());
 }
@@ -194,4 +206,16 @@ fn init_logging() {
             )
         })
         .try_init();
+}
+
+/// CPUs online on this node (`/sys/devices/system/cpu/online`, e.g. "0-3,8").
+fn online_cpus() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    text.trim()
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => Some(b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1),
+            None => part.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum()
 }

@@ -1,6 +1,6 @@
 //! `mpinfer run`: a model over an input file on every rank of the job.
 
-use crate::job::Job;
+use crate::job::{say, Job};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
 use mpinfer_collectives::ReduceOp;
@@ -348,14 +348,14 @@ fn report(
         .chunks(FIELDS.len())
         .map(|r| r[7])
         .fold(0.0f64, f64::max);
-    eprintln!(
+    say(&format!(
         "run: {rows} rows in {wall:.3} s ({:.0} rows/s), {} parallel on {p} ranks, {threads} threads each",
         rows as f64 / wall.max(1e-9),
         m.strategy
-    );
-    eprintln!("run: rank  rows      compute s  comm s    sent       weights    peak RSS");
+    ));
+    say("run: rank  rows      compute s  comm s    sent       weights    peak RSS");
     for (r, v) in all.chunks(FIELDS.len()).enumerate() {
-        eprintln!(
+        say(&format!(
             "run: {r:<5} {:<9} {:<10.3} {:<9.3} {:<10} {:<10} {}",
             v[0] as u64,
             v[1],
@@ -363,7 +363,7 @@ fn report(
             runner::human_bytes(v[3] as u64),
             runner::human_bytes(v[5] as u64),
             runner::human_bytes(v[6] as u64)
-        );
+        ));
     }
     if let Some(path) = &args.metrics {
         let ranks: Vec<String> = all

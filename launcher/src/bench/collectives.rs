@@ -1,6 +1,7 @@
 //! `mpinfer bench collectives`: our algorithms against MPI's built-in
 //! collectives in the same run, with nccl-tests' bandwidth figures.
 
+use super::plot;
 use super::timing::{interleaved, Plan};
 use anyhow::{bail, Context, Result};
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
@@ -8,6 +9,7 @@ use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpinfer_collectives::*;
 use std::os::raw::{c_int, c_void};
+use std::path::PathBuf;
 
 use crate::job::Job;
 
@@ -50,6 +52,10 @@ pub struct Args {
     /// Root rank of reduce and broadcast.
     #[arg(long, default_value_t = 0)]
     root: usize,
+    /// Also draw bus bandwidth against message size as an SVG at this path:
+    /// one line per algorithm and one for MPI's own, a panel per collective.
+    #[arg(long, value_name = "PATH.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -228,6 +234,25 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     if args.batches == 0 {
         bail!("--batches must be positive");
     }
+    if let Some(path) = &args.plot {
+        // Checked before the benchmark, not after minutes of measuring.
+        if !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            bail!(
+                "--plot {}: the plot is SVG; name a .svg file",
+                path.display()
+            );
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if job.rank() == 0 && !dir.is_dir() {
+            bail!("--plot {}: no directory {}", path.display(), dir.display());
+        }
+    }
     let mut per_op = Vec::new();
     for &op in &ops {
         let algos = select(op, &args.algo, ops.len() == 1)?;
@@ -285,20 +310,19 @@ fn bench<E: Element>(
     let comm = job.communicator()?;
     let p = job.size();
     let rank = job.rank();
-    let esize = std::mem::size_of::<E>();
     let mpi_type = mpi_datatype(E::DTYPE);
     let plan = Plan {
         batches: args.batches,
         batch_seconds: args.batch_ms / 1e3,
     };
+    let lib = mpi::environment::library_version().unwrap_or_default();
+    let lib = lib
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string();
     if rank == 0 && args.format == Format::Table {
-        let lib = mpi::environment::library_version().unwrap_or_default();
-        let lib = lib
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
-            .to_string();
         println!(
             "# mpinfer bench collectives: {} ranks, {}, MPI: {}",
             p,
@@ -313,6 +337,7 @@ fn bench<E: Element>(
     if rank == 0 && args.format == Format::Csv {
         println!("{}", COLUMNS.join(","));
     }
+    let mut measured = Vec::new();
     for (op, algos) in per_op {
         let op = *op;
         if rank == 0 && args.format == Format::Table {
@@ -340,6 +365,7 @@ fn bench<E: Element>(
                     for row in &rows {
                         print_row(args.format, p, E::DTYPE, row);
                     }
+                    measured.extend(rows);
                 }
             }
             size = match size.checked_mul(args.step_factor) {
@@ -348,8 +374,158 @@ fn bench<E: Element>(
             };
         }
     }
-    let _ = esize;
+    if let (Some(path), 0) = (&args.plot, rank) {
+        let fig = figure(args, p, E::DTYPE, &lib, per_op, &measured);
+        plot::write_atomic(path, &plot::render(&fig))?;
+    }
     Ok(())
+}
+
+/// The legend name of MPI's own collective in the plot.
+const MPI_SERIES: &str = "MPI built-in";
+
+/// The plot of `rows`: a panel per op, a line per algorithm (`auto` as one
+/// line whatever it picked), and MPI's line from the times the ratio uses.
+fn figure(
+    args: &Args,
+    p: usize,
+    dtype: DType,
+    lib: &str,
+    per_op: &[(Op, Vec<Algo>)],
+    rows: &[Row],
+) -> plot::Figure {
+    let host = mpi::environment::processor_name()
+        .unwrap_or_default()
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string();
+    let host = if host.is_empty() { "?".into() } else { host };
+    // "Open MPI v4.1.4, package: ..., repo rev: ...": the name and version.
+    let lib = lib.split(',').next().unwrap_or("").trim();
+    let mut subtitle = format!(
+        "Bus bandwidth (nccl-tests' busbw), median of {} interleaved batches, slowest rank; higher is better.",
+        args.batches
+    );
+    if !lib.is_empty() {
+        subtitle.push_str(&format!(" MPI: {lib}."));
+    }
+    let mut panels = Vec::new();
+    for (op, _) in per_op {
+        let op = *op;
+        let mut series: Vec<plot::Series> = Vec::new();
+        let mut picks: Vec<(usize, String)> = Vec::new();
+        let mut mpi_points = Vec::new();
+        for row in rows.iter().filter(|r| r.op == op) {
+            if let Some(t) = row.mpi_time {
+                if mpi_points
+                    .last()
+                    .is_none_or(|q: &plot::Point| q.bytes != row.bytes as f64)
+                {
+                    mpi_points.push(point(op, p, "mpi", row.bytes, t));
+                }
+            }
+            if row.algo == "mpi" {
+                continue;
+            }
+            let (name, pick) = match row.algo.split_once('(') {
+                Some((base, rest)) => (base, Some(rest.trim_end_matches(')'))),
+                None => (row.algo.as_str(), None),
+            };
+            if let Some(pick) = pick {
+                picks.push((row.bytes, pick.to_string()));
+            }
+            let pt = point(op, p, &row.algo, row.bytes, row.time);
+            match series.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.points.push(pt),
+                None => series.push(plot::Series {
+                    name: name.to_string(),
+                    baseline: false,
+                    points: vec![pt],
+                    notes: Vec::new(),
+                }),
+            }
+        }
+        if let Some(auto) = series.iter_mut().find(|s| s.name == "auto") {
+            auto.notes = pick_notes(&picks);
+        }
+        if !mpi_points.is_empty() {
+            series.push(plot::Series {
+                name: MPI_SERIES.to_string(),
+                baseline: true,
+                points: mpi_points,
+                notes: Vec::new(),
+            });
+        }
+        let factor = match op {
+            Op::Allreduce => "busbw = algbw × 2(p−1)/p",
+            Op::Allgather | Op::ReduceScatter => "busbw = algbw × (p−1)/p",
+            Op::Reduce | Op::Broadcast => "busbw = algbw",
+        };
+        let empty_note = if op.bus_factor(p) == 0.0 {
+            "one rank moves no bytes: bus bandwidth is 0"
+        } else {
+            "no size in -b..-e holds an element per rank"
+        };
+        panels.push(plot::Panel {
+            title: op.name().to_string(),
+            subtitle: factor.to_string(),
+            series,
+            empty_note: empty_note.to_string(),
+        });
+    }
+    let ranks = if p == 1 { "rank" } else { "ranks" };
+    let mut title = format!("mpinfer bench collectives: {p} {ranks}, {dtype}, on {host}");
+    if mpi_datatype(dtype).is_none() {
+        title.push_str(&format!(" (MPI has no {dtype}: no MPI line)"));
+    }
+    plot::Figure {
+        title,
+        subtitle,
+        x_label: "message size (bytes, log scale)".into(),
+        y_label: "bus bandwidth (GB/s, log scale)".into(),
+        panels,
+    }
+}
+
+fn point(op: Op, p: usize, algo: &str, bytes: usize, time: f64) -> plot::Point {
+    let gbs = busbw_gbs(op, p, bytes, time);
+    plot::Point {
+        bytes: bytes as f64,
+        gbs,
+        tip: format!(
+            "{algo}, {}: {gbs:.2} GB/s busbw, {:.2} µs",
+            plot::bytes_label(bytes as f64),
+            time * 1e6
+        ),
+    }
+}
+
+/// `auto`'s choices as ranges of sizes: "1K–256K recursive_doubling".
+fn pick_notes(picks: &[(usize, String)]) -> Vec<String> {
+    let mut runs: Vec<(usize, usize, &str)> = Vec::new();
+    for (bytes, pick) in picks {
+        match runs.last_mut() {
+            Some(run) if run.2 == pick => run.1 = *bytes,
+            _ => runs.push((*bytes, *bytes, pick)),
+        }
+    }
+    runs.iter()
+        .map(|&(lo, hi, pick)| {
+            if lo == hi {
+                format!("{} {pick}", plot::bytes_label(lo as f64))
+            } else {
+                format!(
+                    "{}–{} {pick}",
+                    plot::bytes_label(lo as f64),
+                    plot::bytes_label(hi as f64)
+                )
+            }
+        })
+        .collect()
+}
+
+/// nccl-tests' bus bandwidth in GB/s, the figure the table and the plot share.
+fn busbw_gbs(op: Op, p: usize, bytes: usize, time: f64) -> f64 {
+    bytes as f64 / time / 1e9 * op.bus_factor(p)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -613,11 +789,9 @@ const COLUMNS: [&str; 13] = [
 
 fn print_row(format: Format, p: usize, dtype: DType, row: &Row) {
     let algbw = row.bytes as f64 / row.time / 1e9;
-    let busbw = algbw * row.op.bus_factor(p);
+    let busbw = busbw_gbs(row.op, p, row.bytes, row.time);
     let mpi_time_us = row.mpi_time.map(|t| t * 1e6);
-    let mpi_busbw = row
-        .mpi_time
-        .map(|t| row.bytes as f64 / t / 1e9 * row.op.bus_factor(p));
+    let mpi_busbw = row.mpi_time.map(|t| busbw_gbs(row.op, p, row.bytes, t));
     let ratio = row.mpi_time.map(|t| t / row.time);
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     let wrong = row.wrong.map_or("-".to_string(), |w| w.to_string());

@@ -1,4 +1,5 @@
 //! Multi-rank benchmarks.
 
 pub mod collectives;
+pub mod plot;
 pub mod timing;
