@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures our collectives against MPI's built-in ones at 2 and 4 ranks and
-# writes the raw CSV and a summary under docs/bench/. Figures swing 20-40%
-# between runs on small shared machines: every run interleaves our calls with
-# MPI's, so compare the ratio column, and run twice to see the spread.
+# writes the raw CSV, a summary and a bandwidth chart per rank count under
+# docs/bench/. Figures swing 20-40% between runs on small shared machines:
+# every run interleaves our calls with MPI's, so compare the ratio column,
+# and run twice to see the spread.
 #
 #   scripts/bench.sh            # auto vs MPI, 1 KiB..64 MiB, 2 and 4 ranks
 #   RANKS="2" RUNS=1 scripts/bench.sh
@@ -26,9 +27,14 @@ summary="$out/collectives-summary.md"
 for ranks in ${RANKS:-2 4}; do
     for run in $(seq 1 "${RUNS:-2}"); do
         csv="$out/collectives-${ranks}ranks-run${run}.csv"
+        # One chart per rank count: the first run's medians.
+        plot=()
+        if [ "$run" = 1 ]; then
+            plot=(--plot "$out/collectives-${ranks}ranks.svg")
+        fi
         echo "bench: $ranks ranks, run $run -> $csv" >&2
         mpirun -n "$ranks" target/release/mpinfer bench collectives \
-            --op all --algo auto -b 1K -e 64M -f 4 --check --format csv >"$csv"
+            --op all --algo auto -b 1K -e 64M -f 4 --check --format csv "${plot[@]}" >"$csv"
         {
             echo
             echo "### $ranks ranks, run $run"

@@ -204,6 +204,38 @@ fn launcher() {
         bench_csv_is_right(&o),
     );
 
+    let plot = std::env::temp_dir().join(format!("mpinfer-bench-{}.svg", std::process::id()));
+    let _ = std::fs::remove_file(&plot);
+    let o = mpirun_mpinfer(
+        2,
+        &[
+            "bench",
+            "collectives",
+            "--op",
+            "all",
+            "--algo",
+            "auto,ring,binomial",
+            "-b",
+            "1K",
+            "-e",
+            "16K",
+            "-f",
+            "4",
+            "--format",
+            "csv",
+            "--batches",
+            "3",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        &[],
+    );
+    record(
+        "bench_collectives_plots_a_line_per_algorithm_and_mpi",
+        bench_plot_is_right(&o, &plot),
+    );
+    let _ = std::fs::remove_file(&plot);
+
     let o = mpirun_mpinfer(
         2,
         &["bench", "collectives"],
@@ -284,6 +316,83 @@ fn bench_csv_is_right(o: &Outcome) -> Result<(), String> {
         if !rows.iter().any(|r| r[0] == op && r[1] == "mpi") {
             return Err(format!("no MPI row for {op}: {}", show()));
         }
+    }
+    Ok(())
+}
+
+/// The SVG of a run of `--op all --algo auto,ring,binomial`: one panel per
+/// collective, in each a line for every algorithm of it that was named and
+/// one for MPI, labelled in the legend, with a point for every CSV row.
+fn bench_plot_is_right(o: &Outcome, path: &std::path::Path) -> Result<(), String> {
+    if o.timed_out || o.code != Some(0) {
+        return Err(format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.code, o.stdout, o.stderr
+        ));
+    }
+    let svg =
+        std::fs::read_to_string(path).map_err(|e| format!("no plot at {}: {e}", path.display()))?;
+    let body = svg.trim();
+    if !(body.starts_with("<svg") || body.starts_with("<?xml")) || !body.ends_with("</svg>") {
+        return Err(format!("not an SVG document:\n{svg}"));
+    }
+    if svg.matches('<').count() != svg.matches('>').count() {
+        return Err("unbalanced tags".into());
+    }
+    // Lines per panel: those of auto, ring and binomial that each op has
+    // (reduce_scatter has one algorithm, ring, which auto names too), plus MPI.
+    let lines = |name: &str| svg.matches(&format!("data-series=\"{name}\"")).count();
+    for (name, want) in [
+        ("auto", 4),
+        ("ring", 3),
+        ("binomial", 2),
+        ("MPI built-in", 5),
+    ] {
+        if lines(name) != want {
+            return Err(format!(
+                "{} lines named `{name}`, expected {want}",
+                lines(name)
+            ));
+        }
+    }
+    let polylines = svg.matches("<polyline").count();
+    if polylines != 14 {
+        return Err(format!("{polylines} polylines, expected 14"));
+    }
+    for text in [
+        ">auto<",
+        ">ring<",
+        ">binomial<",
+        ">MPI built-in<",
+        ">allreduce<",
+        ">reduce_scatter<",
+        ">1K<",
+        ">16K<",
+        "2 ranks, f32",
+        "bus bandwidth (GB/s",
+        "message size (bytes",
+    ] {
+        if !svg.contains(text) {
+            return Err(format!("the plot lacks `{text}`"));
+        }
+    }
+    // Every measured row is a point of its line; MPI adds one per op and size.
+    let rows = o.stdout.lines().skip(1).count();
+    let sizes: std::collections::HashSet<(&str, &str)> = o
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 13).then(|| (f[0], f[4]))
+        })
+        .collect();
+    let points = svg.matches("<title>").count();
+    if points != rows + sizes.len() {
+        return Err(format!(
+            "{points} points for {rows} rows and {} MPI sizes",
+            sizes.len()
+        ));
     }
     Ok(())
 }

@@ -181,6 +181,7 @@ fn main() {
         ("fault_killed_rank_ends_the_job", fault_killed_rank),
         ("fault_resume_data_same_and_fewer_ranks", fault_resume_data),
         ("fault_resume_tensor_fewer_ranks", fault_resume_tensor),
+        ("fault_other_mpi_launcher_refused", other_mpi_launcher),
     ] {
         if suite.selected(name) {
             let dir = outputs.join(name);
@@ -564,9 +565,12 @@ type During<'a> = (Duration, &'a dyn Fn(u32));
 /// `mpirun ARGS` with extra environment, killed after `limit`.
 fn mpirun(args: &[String], env: &[(&str, &str)], limit: Duration, during: Option<During>) -> Outcome {
     let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let mut cmd = Command::new(mpirun);
-    cmd.arg("--oversubscribe")
-        .args(args)
+    let mut cmd = Command::new(&mpirun);
+    // Only Open MPI's mpirun knows (and needs) this flag.
+    if !is_mpich(&mpirun) {
+        cmd.arg("--oversubscribe");
+    }
+    cmd.args(args)
         .envs(env.iter().copied())
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -625,6 +629,37 @@ fn mpirun(args: &[String], env: &[(&str, &str)], limit: Duration, during: Option
 }
 
 // ---------------------------------------------------------------- faults
+
+fn is_mpich(launcher: &str) -> bool {
+    launcher.contains("mpich") || launcher.contains("hydra")
+}
+
+/// This binary started by the other MPI's launcher: each process would be
+/// a job of its own; it must refuse, saying which MPI it was built for.
+fn other_mpi_launcher(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
+    let ours = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    let other = if is_mpich(&ours) { "mpirun.openmpi" } else { "mpiexec.mpich" };
+    let out = dir.join("y.npy");
+    let mut cmd = Command::new(other);
+    cmd.args(["-n", "2", env!("CARGO_BIN_EXE_mpinfer")])
+        .args(run_args(model, input, &out, &[]))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    let o = cmd
+        .output()
+        .map_err(|e| format!("cannot start {other}: {e} (scripts/setup.sh installs both MPIs)"))?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() || out.exists() {
+        return Err(format!("{other} ran it as independent jobs:\n{stderr}"));
+    }
+    if !stderr
+        .lines()
+        .any(|l| l.starts_with("error:") && l.contains("MPI sees each as a job of 1 rank") && l.contains("built against"))
+    {
+        return Err(format!("no error naming the mismatch:\n{stderr}"));
+    }
+    Ok(())
+}
 
 type FaultTest = fn(&Path, &Path, &Path) -> Result<(), String>;
 

@@ -36,7 +36,12 @@ pub fn mpi_library() -> String {
         .and_then(|v| {
             v.lines()
                 .next()
-                .map(|l| l.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+                .map(|l| {
+                    l.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
         })
         .unwrap_or_else(|| "unknown MPI".into())
 }
