@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 say() { echo "setup: $*"; }
 
 # --- system packages -------------------------------------------------------
-packages=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config python3-venv)
+# MPICH beside Open MPI: the multi-rank tests run against both.
+packages=(openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg -s "$pkg" >/dev/null 2>&1; then

@@ -151,6 +151,11 @@ pub fn abort_job(code: i32) -> ! {
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
     if mpi_running() && SIZE.load(Ordering::SeqCst) > 1 {
+        // The launcher forwards each rank's stderr asynchronously, and
+        // MPI_Abort kills every rank at once: without a pause, MPICH's Hydra
+        // was seen to drop the very line saying why (and the lines other
+        // ranks were about to print about the same failure).
+        std::thread::sleep(std::time::Duration::from_millis(300));
         // SAFETY: MPI is initialised and not finalised.
         unsafe {
             mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
