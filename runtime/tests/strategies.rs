@@ -369,3 +369,26 @@ fn pipeline_stages_balance_flops() {
     assert_eq!(stages(&m, 10).unwrap().len(), m.layers.len());
 }
 
+
+#[test]
+fn input_normalisation_is_applied_on_every_rank_shard() {
+    let m = conv_net();
+    let x = input(&m, 11, 4);
+    let (mean, std) = (vec![0.5, -0.25, 0.1], vec![2.0, 0.5, 4.0]);
+    let mut normalised = x.clone();
+    let plane = 11 * 9;
+    for (i, v) in normalised.data.iter_mut().enumerate() {
+        let c = (i / plane) % 3;
+        *v = (*v - mean[c]) / std[c];
+    }
+    let want = single(&m, &normalised);
+    for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
+        let o = RunOptions {
+            mean: Some(mean.clone()),
+            std: Some(std.clone()),
+            ..opts(strategy, Some(4))
+        };
+        let (got, _) = run_on(3, &m, &x, &o);
+        assert_close(&got, &want, 1e-5, &format!("{strategy:?}"));
+    }
+}
