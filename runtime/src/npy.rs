@@ -467,6 +467,18 @@ fn open_checked(
             ),
         ));
     }
+    // An empty array passes the size check whatever its other dimensions:
+    // cap its row width (zeros taken as ones) so sizing rows cannot overflow.
+    let row = shape
+        .iter()
+        .skip(1)
+        .try_fold(size, |a, &d| a.checked_mul(d.max(1)));
+    if row.is_none_or(|r| r > 1 << 40) {
+        return Err(format_err(
+            path,
+            format!("the header declares shape {shape:?}: rows of more than 2^40 bytes"),
+        ));
+    }
     let shape = shape
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| format_err(path, "shape too large".into())))

@@ -542,18 +542,25 @@ impl<'a> Importer<'a> {
         }
         let mut dims = Vec::with_capacity(t.dims.len());
         let mut count = 1usize;
+        // The count with zeros taken as ones: an empty tensor must not let
+        // its other dimensions be anything at all, since shapes computed
+        // from them (kernel sizes, Gemm widths) size later work.
+        let mut span = 1usize;
         for &d in &t.dims {
             let d = usize::try_from(d)
                 .map_err(|_| bad(format!("negative dimension in {:?}", t.dims)))?;
             count = count
                 .checked_mul(d)
                 .ok_or_else(|| bad(format!("shape {:?} overflows", t.dims)))?;
+            span = span
+                .checked_mul(d.max(1))
+                .ok_or_else(|| bad(format!("shape {:?} overflows", t.dims)))?;
             dims.push(d);
         }
         // No tensor can hold more elements than the file has bytes (the
         // narrowest element is one byte): refuse before anything is sized
         // from the count.
-        if count as u64 > self.file.len {
+        if span as u64 > self.file.len {
             return Err(bad(format!(
                 "shape {:?} has {count} elements, more than the file's {} bytes",
                 t.dims, self.file.len
