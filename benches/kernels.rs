@@ -1,10 +1,13 @@
-//! CPU kernel throughput at the seed network's shapes and at a large GEMM, on
-//! 1 and 2 threads. Throughput is counted in floating-point operations, so
-//! criterion's "Gelem/s" reads as GFLOP/s; one core of the test machine peaks
-//! at about 100–110 GFLOP/s (f32 AVX-512 FMA, measured with the `gemm` crate
-//! on 512³).
+//! CPU kernel throughput at the seed network's shapes (batch 256) and at
+//! large square GEMMs, on 1 and 2 threads. Throughput is counted in
+//! floating-point operations of the direct algorithm (2·M·N·K for a GEMM,
+//! 2 · outputs · C·kH·kW for a convolution, whatever the kernel does to get
+//! there), so criterion's "elem/s" reads as FLOP/s. The pool counts input
+//! elements read instead.
 //!
-//! `cargo bench --bench kernels`
+//! `cargo bench --bench kernels`; `scripts/bench-kernels.sh` runs it and
+//! writes the table in docs/bench/kernels.md. With `MPINFER_CPU_AVX512=0` the
+//! convolutions run on the portable kernels and report as `conv2d-portable`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -12,6 +15,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::Tensor;
+
+const BATCH: usize = 256;
 
 fn tensor(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
@@ -22,16 +27,35 @@ fn tensor(shape: &[usize]) -> Tensor {
     )
 }
 
-fn conv(c: &mut Criterion) {
-    let mut group = c.benchmark_group("conv2d");
+/// Few samples over a short time: every case here runs for milliseconds,
+/// and the whole bench should take a few minutes. The first case of a run
+/// read up to 30% slow after a warm-up of 0.3 s.
+fn quick<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
         .sample_size(10);
-    // (name, input, weight): the seed network's two convolutions at batch 64.
+    group
+}
+
+fn conv(c: &mut Criterion) {
+    let portable = std::env::var_os("MPINFER_CPU_AVX512").is_some_and(|v| v == "0");
+    let mut group = quick(
+        c,
+        if portable {
+            "conv2d-portable"
+        } else {
+            "conv2d"
+        },
+    );
+    // (name, input, weight): the seed network's two convolutions.
     let cases = [
-        ("seed_conv1", [64, 1, 32, 32], [32, 1, 3, 3]),
-        ("seed_conv2", [64, 32, 30, 30], [64, 32, 3, 3]),
+        ("seed_conv1", [BATCH, 1, 32, 32], [32, 1, 3, 3]),
+        ("seed_conv2", [BATCH, 32, 30, 30], [64, 32, 3, 3]),
     ];
     for (name, xs, ws) in cases {
         let x = tensor(&xs);
@@ -59,15 +83,13 @@ fn conv(c: &mut Criterion) {
 }
 
 fn linear(c: &mut Criterion) {
-    let mut group = c.benchmark_group("gemm");
-    group
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
-    // (name, M, K, N): the seed network's first linear layer at batch 256, and 1024³.
+    let mut group = quick(c, "gemm");
+    // (name, M, K, N): the seed network's linear layers, and square GEMMs.
     for (name, m, k, n) in [
-        ("seed_fc1", 256, 3136, 100),
+        ("seed_fc1", BATCH, 3136, 100),
+        ("seed_fc2", BATCH, 100, 10),
         ("square_1024", 1024, 1024, 1024),
+        ("square_2048", 2048, 2048, 2048),
     ] {
         let a = tensor(&[m, k]);
         let b = tensor(&[n, k]);
@@ -92,15 +114,10 @@ fn linear(c: &mut Criterion) {
     group.finish();
 }
 
-/// The seed network's average pool at batch 64, counted in input elements
-/// ("Gelem/s" is input elements read per second).
+/// The seed network's average pool, counted in input elements read.
 fn pool(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pool");
-    group
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
-    let x = tensor(&[64, 64, 28, 28]);
+    let mut group = quick(c, "pool");
+    let x = tensor(&[BATCH, 64, 28, 28]);
     let op = Pool2d {
         strides: [4, 4],
         ..Pool2d::new(PoolKind::Average, [4, 4])

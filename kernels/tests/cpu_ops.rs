@@ -235,7 +235,87 @@ fn conv_cases() -> Vec<ConvCase> {
                 ..d
             },
         ),
+        // Winograd in blocks of tiles: rows of more than 16 tiles, odd
+        // output sizes, output channels not a multiple of 8, padding on
+        // every side, and images of fewer tiles than a block, so that a
+        // block spans several images.
+        c(
+            3,
+            9,
+            37,
+            35,
+            13,
+            [3, 3],
+            Conv2d {
+                pads: [1, 2, 1, 0],
+                relu: true,
+                ..d
+            },
+        ),
+        c(5, 33, 6, 5, 17, [3, 3], Conv2d { pads: [1; 4], ..d }),
+        c(2, 8, 4, 4, 1, [3, 3], d), // one tile per image, one output channel
+        // Few input channels, stride 1, rows that fill their vectors: rows of
+        // 46 (a 32-column pass, then 16), of 15 and 31, kernels wider than
+        // tall and wider than a vector, 64 taps (the most taken direct).
+        c(2, 3, 9, 46, 11, [3, 3], Conv2d { pads: [1; 4], ..d }),
+        c(
+            1,
+            7,
+            5,
+            14,
+            9,
+            [2, 3],
+            Conv2d {
+                pads: [0, 2, 1, 1],
+                relu: true,
+                ..d
+            },
+        ),
+        c(
+            1,
+            1,
+            3,
+            40,
+            3,
+            [2, 20],
+            Conv2d {
+                pads: [0, 5, 1, 5],
+                ..d
+            },
+        ),
+        c(2, 4, 7, 33, 5, [4, 4], d),
     ]
+}
+
+/// CPUs without AVX-512 run the portable kernels: run the reference tests
+/// again in a child process that selects them, so they stay covered on
+/// machines that would otherwise never take them.
+#[test]
+fn portable_kernels_match_the_reference() {
+    if std::env::var_os("MPINFER_CPU_AVX512").is_some() {
+        return; // the child itself, or a run that already chose a path
+    }
+    let tests = [
+        "conv2d_matches_the_reference",
+        "pooling_matches_the_reference",
+        "a_nan_input_stays_in_its_own_output_row",
+    ];
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(tests)
+        .args(["--exact", "--test-threads", "1"])
+        .env("MPINFER_CPU_AVX512", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "portable kernels:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{} passed", tests.len())),
+        "the child ran other tests than asked:\n{stdout}"
+    );
 }
 
 #[test]
@@ -557,6 +637,30 @@ fn pooling_matches_the_reference() {
                 kernel: [3, 3],
                 dilations: [2, 2],
                 strides: [1, 2],
+                ..base
+            },
+        ));
+        // Windows inside the plane, rows wider than a vector with a
+        // partial tail, overlapping windows, a one-column plane.
+        cases.push((
+            [3, 5, 9, 37],
+            Pool2d {
+                kernel: [3, 5],
+                strides: [2, 4],
+                ..base
+            },
+        ));
+        cases.push((
+            [1, 2, 6, 17],
+            Pool2d {
+                kernel: [3, 2],
+                ..base
+            },
+        ));
+        cases.push((
+            [2, 3, 6, 1],
+            Pool2d {
+                kernel: [2, 1],
                 ..base
             },
         ));

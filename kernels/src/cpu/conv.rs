@@ -1,5 +1,9 @@
-//! 2-D convolution as im2col + GEMM, bias and ReLU fused into the epilogue.
+//! 2-D convolution as im2col + GEMM, bias and ReLU fused into the epilogue;
+//! Winograd for 3×3 with enough channels, and direct for few input channels
+//! where the CPU has AVX-512.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512;
 use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
 use super::{winograd, Cpu};
@@ -149,6 +153,35 @@ impl Conv2d {
                 self.relu,
                 y,
             );
+            return Ok(());
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.strides == [1, 1]
+            && self.dilations == [1, 1]
+            && self.groups == 1
+            && kh * kw > 1
+            && avx512::direct_pays(c * kh * kw, ow)
+            && avx512::available()
+        {
+            let packed = avx512::pack_direct(&w.data, m, c * kh * kw);
+            let geometry = avx512::DirectGeometry {
+                c,
+                h,
+                w: wd,
+                m,
+                kh,
+                kw,
+                pt: self.pads[0],
+                pl: self.pads[1],
+                oh,
+                ow,
+            };
+            let per_image = c * h * wd;
+            cpu.for_each_run(y, m * oh * ow, |first, run| {
+                let images = run.len() / (m * oh * ow);
+                let x = &x.data[first * per_image..(first + images) * per_image];
+                avx512::direct_conv(geometry, x, &packed, bias, self.relu, run);
+            });
             return Ok(());
         }
         let g = self.groups;

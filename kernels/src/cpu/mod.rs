@@ -1,6 +1,7 @@
 //! CPU kernels. Each op checks shapes, then writes every element of its
 //! output (the tests poison outputs to prove it).
 
+mod avx512;
 mod conv;
 mod elementwise;
 mod linear;

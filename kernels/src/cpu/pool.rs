@@ -1,5 +1,7 @@
 //! Max and average pooling (ONNX MaxPool, AveragePool, GlobalAveragePool).
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512;
 use super::Cpu;
 use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
@@ -110,6 +112,19 @@ impl Pool2d {
             && self.dilations == [1, 1]
             && (oh - 1) * sh + kh <= h
             && (ow - 1) * sw + kw <= w;
+        #[cfg(target_arch = "x86_64")]
+        if simple
+            && self.kind == PoolKind::Average
+            && w <= avx512::POOL_MAX_WIDTH
+            && avx512::available()
+        {
+            cpu.for_each_run(y, oh * ow, |first, run| {
+                let planes = run.len() / (oh * ow);
+                let src = &x.data[first * h * w..(first + planes) * h * w];
+                avx512::average_pool(src, [h, w], [kh, kw], [sh, sw], [oh, ow], run);
+            });
+            return Ok(());
+        }
         let planes: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
         cpu.for_each(planes, |_, (p, dst)| {
             let src = &x.data[p * h * w..(p + 1) * h * w];
