@@ -77,3 +77,29 @@ print(f'{micro},{mb},{m["rows_per_s"]:.0f},{busy[0]:.3f},{busy[1]:.3f},{1 / (mb 
 PY
 done
 echo "bench: $csv" >&2
+
+# --- data parallel with one rank slowed 2x: static against dynamic -----------
+csv=docs/bench/run-schedule.csv
+echo "round,schedule,wall_s,ideal_s,over_ideal" >"$csv"
+"$py" -c "import numpy as np; np.save('$dir/seed-4096.npy', np.load('$dir/seed-8192.npy')[:4096])"
+for round in $(seq 1 "${ROUNDS:-5}"); do
+    # Ideal: both ranks busy to the end, rank 1 at half the speed of rank 0,
+    # from the compute rate one unslowed rank shows on the same rows.
+    mpirun -n 1 target/release/mpinfer run --strategy data --threads 1 --batch-size 64 \
+        --model "$seed" --input "$dir/seed-4096.npy" --output "$dir/ys.npy" \
+        --metrics "$dir/one.json" >/dev/null 2>&1
+    for schedule in static dynamic; do
+        MPINFER_SLOW_RANK=1:2 mpirun -n 2 target/release/mpinfer run --strategy data --threads 1 \
+            --batch-size 64 --schedule "$schedule" --model "$seed" --input "$dir/seed-4096.npy" \
+            --output "$dir/ys.npy" --metrics "$dir/sched.json" >/dev/null 2>&1
+        "$py" - "$dir/one.json" "$dir/sched.json" "$round" "$schedule" >>"$csv" <<'PY'
+import json, sys
+one, m = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rate = one["rows"] / one["per_rank"][0]["compute_s"]
+ideal = one["rows"] / (1.5 * rate)
+wall = max(r["wall_s"] for r in m["per_rank"])
+print(f"{sys.argv[3]},{sys.argv[4]},{wall:.3f},{ideal:.3f},{wall / ideal:.2f}")
+PY
+    done
+done
+echo "bench: $csv" >&2
