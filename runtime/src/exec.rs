@@ -75,15 +75,32 @@ impl Step {
 
     pub fn run(&self, cpu: &Cpu, x: Tensor) -> Result<Tensor, ModelError> {
         Ok(match self {
-            Step::Conv { conv, weight, bias } => conv.run(cpu, &x, weight, bias.as_deref())?,
-            Step::Gemm { gemm, weight, bias } => gemm.run(cpu, &x, weight, bias.as_ref())?,
+            Step::Conv { conv, weight, bias } => {
+                let shape = conv.output_shape(&x.shape, &weight.shape)?;
+                with_output(x, shape, |x, y| {
+                    conv.run_into(cpu, x, weight, bias.as_deref(), y)
+                })?
+            }
+            Step::Gemm { gemm, weight, bias } => {
+                let (m, _, n) = gemm.dims(&x.shape, &weight.shape)?;
+                with_output(x, vec![m, n], |x, y| {
+                    gemm.run_into(cpu, x, weight, bias.as_ref(), y)
+                })?
+            }
             Step::Relu => {
                 let mut x = x;
                 cpu::relu(&mut x);
                 x
             }
-            Step::Pool(p) => p.run(cpu, &x)?,
-            Step::GlobalAveragePool => cpu::global_average_pool(&x)?,
+            Step::Pool(p) => {
+                let shape = p.output_shape(&x.shape)?;
+                with_output(x, shape, |x, y| p.run_into(cpu, x, y))?
+            }
+            Step::GlobalAveragePool => {
+                let y = cpu::global_average_pool(&x)?;
+                recycle(x.data);
+                y
+            }
             Step::Flatten(axis) => cpu::flatten(x, *axis)?,
             Step::Reshape(shape) => {
                 let to = reshape_target(&x.shape, shape).map_err(ModelError::Invalid)?;
@@ -133,6 +150,68 @@ impl Step {
             _ => false,
         }
     }
+}
+
+thread_local! {
+    /// Activation buffers of finished layers, reused for the next ones: a
+    /// fresh buffer of tens of MB is a fresh mapping from the kernel, and its
+    /// page faults cost a third of the seed network's time at batch 256.
+    static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept for reuse per thread: a layer's input and output, and the
+/// round's output on its way out.
+const SPARE_BUFFERS: usize = 4;
+
+fn recycle(buf: Vec<f32>) {
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if buf.capacity() > 0 {
+            s.push(buf);
+            if s.len() > SPARE_BUFFERS {
+                // Keep the largest: they fit the most layers.
+                s.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+                s.truncate(SPARE_BUFFERS);
+            }
+        }
+    })
+}
+
+/// A buffer of `len` values whose contents are stale, not zero: every
+/// kernel writes all of its output.
+fn spare(len: usize) -> Vec<f32> {
+    let mut v = SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        let fit = s
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match fit {
+            Some(i) => s.swap_remove(i),
+            None => Vec::new(),
+        }
+    });
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0.0);
+    }
+    v
+}
+
+/// Runs a kernel from `x` into a reused buffer of `shape`, then keeps `x`'s
+/// buffer for a later layer.
+fn with_output(
+    x: Tensor,
+    shape: Vec<usize>,
+    kernel: impl FnOnce(&Tensor, &mut [f32]) -> Result<(), mpinfer_kernels::KernelError>,
+) -> Result<Tensor, ModelError> {
+    let mut y = spare(shape.iter().product());
+    kernel(&x, &mut y)?;
+    recycle(x.data);
+    Ok(Tensor { shape, data: y })
 }
 
 /// Runs `steps` in order.

@@ -5,6 +5,9 @@
     python scripts/bench/run_models.py mlp DIR
         DIR/mlp.onnx: 784-4096-4096-10 MLP (Gemm, transB=1, as PyTorch exports
         Linear), DIR/mlp-input.npy: 512 rows
+    python scripts/bench/run_models.py deep DIR
+        DIR/deep.onnx: 8 Gemm+Relu layers of 1024 -> 1024 (equal stages for any
+        power-of-two split), DIR/deep-input.npy: 2048 rows
     python scripts/bench/run_models.py ort MODEL INPUT OUTPUT THREADS
         ONNX Runtime as a whole process would run it: load, run, save
 """
@@ -18,12 +21,11 @@ def seed_input(out, rows):
     np.save(f"{out}/seed-{rows}.npy", x)
 
 
-def mlp(out):
+def mlp(out, sizes=(784, 4096, 4096, 10), name="mlp", rows=512):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(5)
-    sizes = [784, 4096, 4096, 10]
     inits, nodes, prev = [], [], "x"
     for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
         bound = 1 / np.sqrt(k)
@@ -37,13 +39,13 @@ def mlp(out):
             prev = f"r{i}"
     graph = helper.make_graph(
         nodes, "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 784])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", sizes[-1]])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, f"{out}/mlp.onnx")
-    np.save(f"{out}/mlp-input.npy", rng.uniform(0, 1, (512, 784)).astype(np.float32))
+    onnx.save(model, f"{out}/{name}.onnx")
+    np.save(f"{out}/{name}-input.npy", rng.uniform(0, 1, (rows, sizes[0])).astype(np.float32))
 
 
 def ort(model, inp, out, threads):
@@ -63,6 +65,8 @@ if __name__ == "__main__":
         seed_input(sys.argv[2], int(sys.argv[3]))
     elif cmd == "mlp":
         mlp(sys.argv[2])
+    elif cmd == "deep":
+        mlp(sys.argv[2], sizes=(1024,) * 9, name="deep", rows=2048)
     elif cmd == "ort":
         ort(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
