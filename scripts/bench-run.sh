@@ -19,6 +19,11 @@ mkdir -p "$dir" docs/bench
 [ -f "$dir/mlp.onnx" ] || "$py" scripts/bench/run_models.py mlp "$dir"
 seed=examples/seed_net/seed_net.onnx
 rounds=${ROUNDS:-5}
+# Open MPI first tries its UCX messaging layer, which fails on a machine
+# without InfiniBand and falls back to ob1 (shared memory) after 0.2 s of
+# every start-up (measured: MPI_Init of a C program 0.32 s, 0.12 s with
+# this). Going straight to ob1 is what such a machine should be told.
+export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
 
 seconds() { # command... -> wall seconds on stdout
     local t0=$EPOCHREALTIME

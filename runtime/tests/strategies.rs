@@ -262,20 +262,20 @@ fn every_strategy_matches_one_process() {
 #[test]
 fn data_parallel_rows_follow_rank_weights_to_the_bit() {
     let m = conv_net();
-    let x = input(&m, 85, 5);
-    // Rows go out in whole blocks of 16: 6 blocks (the last of 5 rows).
-    let (equal, computed) = run_on(3, &m, &x, &opts(Strategy::Data, Some(40)));
-    assert_eq!(computed, vec![32, 32, 21]);
+    let x = input(&m, 300, 5);
+    // Rows go out in whole blocks of 64: 5 blocks (the last of 44 rows).
+    let (equal, computed) = run_on(3, &m, &x, &opts(Strategy::Data, Some(100)));
+    assert_eq!(computed, vec![128, 128, 44]);
     let weighted = RunOptions {
         rank_weights: RankWeights::Listed(vec![1.0, 1.0, 2.0]),
-        ..opts(Strategy::Data, Some(40))
+        ..opts(Strategy::Data, Some(100))
     };
     let (got, computed) = run_on(3, &m, &x, &weighted);
-    assert_eq!(computed, vec![32, 16, 37]);
+    assert_eq!(computed, vec![64, 64, 172]);
     assert_eq!(got.data, equal.data, "row placement must not change a bit");
     let dynamic = RunOptions {
         schedule: Schedule::Dynamic,
-        ..opts(Strategy::Data, Some(3))
+        ..opts(Strategy::Data, Some(20))
     };
     for ranks in [1, 2, 4] {
         let (got, _) = run_on(ranks, &m, &x, &dynamic);

@@ -6,9 +6,10 @@ use super::Cpu;
 use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
 
-/// Rows of `A` per GEMM call. Callers that need the same bits for a row
+/// Rows of `A` per GEMM call (64: at 16, repacking `B` for every call halved
+/// a 1024³ GEMM to 28 GFLOP/s). Callers that need the same bits for a row
 /// wherever it falls (data parallelism) hand out rows in multiples of this.
-pub const ROW_BLOCK: usize = 16;
+pub const ROW_BLOCK: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Gemm {
