@@ -12,6 +12,8 @@ use std::time::Instant;
 /// Rows per rank per round when `--batch-size` is not given: large enough
 /// to keep the GEMMs efficient, small enough to stream.
 const DEFAULT_ROWS_PER_RANK: usize = 256;
+/// Blocks of rows per rank in each round of the dynamic schedule.
+const DYNAMIC_BLOCKS_PER_RANK: usize = 8;
 /// Rows each rank times to measure its speed for `--rank-weights auto`.
 const CALIBRATION_ROWS: usize = 16;
 
@@ -34,12 +36,21 @@ pub(crate) fn run<T: Transport>(
     // positions fixed in the input, so each row is computed in the same
     // company however many ranks share the work and whatever their weights:
     // the output is the same to the bit.
-    let round = (per_rank * p).div_ceil(ROW_BLOCK) * ROW_BLOCK;
+    let mut round = (per_rank * p).div_ceil(ROW_BLOCK) * ROW_BLOCK;
+    let dynamic = ctx.opts.schedule == Schedule::Dynamic && p > 1;
+    if dynamic {
+        // Every round ends with a gather, so a round's split is only as fine
+        // as its blocks: with a few per rank, a 2:1 pace still splits 1:1.
+        round = round.max(DYNAMIC_BLOCKS_PER_RANK * ROW_BLOCK * p);
+    }
 
     let mut weights = match &ctx.opts.rank_weights {
         // Chosen by `auto` with no weights given: measure, and keep the
         // measurement only when the ranks really differ (timing noise would
         // otherwise shift rows for nothing).
+        // Dynamic: start from a measured pace rather than equal shares, so
+        // that the first round is not the slowest.
+        RankWeights::Equal if dynamic => calibrate(ctx, &steps, input)?,
         RankWeights::Equal if chosen && p > 1 => {
             let speed = calibrate(ctx, &steps, input)?;
             let (lo, hi) = speed
@@ -94,7 +105,7 @@ pub(crate) fn run<T: Transport>(
             let shape = std::iter::once(len).chain(out_sample.iter().copied()).collect();
             outputs.collected(first, &Tensor::new(shape, all))?;
         }
-        if ctx.opts.schedule == Schedule::Dynamic && p > 1 {
+        if dynamic {
             // Everyone learns everyone's pace, so every rank computes the
             // same split for the next round.
             let mut pace = vec![0.0f64; 2 * p];
