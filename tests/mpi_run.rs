@@ -177,7 +177,10 @@ fn main() {
     let fault_model = models.join(faults.get("model").as_str());
     let fault_input = models.join(faults.get("input").as_str());
     for (name, run) in [
-        ("fault_watchdog_names_the_stuck_rank", fault_watchdog as FaultTest),
+        (
+            "fault_watchdog_names_the_stuck_rank",
+            fault_watchdog as FaultTest,
+        ),
         ("fault_killed_rank_ends_the_job", fault_killed_rank),
         ("fault_resume_data_same_and_fewer_ranks", fault_resume_data),
         ("fault_resume_tensor_fewer_ranks", fault_resume_tensor),
@@ -192,7 +195,10 @@ fn main() {
     let name = "fault_files_differ_between_ranks";
     if suite.selected(name) {
         let other = models.join(faults.get("other_model").as_str());
-        suite.record(name, files_differ(&fault_model, &other, &fault_input, &outputs));
+        suite.record(
+            name,
+            files_differ(&fault_model, &other, &fault_input, &outputs),
+        );
     }
 
     println!("\n{} passed, {} failed", suite.passed, suite.failed);
@@ -559,11 +565,17 @@ fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
     mpirun(&all, &[], limit, None)
 }
 
-/// After this long, call this with mpirun's process id.
-type During<'a> = (Duration, &'a dyn Fn(u32));
+/// Once the first returns true (polled every 10 ms), call the second with
+/// mpirun's process id.
+type During<'a> = (&'a dyn Fn() -> bool, &'a dyn Fn(u32));
 
 /// `mpirun ARGS` with extra environment, killed after `limit`.
-fn mpirun(args: &[String], env: &[(&str, &str)], limit: Duration, during: Option<During>) -> Outcome {
+fn mpirun(
+    args: &[String],
+    env: &[(&str, &str)],
+    limit: Duration,
+    during: Option<During>,
+) -> Outcome {
     let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
     let mut cmd = Command::new(&mpirun);
     // Only Open MPI's mpirun knows (and needs) this flag.
@@ -600,8 +612,8 @@ fn mpirun(args: &[String], env: &[(&str, &str)], limit: Duration, during: Option
         if let Some(s) = child.try_wait().expect("wait on mpirun") {
             break Some(s);
         }
-        if let Some((after, act)) = during {
-            if start.elapsed() >= after {
+        if let Some((ready, act)) = during {
+            if ready() {
                 act(child.id());
                 during = None;
             }
@@ -638,7 +650,11 @@ fn is_mpich(launcher: &str) -> bool {
 /// a job of its own; it must refuse, saying which MPI it was built for.
 fn other_mpi_launcher(model: &Path, input: &Path, dir: &Path) -> Result<(), String> {
     let ours = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let other = if is_mpich(&ours) { "mpirun.openmpi" } else { "mpiexec.mpich" };
+    let other = if is_mpich(&ours) {
+        "mpirun.openmpi"
+    } else {
+        "mpiexec.mpich"
+    };
     let out = dir.join("y.npy");
     let mut cmd = Command::new(other);
     cmd.args(["-n", "2", env!("CARGO_BIN_EXE_mpinfer")])
@@ -652,10 +668,11 @@ fn other_mpi_launcher(model: &Path, input: &Path, dir: &Path) -> Result<(), Stri
     if o.status.success() || out.exists() {
         return Err(format!("{other} ran it as independent jobs:\n{stderr}"));
     }
-    if !stderr
-        .lines()
-        .any(|l| l.starts_with("error:") && l.contains("MPI sees each as a job of 1 rank") && l.contains("built against"))
-    {
+    if !stderr.lines().any(|l| {
+        l.starts_with("error:")
+            && l.contains("MPI sees each as a job of 1 rank")
+            && l.contains("built against")
+    }) {
         return Err(format!("no error naming the mismatch:\n{stderr}"));
     }
     Ok(())
@@ -711,13 +728,20 @@ fn fault_watchdog(model: &Path, input: &Path, dir: &Path) -> Result<(), String> 
         None,
     );
     if o.timed_out || o.code == Some(0) {
-        return Err(format!("the stuck job did not end with an error: {}", o.show()));
+        return Err(format!(
+            "the stuck job did not end with an error: {}",
+            o.show()
+        ));
     }
-    let said = o.stderr.lines().any(|l| {
-        l.starts_with("error: rank 0: no progress") && l.contains("waiting for rank 1")
-    });
+    let said = o
+        .stderr
+        .lines()
+        .any(|l| l.starts_with("error: rank 0: no progress") && l.contains("waiting for rank 1"));
     if !said || o.elapsed > Duration::from_secs(15) {
-        return Err(format!("no watchdog report naming rank 1 within 15 s: {}", o.show()));
+        return Err(format!(
+            "no watchdog report naming rank 1 within 15 s: {}",
+            o.show()
+        ));
     }
     Ok(())
 }
@@ -739,21 +763,34 @@ fn fault_killed_rank(model: &Path, input: &Path, dir: &Path) -> Result<(), Strin
             sigkill(victim);
         }
     };
-    let args = run_args(model, input, &out, &["--strategy", "data", "--batch-size", "16"]);
+    let args = run_args(
+        model,
+        input,
+        &out,
+        &["--strategy", "data", "--batch-size", "16"],
+    );
+    let start = Instant::now();
+    let after_2s = || start.elapsed() >= Duration::from_secs(2);
     let o = mpirun(
         &with_ranks(3, args),
         &[("MPINFER_SLOW_RANK", "0:20")],
         Duration::from_secs(60),
-        Some((Duration::from_secs(2), &kill_one)),
+        Some((&after_2s, &kill_one)),
     );
     let Some(victim) = killed.take() else {
         return Err(format!("found no rank to kill: {}", o.show()));
     };
     if o.timed_out || o.code == Some(0) || o.elapsed > Duration::from_secs(2 + 15) {
-        return Err(format!("the job did not end within 15 s of losing a rank: {}", o.show()));
+        return Err(format!(
+            "the job did not end within 15 s of losing a rank: {}",
+            o.show()
+        ));
     }
     if !o.stderr.contains(&format!("rank {victim} ")) {
-        return Err(format!("nothing names the lost rank {victim}: {}", o.show()));
+        return Err(format!(
+            "nothing names the lost rank {victim}: {}",
+            o.show()
+        ));
     }
     if out.exists() {
         return Err("an output file appeared".into());
@@ -774,16 +811,24 @@ fn interrupted_then_resumed(
     let out = dir.join(format!("{strategy}-{first}-{second}.npy"));
     let extra = ["--strategy", strategy, "--batch-size", "16"];
     let kill_all = |pid: u32| ranks_of(pid).into_iter().for_each(sigkill);
+    let manifest = format!("{}.resume", out.display());
+    // Killed as soon as some rows are committed, whatever the speed of the
+    // machine: the rank slowed 50x keeps the rest from finishing first.
+    let some_committed = || {
+        std::fs::read_to_string(&manifest).is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.starts_with("committed_rows ") && l != "committed_rows 0")
+        })
+    };
     mpirun(
         &with_ranks(first, run_args(model, input, &out, &extra)),
-        &[("MPINFER_SLOW_RANK", "0:20")],
+        &[("MPINFER_SLOW_RANK", "0:50")],
         Duration::from_secs(60),
-        Some((Duration::from_secs(3), &kill_all)),
+        Some((&some_committed, &kill_all)),
     );
     if out.exists() {
         return Err("the run finished before it was interrupted: make it longer".into());
     }
-    let manifest = format!("{}.resume", out.display());
     let committed = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("{manifest}: {e}"))?
         .lines()
@@ -800,13 +845,21 @@ fn interrupted_then_resumed(
     );
     o.succeeded()?;
     if !o.stderr.contains(&format!("resuming: {committed} of")) {
-        return Err(format!("the rerun did not resume from row {committed}: {}", o.show()));
+        return Err(format!(
+            "the rerun did not resume from row {committed}: {}",
+            o.show()
+        ));
     }
     let (_, y) = read_npy(&out)?;
     Ok((y, committed))
 }
 
-fn uninterrupted(model: &Path, input: &Path, dir: &Path, strategy: &str) -> Result<Vec<f32>, String> {
+fn uninterrupted(
+    model: &Path,
+    input: &Path,
+    dir: &Path,
+    strategy: &str,
+) -> Result<Vec<f32>, String> {
     let out = dir.join(format!("{strategy}-whole.npy"));
     let args = run_args(model, input, &out, &["--strategy", strategy]);
     mpirun(&with_ranks(2, args), &[], RUN_LIMIT, None).succeeded()?;
@@ -818,7 +871,9 @@ fn fault_resume_data(model: &Path, input: &Path, dir: &Path) -> Result<(), Strin
     for (first, second) in [(2, 2), (3, 1)] {
         let (y, committed) = interrupted_then_resumed(model, input, dir, "data", first, second)?;
         if committed == 0 {
-            return Err(format!("{first} → {second} ranks: nothing was committed before the kill"));
+            return Err(format!(
+                "{first} → {second} ranks: nothing was committed before the kill"
+            ));
         }
         if y != whole {
             return Err(format!(
@@ -856,7 +911,11 @@ fn files_differ(model: &Path, other: &Path, input: &Path, dir: &Path) -> Result<
     if o.timed_out || o.code == Some(0) {
         return Err(format!("not refused: {}", o.show()));
     }
-    if !o.stderr.lines().any(|l| l.starts_with("error:") && l.contains("not the same file on every rank")) {
+    if !o
+        .stderr
+        .lines()
+        .any(|l| l.starts_with("error:") && l.contains("not the same file on every rank"))
+    {
         return Err(format!("no error saying the files differ: {}", o.show()));
     }
     if out.exists() {

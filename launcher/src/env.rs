@@ -34,14 +34,12 @@ pub fn mpi_library() -> String {
     mpi::environment::library_version()
         .ok()
         .and_then(|v| {
-            v.lines()
-                .next()
-                .map(|l| {
-                    l.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
+            v.lines().next().map(|l| {
+                l.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
         })
         .unwrap_or_else(|| "unknown MPI".into())
 }
@@ -70,7 +68,11 @@ fn host() -> String {
 }
 
 /// `mpinfer env`: one line per rank, printed by rank 0.
-pub fn run(job: &Job, device: mpinfer_kernels::DeviceRequest, threads: Option<usize>) -> Result<()> {
+pub fn run(
+    job: &Job,
+    device: mpinfer_kernels::DeviceRequest,
+    threads: Option<usize>,
+) -> Result<()> {
     let comm = job.communicator()?;
     let threads = threads.unwrap_or_else(|| job.default_threads());
     let device = match mpinfer_kernels::device::choose(device, job.local_rank()) {
@@ -90,11 +92,21 @@ pub fn run(job: &Job, device: mpinfer_kernels::DeviceRequest, threads: Option<us
     let mut lens = vec![0i64; p];
     comm.allgather(&[mine.len() as i64], &mut lens)?;
     let counts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
-    let mut all = vec![0u8; if job.rank() == 0 { counts.iter().sum() } else { 0 }];
+    let mut all = vec![
+        0u8;
+        if job.rank() == 0 {
+            counts.iter().sum()
+        } else {
+            0
+        }
+    ];
     comm.gatherv(&mine, &mut all, &counts, 0)?;
     if job.rank() == 0 {
         println!("MPI: {}; {p} ranks", mpi_library());
-        println!("{:<5} {:<11} {:<16} {:<8} launcher; device", "rank", "local rank", "host", "threads");
+        println!(
+            "{:<5} {:<11} {:<16} {:<8} launcher; device",
+            "rank", "local rank", "host", "threads"
+        );
         let mut at = 0;
         for c in counts {
             println!("{}", String::from_utf8_lossy(&all[at..at + c]));

@@ -28,7 +28,10 @@ pub fn run(args: &Args) -> Result<()> {
     let model = onnx::load(&args.model)?;
     print!("{}", describe(&model)?);
     if let Some(ranks) = args.ranks {
-        print!("{}", divide(&model, ranks.max(1), args.strategy, args.batch_size)?);
+        print!(
+            "{}",
+            divide(&model, ranks.max(1), args.strategy, args.batch_size)?
+        );
     }
     Ok(())
 }
@@ -152,21 +155,25 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
                     out += &format!("{r:<5} {:>12} {:>16} {:>18}  no stage\n", "-", "-", "-");
                     continue;
                 };
-                let w: u64 = stage
-                    .clone()
-                    .map(|i| 4 * params(model, i) as u64)
-                    .sum();
+                let w: u64 = stage.clone().map(|i| 4 * params(model, i) as u64).sum();
                 let sent_row = if stage.is_empty() {
                     0
                 } else {
                     4 * shapes[stage.end - 1].iter().product::<usize>() as u64
                 };
-                let names: Vec<&str> = stage.clone().map(|i| model.layers[i].name.as_str()).collect();
+                let names: Vec<&str> = stage
+                    .clone()
+                    .map(|i| model.layers[i].name.as_str())
+                    .collect();
                 out += &format!(
                     "{r:<5} {:>12} {:>16} {:>18}  layers {}..{} ({})\n",
                     human_bytes(w),
                     human_bytes(largest_act * batch as u64),
-                    human_bytes(if stages.len() > 1 { sent_row * batch as u64 } else { 0 }),
+                    human_bytes(if stages.len() > 1 {
+                        sent_row * batch as u64
+                    } else {
+                        0
+                    }),
                     stage.start,
                     stage.end,
                     names.join(", ")

@@ -200,17 +200,20 @@ pub fn install_panic_hook() {
 }
 
 fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,mpinfer_runtime=info,mpinfer_launcher=info"))
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "[{}] {}: {}",
-                rank_label(),
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
-        })
-        .try_init();
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("warn,mpinfer_runtime=info,mpinfer_launcher=info"),
+    )
+    .format(|buf, record| {
+        writeln!(
+            buf,
+            "[{}] {}: {}",
+            rank_label(),
+            record.level().as_str().to_lowercase(),
+            record.args()
+        )
+    })
+    .try_init();
 }
 
 /// CPUs online on this node (`/sys/devices/system/cpu/online`, e.g. "0-3,8").

@@ -69,7 +69,10 @@ pub fn main() -> ExitCode {
     };
     job.check_collectives(cli.check_collectives);
     if !(cli.timeout >= 0.0 && cli.timeout.is_finite()) {
-        job::fail(&anyhow::anyhow!("--timeout {} is not a number of seconds", cli.timeout));
+        job::fail(&anyhow::anyhow!(
+            "--timeout {} is not a number of seconds",
+            cli.timeout
+        ));
     }
     job.watch(std::time::Duration::from_secs_f64(cli.timeout));
     let result = match cli.command {

@@ -1,14 +1,14 @@
 //! `mpinfer run`: a model over an input file on every rank of the job.
 
 use crate::job::{say, Job};
+use crate::output::{self, Output};
+use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
 use mpinfer_collectives::ReduceOp;
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{device, Device, DeviceRequest, StoredDType, Tensor};
 use mpinfer_runtime::model::Model;
-use crate::output::{self, Output};
-use crate::progress::Progress;
 use mpinfer_runtime::npy::{self, NpyDType, NpyFile};
 use mpinfer_runtime::run::{
     self as runner, CommDType, Metrics, Outputs, RankWeights, RunError, RunOptions, Schedule,
@@ -247,7 +247,10 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
                 Some(done)
             }
             (true, None) => {
-                log::info!("nothing to resume for {}: starting from the first row", args.output.display());
+                log::info!(
+                    "nothing to resume for {}: starting from the first row",
+                    args.output.display()
+                );
                 None
             }
             (false, Some(done)) => {
@@ -417,7 +420,9 @@ fn peak_rss() -> u64 {
 /// Writes under a temporary name beside `path`, then renames: readers see
 /// the old file or the whole new one.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map_or("metrics".into(), |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or("metrics".into(), |n| n.to_string_lossy().into_owned());
     let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&temp, bytes)?;
     std::fs::rename(&temp, path).inspect_err(|_| {

@@ -33,7 +33,10 @@ pub enum Step {
     /// grouped convolution needs only its groups' input channels.
     Channels(Range<usize>),
     /// Adds a bias along axis 1 after a reduction, once, then the optional ReLU.
-    Bias { bias: Vec<f32>, relu: bool },
+    Bias {
+        bias: Vec<f32>,
+        relu: bool,
+    },
 }
 
 impl Step {
@@ -69,7 +72,9 @@ impl Step {
                 axis: *axis,
                 coerced: *coerced,
             },
-            Op::Conv { .. } | Op::Gemm { .. } => unreachable!("layers with weights go through load"),
+            Op::Conv { .. } | Op::Gemm { .. } => {
+                unreachable!("layers with weights go through load")
+            }
         }
     }
 
@@ -309,10 +314,7 @@ pub fn normalize(x: &mut Tensor, mean: &[f32], std: &[f32]) {
     let c = x.shape.get(1).copied().unwrap_or(1);
     for (i, v) in x.data.iter_mut().enumerate() {
         let ch = (i / inner.max(1)) % c.max(1);
-        let (m, s) = (
-            mean[ch.min(mean.len() - 1)],
-            std[ch.min(std.len() - 1)],
-        );
+        let (m, s) = (mean[ch.min(mean.len() - 1)], std[ch.min(std.len() - 1)]);
         *v = (*v - m) / s;
     }
 }

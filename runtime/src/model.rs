@@ -167,12 +167,12 @@ impl Weight {
                 };
                 let mut bytes = vec![0u8; count * width];
                 let at = offset + (start * width) as u64;
-                file.file.read_exact_at(&mut bytes, at).map_err(|e| {
-                    ModelError::Format {
+                file.file
+                    .read_exact_at(&mut bytes, at)
+                    .map_err(|e| ModelError::Format {
                         path: file.path.clone(),
                         message: format!("weight {} at byte {at}: {e}", self.name),
-                    }
-                })?;
+                    })?;
                 match dtype {
                     StoredDType::F32 => out.extend(
                         bytes
@@ -302,7 +302,10 @@ impl Layer {
                 if *axis > x.len() {
                     return Err(self.error(format!("axis {axis} beyond input shape {x:?}")));
                 }
-                Ok(vec![x[..*axis].iter().product(), x[*axis..].iter().product()])
+                Ok(vec![
+                    x[..*axis].iter().product(),
+                    x[*axis..].iter().product(),
+                ])
             }
             Op::Reshape { shape } => reshape_target(x, shape).map_err(|m| self.error(m)),
         }

@@ -208,7 +208,11 @@ fn single(model: &Model, x: &Tensor) -> Tensor {
 
 fn assert_close(got: &Tensor, want: &Tensor, rel: f32, what: &str) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
-    let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let scale = want
+        .data
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-30);
     for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
         if w.is_nan() {
             assert!(g.is_nan(), "{what}: element {i} should be NaN, got {g}");
@@ -332,7 +336,10 @@ fn reduced_precision_traffic_stays_near_full_precision() {
         };
         let (got, _) = run_on(3, &m, &x, &o);
         assert_close(&got, &want, 2e-2, &format!("{comm_dtype:?}"));
-        assert!(got.data != want.data, "{comm_dtype:?} traffic should round something");
+        assert!(
+            got.data != want.data,
+            "{comm_dtype:?} traffic should round something"
+        );
     }
 }
 
@@ -368,7 +375,6 @@ fn pipeline_stages_balance_flops() {
     assert_eq!(s[0], 0..1);
     assert_eq!(stages(&m, 10).unwrap().len(), m.layers.len());
 }
-
 
 #[test]
 fn input_normalisation_is_applied_on_every_rank_shard() {

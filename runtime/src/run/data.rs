@@ -1,7 +1,7 @@
 //! Data parallelism: every rank holds the whole model and computes its share
 //! of each round of rows; rank 0 gathers the outputs in input order.
 
-use super::{Ctx, Outputs, RankWeights, RunError, Rows, Schedule};
+use super::{Ctx, Outputs, RankWeights, Rows, RunError, Schedule};
 use crate::exec::{forward, load_all, Step};
 use crate::split;
 use mpinfer_collectives::transport::Transport;
@@ -102,7 +102,9 @@ pub(crate) fn run<T: Transport>(
         let elem_counts: Vec<usize> = counts.iter().map(|c| c * out_len).collect();
         let all = ctx.gatherv(&y.data, &elem_counts, Some(0))?;
         if rank == 0 {
-            let shape = std::iter::once(len).chain(out_sample.iter().copied()).collect();
+            let shape = std::iter::once(len)
+                .chain(out_sample.iter().copied())
+                .collect();
             outputs.collected(first, &Tensor::new(shape, all))?;
         }
         if dynamic {
@@ -155,9 +157,7 @@ pub(crate) fn step_weight_bytes(steps: &[Step]) -> u64 {
     steps
         .iter()
         .map(|s| match s {
-            Step::Conv { weight, bias, .. } => {
-                weight.len() + bias.as_ref().map_or(0, |b| b.len())
-            }
+            Step::Conv { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Step::Gemm { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Step::Bias { bias, .. } => bias.len(),
             _ => 0,

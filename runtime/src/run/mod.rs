@@ -295,13 +295,17 @@ impl<T: Transport> Ctx<'_, T> {
             CommDType::BF16 => {
                 let mut narrow: Vec<bf16> = buf.iter().map(|&v| bf16::from_f32(v)).collect();
                 comm.allreduce(&mut narrow, ReduceOp::Sum)?;
-                buf.iter_mut().zip(&narrow).for_each(|(o, v)| *o = v.to_f32());
+                buf.iter_mut()
+                    .zip(&narrow)
+                    .for_each(|(o, v)| *o = v.to_f32());
                 Ok(())
             }
             CommDType::F16 => {
                 let mut narrow: Vec<f16> = buf.iter().map(|&v| f16::from_f32(v)).collect();
                 comm.allreduce(&mut narrow, ReduceOp::Sum)?;
-                buf.iter_mut().zip(&narrow).for_each(|(o, v)| *o = v.to_f32());
+                buf.iter_mut()
+                    .zip(&narrow)
+                    .for_each(|(o, v)| *o = v.to_f32());
                 Ok(())
             }
         })?;

@@ -7,7 +7,7 @@
 //! on) and this step's input (received), so no stage ever waits on a send
 //! while its receiver waits on it.
 
-use super::{Ctx, Outputs, RunError, Rows};
+use super::{Ctx, Outputs, Rows, RunError};
 use crate::exec::{forward, fuse_relu, Step};
 use crate::model::Model;
 use crate::ModelError;

@@ -10,7 +10,7 @@
 //! the split as it is. So the linear layers pair up column → row with one
 //! allreduce per pair, and the bias is added once, after the reduce.
 
-use super::{Ctx, Outputs, RunError, Rows};
+use super::{Ctx, Outputs, Rows, RunError};
 use crate::exec::{concat_channels, round_to, Step};
 use crate::model::{Layer, Model, Op, Weight};
 use crate::split;
@@ -280,7 +280,12 @@ fn all(d: usize) -> Range<usize> {
 }
 
 /// Reads `w` restricted to `range` along `axis`.
-fn slice(w: &Weight, axis: usize, range: Range<usize>, dtype: StoredDType) -> Result<Tensor, ModelError> {
+fn slice(
+    w: &Weight,
+    axis: usize,
+    range: Range<usize>,
+    dtype: StoredDType,
+) -> Result<Tensor, ModelError> {
     let ranges: Vec<Range<usize>> = w
         .shape
         .iter()
@@ -305,7 +310,13 @@ fn actions(
     let input: Vec<usize> = std::iter::once(1)
         .chain(model.sample_shape.iter().copied())
         .collect();
-    let x_of = |i: usize| if i == 0 { input.clone() } else { shapes[i - 1].clone() };
+    let x_of = |i: usize| {
+        if i == 0 {
+            input.clone()
+        } else {
+            shapes[i - 1].clone()
+        }
+    };
     let mut out = Vec::new();
     for part in &plan.parts {
         match part {
@@ -326,19 +337,10 @@ fn actions(
                 };
                 let mine = range_of(counts, rank);
                 if mine.is_empty() {
-                    let mut s = out_shape(l, &x_of(*layer))?[1..].to_vec();
-                    s[0] = 0;
-                    out.push(Action::Empty(s));
+                    out.push(no_channels(l, &x_of(*layer))?);
                     continue;
                 }
-                out.push(Action::Run(Step::Conv {
-                    conv: *conv,
-                    weight: slice(weight, 0, mine.clone(), dtype)?,
-                    bias: bias
-                        .as_ref()
-                        .map(|b| slice(b, 0, mine.clone(), dtype).map(|t| t.data))
-                        .transpose()?,
-                }));
+                out.push(Action::Run(conv_rows(*conv, weight, bias, mine, dtype)?));
             }
             Part::ConvGroups { layer, groups } => {
                 let l = &model.layers[*layer];
@@ -347,9 +349,7 @@ fn actions(
                 };
                 let mine = range_of(groups, rank);
                 if mine.is_empty() {
-                    let mut s = out_shape(l, &x_of(*layer))?[1..].to_vec();
-                    s[0] = 0;
-                    out.push(Action::Empty(s));
+                    out.push(no_channels(l, &x_of(*layer))?);
                     continue;
                 }
                 let per_out = weight.shape[0] / conv.groups;
@@ -360,14 +360,7 @@ fn actions(
                 )));
                 let mut c = *conv;
                 c.groups = mine.len();
-                out.push(Action::Run(Step::Conv {
-                    conv: c,
-                    weight: slice(weight, 0, rows.clone(), dtype)?,
-                    bias: bias
-                        .as_ref()
-                        .map(|b| slice(b, 0, rows.clone(), dtype).map(|t| t.data))
-                        .transpose()?,
-                }));
+                out.push(Action::Run(conv_rows(c, weight, bias, rows, dtype)?));
             }
             Part::ConvIn { layer, counts } => {
                 let l = &model.layers[*layer];
@@ -387,14 +380,7 @@ fn actions(
                         bias: None,
                     }));
                 }
-                out.push(Action::Allreduce);
-                out.push(Action::Run(Step::Bias {
-                    bias: match bias {
-                        Some(b) => round_to(b.read()?, dtype).data,
-                        None => vec![0.0; y[1]],
-                    },
-                    relu: false,
-                }));
+                reduce_then_bias(&mut out, bias.as_ref(), y[1], dtype)?;
             }
             Part::GemmColumns { layer, counts } => {
                 let l = &model.layers[*layer];
@@ -435,14 +421,7 @@ fn actions(
                         bias: None,
                     }));
                 }
-                out.push(Action::Allreduce);
-                out.push(Action::Run(Step::Bias {
-                    bias: match bias {
-                        Some(b) => round_to(b.read()?, dtype).data,
-                        None => vec![0.0; y[1]],
-                    },
-                    relu: false,
-                }));
+                reduce_then_bias(&mut out, bias.as_ref(), y[1], dtype)?;
             }
             Part::Gather {
                 counts,
@@ -458,6 +437,49 @@ fn actions(
         }
     }
     Ok(fuse(out))
+}
+
+/// The output of a layer this rank holds no channel of.
+fn no_channels(layer: &Layer, x: &[usize]) -> Result<Action, ModelError> {
+    let mut s = out_shape(layer, x)?[1..].to_vec();
+    s[0] = 0;
+    Ok(Action::Empty(s))
+}
+
+/// The convolution restricted to output channels `rows`.
+fn conv_rows(
+    conv: mpinfer_kernels::cpu::Conv2d,
+    weight: &Weight,
+    bias: &Option<Weight>,
+    rows: Range<usize>,
+    dtype: StoredDType,
+) -> Result<Step, ModelError> {
+    Ok(Step::Conv {
+        conv,
+        weight: slice(weight, 0, rows.clone(), dtype)?,
+        bias: bias
+            .as_ref()
+            .map(|b| slice(b, 0, rows, dtype).map(|t| t.data))
+            .transpose()?,
+    })
+}
+
+/// Partial sums made whole, then the bias, added once.
+fn reduce_then_bias(
+    out: &mut Vec<Action>,
+    bias: Option<&Weight>,
+    channels: usize,
+    dtype: StoredDType,
+) -> Result<(), ModelError> {
+    out.push(Action::Allreduce);
+    out.push(Action::Run(Step::Bias {
+        bias: match bias {
+            Some(b) => round_to(b.read()?, dtype).data,
+            None => vec![0.0; channels],
+        },
+        relu: false,
+    }));
+    Ok(())
 }
 
 /// A ReLU right after a step with an epilogue runs inside that step.
@@ -507,9 +529,9 @@ pub(crate) fn run<T: Transport>(
         for action in &actions {
             x = match action {
                 Action::Run(step) => ctx.clock.compute(|| step.run(ctx.cpu, x))?,
-                Action::Empty(s) | Action::Zeros(s) => Tensor::zeros(
-                    std::iter::once(len).chain(s.iter().copied()).collect(),
-                ),
+                Action::Empty(s) | Action::Zeros(s) => {
+                    Tensor::zeros(std::iter::once(len).chain(s.iter().copied()).collect())
+                }
                 Action::Allreduce => {
                     ctx.allreduce_sum(&mut x.data)?;
                     x
