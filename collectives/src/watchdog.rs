@@ -75,7 +75,7 @@ pub fn arm(timeout: Duration, rank: usize, expire: impl Fn(String) + Send + 'sta
                     let limit = Duration::from_millis(TIMEOUT_MS.load(Ordering::Relaxed));
                     std::thread::sleep((limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
                     let epoch = EPOCH.load(Ordering::Acquire);
-                    if epoch % 2 == 0 || !ARMED.load(Ordering::Relaxed) {
+                    if epoch.is_multiple_of(2) || !ARMED.load(Ordering::Relaxed) {
                         seen = (u64::MAX, Instant::now());
                         continue;
                     }

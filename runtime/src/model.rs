@@ -372,7 +372,7 @@ pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, String> 
     }
     let known: usize = out.iter().map(|&d| d.max(1)).product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {shape:?}"));
         }
         out[i] = total / known;

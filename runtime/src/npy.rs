@@ -264,7 +264,7 @@ impl NpyWriter {
 
     /// Appends whole rows (a multiple of the row length) of values.
     pub fn write_rows(&mut self, values: &[f32]) -> Result<(), ModelError> {
-        if self.row_len > 0 && values.len() % self.row_len != 0 {
+        if self.row_len > 0 && !values.len().is_multiple_of(self.row_len) {
             return Err(ModelError::Invalid(format!(
                 "{}: {} values are not whole rows of {}",
                 self.path.display(),

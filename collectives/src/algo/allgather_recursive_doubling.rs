@@ -21,7 +21,7 @@ pub fn allgather<E: Element>(
     let fold = Fold::new(p);
     let t = ctx.transport;
     if rank < 2 * fold.rem {
-        if rank % 2 == 0 {
+        if rank.is_multiple_of(2) {
             t.send(rank + 1, ctx.tag, bytes(&buf[blocks.range(rank)]))?;
             return t.recv(rank + 1, ctx.tag, bytes_mut(buf));
         }

@@ -23,7 +23,7 @@ pub fn fold_in<'a, E: Element>(
     let rank = ctx.rank();
     let n = buf.len();
     if rank < 2 * fold.rem {
-        if rank % 2 == 0 {
+        if rank.is_multiple_of(2) {
             let out = own.map_or(Source::Buf(0..n), Source::Slice);
             let step = Step {
                 to: Some(rank + 1),
@@ -59,7 +59,7 @@ pub fn fold_in<'a, E: Element>(
 pub fn fold_out<E: Element>(ctx: Ctx<'_>, fold: Fold, buf: &mut [E]) -> Result<(), TransportError> {
     let rank = ctx.rank();
     if rank < 2 * fold.rem {
-        if rank % 2 == 0 {
+        if rank.is_multiple_of(2) {
             ctx.transport.recv(rank + 1, ctx.tag, bytes_mut(buf))?;
         } else {
             ctx.transport.send(rank - 1, ctx.tag, bytes(buf))?;

@@ -539,7 +539,7 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 pub fn bytes_label(v: f64) -> String {
     let b = v.round() as u64;
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if b >= 1 << shift && b % (1 << shift) == 0 {
+        if b >= 1 << shift && b.is_multiple_of(1 << shift) {
             return format!("{}{unit}", b >> shift);
         }
     }
