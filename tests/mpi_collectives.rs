@@ -7,6 +7,9 @@
 //! a panic or an error on one rank, and ranks that disagree in check mode,
 //! must end the whole job with a message naming the rank, never hang.
 
+mod common;
+
+use common::Outcome;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::datatype::PartitionMut;
 use mpi::raw::AsRaw;
@@ -15,9 +18,8 @@ use mpinfer_collectives::*;
 use mpinfer_launcher::job::{self, Job};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const RANK_MODE: &str = "MPINFER_TEST_RANK_MODE";
 const JOB_LIMIT: Duration = Duration::from_secs(180);
@@ -34,14 +36,6 @@ fn main() {
 }
 
 // ---------------------------------------------------------------- launcher
-
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    timed_out: bool,
-}
 
 /// This test program in one of its rank modes, on `ranks` ranks.
 fn mpirun(ranks: usize, mode: &str, extra_env: &[(&str, &str)]) -> Outcome {
@@ -62,58 +56,9 @@ fn mpirun_program(
     args: &[&str],
     extra_env: &[(&str, &str)],
 ) -> Outcome {
-    let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let mut cmd = Command::new(&mpirun);
-    cmd.arg("-n").arg(ranks.to_string());
-    // Only Open MPI's mpirun knows (and needs) this flag.
-    if !(mpirun.contains("mpich") || mpirun.contains("hydra")) {
-        cmd.arg("--oversubscribe");
-    }
-    cmd.arg(program).args(args);
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait on mpirun") {
-            break Some(s);
-        }
-        if start.elapsed() > JOB_LIMIT {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Outcome {
-        code: status.and_then(|s| s.code()),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-        elapsed: start.elapsed(),
-        timed_out,
-    }
+    let mut all = vec!["-n".to_string(), ranks.to_string(), program.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    common::mpirun(&all, extra_env, JOB_LIMIT, None)
 }
 
 fn launcher() {

@@ -13,10 +13,12 @@
 //! has numpy, onnx and onnxruntime (default: `.venv/bin/python`);
 //! `MPINFER_TEST_SEED` the seed of the generated weights and inputs.
 
+mod common;
+
+use common::{is_mpich, mpirun, Outcome};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const STRATEGIES: [&str; 4] = ["data", "tensor", "pipeline", "auto"];
@@ -282,14 +284,6 @@ impl Case {
         }
         case
     }
-}
-
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    timed_out: bool,
 }
 
 impl Outcome {
@@ -565,86 +559,7 @@ fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
     mpirun(&all, &[], limit, None)
 }
 
-/// Once the first returns true (polled every 10 ms), call the second with
-/// mpirun's process id.
-type During<'a> = (&'a dyn Fn() -> bool, &'a dyn Fn(u32));
-
-/// `mpirun ARGS` with extra environment, killed after `limit`.
-fn mpirun(
-    args: &[String],
-    env: &[(&str, &str)],
-    limit: Duration,
-    during: Option<During>,
-) -> Outcome {
-    let mpirun = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let mut cmd = Command::new(&mpirun);
-    // Only Open MPI's mpirun knows (and needs) this flag.
-    if !is_mpich(&mpirun) {
-        cmd.arg("--oversubscribe");
-    }
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .expect("cannot start mpirun: is Open MPI installed (scripts/setup.sh)?");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let mut during = during;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait on mpirun") {
-            break Some(s);
-        }
-        if let Some((ready, act)) = during {
-            if ready() {
-                act(child.id());
-                during = None;
-            }
-        }
-        if start.elapsed() > limit {
-            timed_out = true;
-            // SIGTERM first: mpirun forwards it to its ranks, where SIGKILL
-            // would leave them running.
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            std::thread::sleep(Duration::from_secs(2));
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    Outcome {
-        code: status.and_then(|s| s.code()),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-        elapsed,
-        timed_out,
-    }
-}
-
 // ---------------------------------------------------------------- faults
-
-fn is_mpich(launcher: &str) -> bool {
-    launcher.contains("mpich") || launcher.contains("hydra")
-}
 
 /// This binary started by the other MPI's launcher: each process would be
 /// a job of its own; it must refuse, saying which MPI it was built for.
