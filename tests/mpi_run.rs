@@ -194,6 +194,11 @@ fn main() {
             suite.record(name, run(&fault_model, &fault_input, &dir));
         }
     }
+    let name = "env_lists_every_rank_with_its_local_rank";
+    if suite.selected(name) {
+        suite.record(name, env_lists_ranks());
+    }
+
     let name = "fault_files_differ_between_ranks";
     if suite.selected(name) {
         let other = models.join(faults.get("other_model").as_str());
@@ -557,6 +562,41 @@ fn mpirun_mpinfer(ranks: usize, args: &[String], limit: Duration) -> Outcome {
     all.push(env!("CARGO_BIN_EXE_mpinfer").into());
     all.extend(args.iter().cloned());
     mpirun(&all, &[], limit, None)
+}
+
+// ---------------------------------------------------------------- env
+
+/// `mpinfer env` on 2 ranks: one line per rank, in order, each on its own
+/// local rank of the 2 on this node; a launcher variable that disagrees
+/// with MPI is shown.
+fn env_lists_ranks() -> Result<(), String> {
+    let args = vec!["env".to_string(), "--device".into(), "cpu".into()];
+    let o = mpirun_mpinfer(2, &args, ERROR_LIMIT);
+    o.succeeded()?;
+    let rows: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    let expected = ["0     0 of 2", "1     1 of 2"];
+    if rows.len() != 2 || rows.iter().zip(expected).any(|(r, e)| !r.starts_with(e)) {
+        return Err(format!(
+            "not one line per rank with its local rank: {}",
+            o.show()
+        ));
+    }
+    let single = Command::new(env!("CARGO_BIN_EXE_mpinfer"))
+        .args(["env", "--device", "cpu"])
+        .env("SLURM_LOCALID", "3")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let out = String::from_utf8_lossy(&single.stdout);
+    if !out.contains("0 of 1 (SLURM_LOCALID=3 disagrees)") {
+        return Err(format!(
+            "the disagreeing launcher variable is not shown:\n{out}"
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- faults

@@ -29,6 +29,18 @@ pub fn launcher() -> (String, Option<usize>) {
     ("none (a single process)".into(), None)
 }
 
+/// The local rank the launcher announced, and the variable it came in.
+pub fn launcher_local_rank() -> Option<(&'static str, usize)> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMI_LOCAL_RANK",
+        "SLURM_LOCALID",
+    ]
+    .into_iter()
+    .find_map(|k| Some((k, std::env::var(k).ok()?.parse().ok()?)))
+}
+
 /// The MPI library this binary is linked against, first line.
 pub fn mpi_library() -> String {
     mpi::environment::library_version()
@@ -80,10 +92,14 @@ pub fn run(
         Err(e) => format!("error: {e}"),
     };
     let (how, _) = launcher();
+    let said = match launcher_local_rank() {
+        Some((var, r)) if r != job.local_rank() => format!(" ({var}={r} disagrees)"),
+        _ => String::new(),
+    };
     let line = format!(
         "{:<5} {:<11} {:<16} {:<8} {how}; {device}",
         job.rank(),
-        format!("{} of {}", job.local_rank(), job.local_size()),
+        format!("{} of {}{said}", job.local_rank(), job.local_size()),
         host(),
         threads,
     );

@@ -40,10 +40,19 @@ impl Job {
         // Ranks that can share memory are the ranks on this node.
         let node = world.split_shared(world.rank());
         let (local_rank, local_size) = (node.rank() as usize, node.size() as usize);
+        // MPI's own view decides (it cannot be wrong about shared memory);
+        // the launcher's variable is a cross-check: if they differ, the
+        // GPU and thread choices may not be what the job script intended.
+        let launcher_says = crate::env::launcher_local_rank();
         RANK.store(rank, Ordering::SeqCst);
         SIZE.store(size, Ordering::SeqCst);
         install_panic_hook();
         init_logging();
+        if let Some((var, r)) = launcher_says.filter(|&(_, r)| r != local_rank) {
+            log::warn!(
+                "{var}={r}, but MPI places this rank {local_rank} of {local_size} on its node; using {local_rank}"
+            );
+        }
         crate::env::check_launch(size)?;
         Ok(Job {
             world,
