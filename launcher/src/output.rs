@@ -138,16 +138,8 @@ impl Output {
     fn commit(&mut self) -> Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
-        let temp = with_suffix(&self.manifest, ".tmp");
-        let mut f = File::create(&temp)?;
-        write!(
-            f,
-            "{}\ncommitted_rows {}\n",
-            self.identity, self.written_rows
-        )?;
-        f.sync_all()?;
-        std::fs::rename(&temp, &self.manifest)
-            .with_context(|| format!("{}", self.manifest.display()))?;
+        let text = format!("{}\ncommitted_rows {}\n", self.identity, self.written_rows);
+        write_atomic(&self.manifest, text.as_bytes())?;
         self.last_commit = Instant::now();
         Ok(())
     }
@@ -167,5 +159,52 @@ impl Output {
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         let _ = std::fs::remove_file(&self.manifest);
         Ok(())
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file in the same
+/// directory and a rename, so a reader never sees half a file and an
+/// earlier version survives a failed write.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("mpinfer-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.svg");
+        write_atomic(&path, b"old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        assert!(write_atomic(&dir.join("missing/out.svg"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -389,8 +389,7 @@ fn report(
             json_number(rows as f64 / wall.max(1e-9)),
             ranks.join(",\n")
         );
-        write_atomic(path, json.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        output::write_atomic(path, json.as_bytes())?;
     }
     Ok(())
 }
@@ -415,19 +414,6 @@ fn peak_rss() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
-}
-
-/// Writes under a temporary name beside `path`, then renames: readers see
-/// the old file or the whole new one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map_or("metrics".into(), |n| n.to_string_lossy().into_owned());
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
 }
 
 /// A cheap fingerprint of a file: its size and a hash of its first and last

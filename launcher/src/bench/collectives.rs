@@ -376,7 +376,7 @@ fn bench<E: Element>(
     }
     if let (Some(path), 0) = (&args.plot, rank) {
         let fig = figure(args, p, E::DTYPE, &lib, per_op, &measured);
-        plot::write_atomic(path, &plot::render(&fig))?;
+        crate::output::write_atomic(path, plot::render(&fig).as_bytes())?;
     }
     Ok(())
 }

@@ -5,10 +5,7 @@
 //! a log2 axis (collective sizes grow by powers of two), bandwidths on a
 //! log10 axis (they span orders of magnitude between 8 B and 64 MiB).
 
-use anyhow::{Context, Result};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::Path;
 
 /// One measured point: message size in bytes, bandwidth in GB/s, and the
 /// text a viewer shows when hovering over it.
@@ -574,34 +571,6 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// Writes `contents` to `path` through a temporary file in the same
-/// directory and a rename, so a reader never sees half a file and an
-/// earlier plot survives a failed write.
-pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,19 +693,5 @@ mod tests {
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
         // The size axis still spans the sizes measured.
         assert!(svg.contains(">1K<") && svg.contains(">4K<"));
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("mpinfer-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("out.svg");
-        write_atomic(&path, "old").unwrap();
-        write_atomic(&path, "new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-        let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert_eq!(entries.len(), 1);
-        assert!(write_atomic(&dir.join("missing/out.svg"), "x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
