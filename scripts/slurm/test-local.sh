@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         exec sudo -n -E bash "$0" "$@"
     fi
-    echo "skipped: the SLURM test needs root (or passwordless sudo) to run munged, slurmctld and slurmd"
+    echo "SKIP slurm job scripts: the SLURM test needs root (or passwordless sudo) to run munged, slurmctld and slurmd"
     exit 0
 fi
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Totals the log of scripts/test.sh in one true line.
+
+    tally.py LOG SKIP_LOG
+
+LOG holds every step's output between `== step NAME` and
+`== step-exit NAME CODE` lines. Counted there:
+  - cargo's test binaries: a `Running ...` or `Doc-tests ...` line opens a
+    suite, and its first closing line (libtest's `test result:` or the
+    multi-rank binaries' own `N passed, M failed[, K skipped]`) closes it.
+    Closing lines after that, before the next suite, belong to output a
+    failing test printed, and are not counted again. A suite that never
+    closes died before its totals: one failure. Ignored tests are skipped.
+  - `error: could not compile` (a suite that did not build): one failure.
+  - the SLURM test's PASS, FAIL and SKIP lines.
+  - a step that exited non-zero with no failure counted: one failure.
+SKIP_LOG holds one `SKIPPED test: reason` line per libtest test that
+skipped (mpinfer-testkit's `skip`); libtest counted those as passed, so they
+move from passed to skipped here. Prints the skips and failures by name,
+then `all: N passed, M failed, K skipped`.
+"""
+import re
+import sys
+
+SUITE = re.compile(r"^\s+(Running|Doc-tests) (\S+)")
+LIBTEST = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
+PLAIN = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
+NO_BUILD = re.compile(r"^error: could not compile `([^`]+)`")
+SLURM = re.compile(r"^(PASS|FAIL|SKIP) (.*)")
+STEP = re.compile(r"^== step (.*)")
+STEP_EXIT = re.compile(r"^== step-exit (.*) (\d+)$")
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.failures, self.skips = [], []
+        self.step = None
+        self.step_failed = 0
+        self.suite = None  # open suite awaiting its closing line
+
+    def fail(self, why):
+        self.failed += 1
+        self.step_failed += 1
+        self.failures.append(f"{self.step}: {why}")
+
+    def close_suite(self):
+        if self.suite is not None:
+            self.fail(f"{self.suite} ended before printing its totals")
+        self.suite = None
+
+    def line(self, line):
+        if m := STEP.match(line):
+            self.step, self.step_failed, self.suite = m.group(1), 0, None
+        elif m := STEP_EXIT.match(line):
+            self.close_suite()
+            if int(m.group(2)) != 0 and self.step_failed == 0:
+                self.fail(f"exited {m.group(2)} without naming a failed test")
+        elif m := SUITE.match(line):
+            self.close_suite()
+            self.suite = m.group(2)
+        elif m := NO_BUILD.match(line):
+            self.fail(f"`{m.group(1)}` did not build")
+        elif self.suite is not None and (m := LIBTEST.match(line) or PLAIN.match(line)):
+            passed, failed, skipped = (int(g or 0) for g in m.groups())
+            self.passed += passed
+            self.failed += failed
+            self.step_failed += failed
+            self.skipped += skipped
+            if failed:
+                self.failures.append(f"{self.step}: {failed} in {self.suite}")
+            self.suite = None
+        elif m := SLURM.match(line):
+            kind, what = m.groups()
+            if kind == "PASS":
+                self.passed += 1
+            elif kind == "FAIL":
+                self.fail(f"SLURM {what}")
+            else:
+                self.skipped += 1
+                self.skips.append(f"SLURM {what}")
+
+
+def main(log, skip_log):
+    t = Tally()
+    with open(log, errors="replace") as f:
+        for line in f:
+            t.line(line.rstrip("\n"))
+    t.close_suite()
+    with open(skip_log, errors="replace") as f:
+        for line in f:
+            if line.startswith("SKIPPED "):
+                t.passed -= 1
+                t.skipped += 1
+                t.skips.append(line[len("SKIPPED "):].rstrip("\n"))
+    for s in t.skips:
+        print(f"skipped: {s}")
+    for s in t.failures:
+        print(f"failed: {s}")
+    print(f"all: {t.passed} passed, {t.failed} failed, {t.skipped} skipped")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
