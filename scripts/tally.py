@@ -6,11 +6,12 @@
 LOG holds every step's output between `== step NAME` and
 `== step-exit NAME CODE` lines. Counted there:
   - cargo's test binaries: a `Running ...` or `Doc-tests ...` line opens a
-    suite, and its first closing line (libtest's `test result:` or the
-    multi-rank binaries' own `N passed, M failed[, K skipped]`) closes it.
-    Closing lines after that, before the next suite, belong to output a
-    failing test printed, and are not counted again. A suite that never
-    closes died before its totals: one failure. Ignored tests are skipped.
+    suite, and its last closing line (libtest's `test result:` or the
+    multi-rank binaries' own `N passed, M failed[, K skipped]`) before the
+    next suite counts. A binary prints its totals last: earlier closing
+    lines are output of child runs that a failing test printed. A suite
+    with no closing line died before its totals: one failure. Ignored tests
+    are skipped.
   - `error: could not compile` (a suite that did not build): one failure.
   - the SLURM test's PASS, FAIL and SKIP lines.
   - a step that exited non-zero with no failure counted: one failure.
@@ -22,7 +23,7 @@ then `all: N passed, M failed, K skipped`.
 import re
 import sys
 
-SUITE = re.compile(r"^\s+(Running|Doc-tests) (\S+)")
+SUITE = re.compile(r"^\s+(?:Running|Doc-tests) (.*)")
 LIBTEST = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
 PLAIN = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
 NO_BUILD = re.compile(r"^error: could not compile `([^`]+)`")
@@ -37,7 +38,8 @@ class Tally:
         self.failures, self.skips = [], []
         self.step = None
         self.step_failed = 0
-        self.suite = None  # open suite awaiting its closing line
+        self.suite = None  # the suite whose output this is
+        self.totals = None  # its last closing line's (passed, failed, skipped)
 
     def fail(self, why):
         self.failed += 1
@@ -45,32 +47,36 @@ class Tally:
         self.failures.append(f"{self.step}: {why}")
 
     def close_suite(self):
-        if self.suite is not None:
+        if self.suite is None:
+            return
+        if self.totals is None:
             self.fail(f"{self.suite} ended before printing its totals")
-        self.suite = None
+        else:
+            passed, failed, skipped = self.totals
+            self.passed += passed
+            self.skipped += skipped
+            self.failed += failed
+            self.step_failed += failed
+            if failed:
+                self.failures.append(f"{self.step}: {failed} in {self.suite}")
+        self.suite = self.totals = None
 
     def line(self, line):
         if m := STEP.match(line):
-            self.step, self.step_failed, self.suite = m.group(1), 0, None
+            self.close_suite()
+            self.step, self.step_failed = m.group(1), 0
         elif m := STEP_EXIT.match(line):
             self.close_suite()
             if int(m.group(2)) != 0 and self.step_failed == 0:
                 self.fail(f"exited {m.group(2)} without naming a failed test")
         elif m := SUITE.match(line):
             self.close_suite()
-            self.suite = m.group(2)
+            self.suite = m.group(1)
         elif m := NO_BUILD.match(line):
             self.fail(f"`{m.group(1)}` did not build")
         elif self.suite is not None and (m := LIBTEST.match(line) or PLAIN.match(line)):
-            passed, failed, skipped = (int(g or 0) for g in m.groups())
-            self.passed += passed
-            self.failed += failed
-            self.step_failed += failed
-            self.skipped += skipped
-            if failed:
-                self.failures.append(f"{self.step}: {failed} in {self.suite}")
-            self.suite = None
-        elif m := SLURM.match(line):
+            self.totals = tuple(int(g or 0) for g in m.groups())
+        elif self.suite is None and (m := SLURM.match(line)):
             kind, what = m.groups()
             if kind == "PASS":
                 self.passed += 1
