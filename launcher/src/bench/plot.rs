@@ -694,4 +694,133 @@ mod tests {
         // The size axis still spans the sizes measured.
         assert!(svg.contains(">1K<") && svg.contains(">4K<"));
     }
+
+    /// Every element the renderer draws: two rows of panels, all markers and
+    /// more algorithms than colours, notes under legend entries, gaps in a
+    /// line, a panel with nothing to draw, a bandwidth range of decades.
+    fn busy_figure() -> Figure {
+        let names = [
+            "auto",
+            "ring",
+            "tree",
+            "rabenseifner",
+            "direct",
+            "pipeline",
+            "bruck",
+            "hier",
+        ];
+        let all: Vec<Series> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let pts: Vec<(f64, f64)> = (0..12)
+                    .map(|k| {
+                        let bytes = 8.0 * 4f64.powi(k);
+                        let gbs = match (i, k) {
+                            (1, 3) => 0.0,
+                            (2, 5) => f64::NAN,
+                            _ => 0.004 * 1.9f64.powi(k) * (1.0 + i as f64 / 7.0),
+                        };
+                        (bytes, gbs)
+                    })
+                    .collect();
+                let mut s = series(name, false, &pts);
+                if i % 3 == 0 {
+                    s.notes = vec![format!("8 B–1K: {name}"), "4K and up: ring".into()];
+                }
+                s
+            })
+            .collect();
+        let mut first = all;
+        first.push(series(
+            "MPI_Allreduce",
+            true,
+            &[(8.0, 0.003), (1024.0, 0.2), (4f64.powi(11) * 8.0, 12.0)],
+        ));
+        Figure {
+            title: "4 ranks on 1 node, f32 \"sum\"".into(),
+            subtitle: "median of 20 runs; <higher> is better".into(),
+            x_label: "message size (bytes)".into(),
+            y_label: "bandwidth (GB/s)".into(),
+            panels: vec![
+                Panel {
+                    title: "allreduce".into(),
+                    subtitle: "algbw".into(),
+                    series: first,
+                    empty_note: String::new(),
+                },
+                Panel {
+                    title: "broadcast".into(),
+                    subtitle: "root 0".into(),
+                    series: vec![
+                        series(
+                            "auto",
+                            false,
+                            &[(8.0, 0.01), (2048.0, 0.9), (3.0 * 1048576.0, 7.5)],
+                        ),
+                        series(
+                            "MPI_Bcast",
+                            true,
+                            &[(8.0, 0.02), (2048.0, 1.1), (3.0 * 1048576.0, 6.0)],
+                        ),
+                    ],
+                    empty_note: String::new(),
+                },
+                Panel {
+                    title: "allgather".into(),
+                    subtitle: String::new(),
+                    series: vec![series("ring", false, &[(1024.0, 0.0)])],
+                    empty_note: "one rank: nothing moved".into(),
+                },
+            ],
+        }
+    }
+
+    /// One panel over a short bandwidth range, where the 2s and 5s are
+    /// labelled too.
+    fn narrow_figure() -> Figure {
+        figure(vec![Panel {
+            title: "reduce".into(),
+            subtitle: "root 1".into(),
+            series: vec![
+                series(
+                    "auto",
+                    false,
+                    &[(4096.0, 1.3), (16384.0, 2.9), (65536.0, 4.1)],
+                ),
+                series(
+                    "MPI_Reduce",
+                    true,
+                    &[(4096.0, 1.1), (16384.0, 3.4), (65536.0, 3.9)],
+                ),
+            ],
+            empty_note: String::new(),
+        }])
+    }
+
+    /// The drawing is pinned to SVG written before the renderer was split
+    /// into steps: a change to the output shows here as the first line that
+    /// differs, not as a chart that quietly looks different.
+    #[test]
+    fn rendering_matches_the_recorded_svg() {
+        for (fig, want, file) in [
+            (busy_figure(), include_str!("testdata/busy.svg"), "busy.svg"),
+            (
+                narrow_figure(),
+                include_str!("testdata/narrow.svg"),
+                "narrow.svg",
+            ),
+        ] {
+            let got = render(&fig);
+            if let Some((i, (g, w))) = got
+                .lines()
+                .zip(want.lines())
+                .enumerate()
+                .find(|(_, (g, w))| g != w)
+            {
+                panic!("{file} line {}:\n got: {g}\nwant: {w}", i + 1);
+            }
+            assert_eq!(got, want, "{file}: same lines, different length");
+        }
+    }
 }
