@@ -11,15 +11,29 @@ if [ ! -x target/release/mpinfer ] || [ ! -x .venv/bin/python ]; then
     bash scripts/setup.sh
 fi
 out=target/demo
+# Outputs of an earlier demo must not stand in for a run that failed now.
+rm -rf "$out"
 mkdir -p "$out"
 py=.venv/bin/python
 
+# One job on 2 ranks, everything it prints kept in LOG; a failed job shows
+# its log and ends the demo.
+job() {
+    local log=$1
+    shift
+    if ! mpirun -n 2 target/release/mpinfer "$@" >"$log" 2>&1; then
+        echo "error: mpirun -n 2 target/release/mpinfer $* failed:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+
 echo "== handwritten digits (MLP trained on scikit-learn's digits), 2 ranks"
 for strategy in data tensor pipeline auto; do
-    printf '%-9s ' "$strategy:"
-    mpirun -n 2 target/release/mpinfer run --strategy "$strategy" \
+    job "$out/digits-$strategy.log" run --strategy "$strategy" \
         --model examples/digits/model.onnx --input examples/digits/images.npy \
-        --labels examples/digits/labels.npy --output "$out/digits-$strategy.npy" 2>/dev/null
+        --labels examples/digits/labels.npy --output "$out/digits-$strategy.npy"
+    printf '%-9s %s\n' "$strategy:" "$(grep '^accuracy:' "$out/digits-$strategy.log")"
 done
 "$py" - <<'PY'
 import numpy as np, onnxruntime as ort
@@ -32,9 +46,12 @@ PY
 echo
 echo "== seed network (conv 1-32-64, avgpool, linear 3136-100-10), 2 ranks"
 for strategy in data tensor pipeline; do
-    mpirun -n 2 target/release/mpinfer run --strategy "$strategy" \
+    job "$out/seed-$strategy.log" run --strategy "$strategy" \
         --model examples/seed_net/seed_net.onnx --input examples/seed_net/images.npy \
-        --output "$out/seed-$strategy.npy" 2>&1 | grep '^run: [0-9]* rows' || true
+        --output "$out/seed-$strategy.npy"
+    # The summary is a log line: a quieter RUST_LOG leaves it out, which is
+    # no failure.
+    grep '^run: [0-9]* rows' "$out/seed-$strategy.log" || true
 done
 "$py" - "$out" <<'PY'
 import sys, numpy as np, onnxruntime as ort

@@ -16,6 +16,7 @@
 mod common;
 
 use common::{is_mpich, mpirun, Outcome};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +70,7 @@ fn main() {
         "tests/run_models.py failed:\n{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let manifest = Json::parse(
+    let manifest: Manifest = serde_json::from_str(
         &std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json"),
     )
     .expect("parse manifest.json");
@@ -80,16 +81,15 @@ fn main() {
         failed: 0,
     };
     let cases: Vec<Case> = manifest
-        .get("cases")
-        .as_array()
+        .cases
         .iter()
-        .map(|c| Case::from_json(c, &models))
+        .map(|c| Case::from_manifest(c, &models))
         .collect();
 
     // Every case, every strategy, every rank count. The one-rank output of
-    // each strategy is the reference for the larger counts (None: it failed,
-    // and that failure is reported once, under its own name).
-    let mut one_rank: BTreeMap<(&str, &str), Option<Vec<f32>>> = BTreeMap::new();
+    // each strategy is the reference for the larger counts; when that run
+    // failed, they fail too, since their consistency cannot be checked.
+    let mut one_rank: BTreeMap<(&str, &str), Result<Vec<f32>, String>> = BTreeMap::new();
     for case in &cases {
         for strategy in STRATEGIES {
             for ranks in 1..=MAX_RANKS {
@@ -102,21 +102,23 @@ fn main() {
                 if ranks == 1 {
                     let o = run_case(case, 1, &["--strategy", strategy], &out);
                     let result = check_case(case, &o, &out);
-                    one_rank.insert(key, result.as_ref().ok().cloned());
-                    suite.record(&name, result.map(drop));
+                    suite.record(&name, result.clone().map(drop));
+                    one_rank.insert(key, result);
                     continue;
                 }
                 let reference = one_rank.entry(key).or_insert_with(|| {
                     // Filtered out: run it unrecorded for the comparison.
                     let out = outputs.join(format!("{}_{strategy}_n1.npy", case.name));
                     let o = run_case(case, 1, &["--strategy", strategy], &out);
-                    check_case(case, &o, &out).ok()
+                    check_case(case, &o, &out)
                 });
                 let o = run_case(case, ranks, &["--strategy", strategy], &out);
-                let result = check_case(case, &o, &out).and_then(|y| match reference {
-                    Some(r) => compare(&y, r, &case.shape, RANKS_RTOL, FLOOR)
-                        .map_err(|e| format!("differs from its one-rank output: {e}")),
-                    None => Ok(()),
+                let result = check_case(case, &o, &out).and_then(|y| {
+                    let r = reference.as_ref().map_err(|e| {
+                        format!("no one-rank output to compare with: the one-rank reference run failed:\n{e}")
+                    })?;
+                    compare(&y, r, &case.shape, RANKS_RTOL, FLOOR)
+                        .map_err(|e| format!("differs from its one-rank output: {e}"))
                 });
                 suite.record(&name, result);
             }
@@ -150,7 +152,7 @@ fn main() {
         }
     }
 
-    let digits = manifest.get("digits");
+    let digits = &manifest.digits;
     for (strategy, ranks) in [
         ("data", 1),
         ("data", 3),
@@ -165,9 +167,9 @@ fn main() {
         }
     }
 
-    for e in manifest.get("errors").as_array() {
+    for e in &manifest.errors {
         for (strategy, ranks) in [("data", 1), ("data", 3), ("tensor", 3)] {
-            let name = format!("error_{}_{strategy}_n{ranks}", e.get("name").as_str());
+            let name = format!("error_{}_{strategy}_n{ranks}", e.name);
             if suite.selected(&name) {
                 let result = refused(e, strategy, ranks, &models, &outputs.join(&name));
                 suite.record(&name, result);
@@ -175,9 +177,9 @@ fn main() {
         }
     }
 
-    let faults = manifest.get("faults");
-    let fault_model = models.join(faults.get("model").as_str());
-    let fault_input = models.join(faults.get("input").as_str());
+    let faults = &manifest.faults;
+    let fault_model = models.join(&faults.model);
+    let fault_input = models.join(&faults.input);
     for (name, run) in [
         (
             "fault_watchdog_names_the_stuck_rank",
@@ -201,7 +203,7 @@ fn main() {
 
     let name = "fault_files_differ_between_ranks";
     if suite.selected(name) {
-        let other = models.join(faults.get("other_model").as_str());
+        let other = models.join(&faults.other_model);
         suite.record(
             name,
             files_differ(&fault_model, &other, &fault_input, &outputs),
@@ -210,6 +212,52 @@ fn main() {
 
     println!("\n{} passed, {} failed", suite.passed, suite.failed);
     std::process::exit(i32::from(suite.failed > 0));
+}
+
+/// What tests/run_models.py wrote: file names relative to its folder (the
+/// digits example's are absolute) and ONNX Runtime's verdicts.
+#[derive(Deserialize)]
+struct Manifest {
+    cases: Vec<CaseEntry>,
+    errors: Vec<BadInput>,
+    digits: Digits,
+    faults: Faults,
+}
+
+#[derive(Deserialize)]
+struct CaseEntry {
+    name: String,
+    model: String,
+    input: String,
+    expected: String,
+    shape: Vec<usize>,
+    rtol: f64,
+    nan_rows: Vec<usize>,
+    variants: bool,
+}
+
+/// Input `mpinfer run` must refuse with an error naming one of `mentions`.
+#[derive(Deserialize)]
+struct BadInput {
+    name: String,
+    model: String,
+    input: String,
+    mentions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Digits {
+    model: String,
+    input: String,
+    labels: String,
+    accuracy_line: String,
+}
+
+#[derive(Deserialize)]
+struct Faults {
+    model: String,
+    input: String,
+    other_model: String,
 }
 
 struct Suite {
@@ -248,22 +296,16 @@ struct Case {
 }
 
 impl Case {
-    fn from_json(j: &Json, dir: &Path) -> Case {
-        let expected_path = dir.join(j.get("expected").as_str());
-        let (shape, expected) = read_npy(&expected_path).unwrap();
+    fn from_manifest(j: &CaseEntry, dir: &Path) -> Case {
+        let (shape, expected) = read_npy(&dir.join(&j.expected)).unwrap();
         let case = Case {
-            name: j.get("name").as_str().to_string(),
-            model: dir.join(j.get("model").as_str()),
-            input: dir.join(j.get("input").as_str()),
+            name: j.name.clone(),
+            model: dir.join(&j.model),
+            input: dir.join(&j.input),
             expected,
-            shape: j
-                .get("shape")
-                .as_array()
-                .iter()
-                .map(|d| d.as_f64() as usize)
-                .collect(),
-            rtol: j.get("rtol").as_f64(),
-            variants: j.get("variants").as_bool(),
+            shape: j.shape.clone(),
+            rtol: j.rtol,
+            variants: j.variants,
         };
         assert_eq!(
             case.shape, shape,
@@ -271,15 +313,9 @@ impl Case {
             case.name
         );
         let width: usize = shape[1..].iter().product();
-        let nan_rows: Vec<usize> = j
-            .get("nan_rows")
-            .as_array()
-            .iter()
-            .map(|r| r.as_f64() as usize)
-            .collect();
         for row in 0..shape[0] {
             let values = &case.expected[row * width..(row + 1) * width];
-            let want_nan = nan_rows.contains(&row);
+            let want_nan = j.nan_rows.contains(&row);
             assert!(
                 values.iter().all(|v| v.is_nan() == want_nan),
                 "{}: ONNX Runtime's row {row} is not all {}",
@@ -459,17 +495,17 @@ fn comm_bf16(case: &Case, ranks: usize, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn digits_accuracy(d: &Json, strategy: &str, ranks: usize, dir: &Path) -> Result<(), String> {
+fn digits_accuracy(d: &Digits, strategy: &str, ranks: usize, dir: &Path) -> Result<(), String> {
     let out = dir.join(format!("digits_{strategy}_n{ranks}.npy"));
     let _ = std::fs::remove_file(&out);
     let args: Vec<String> = [
         "run",
         "--model",
-        d.get("model").as_str(),
+        &d.model,
         "--input",
-        d.get("input").as_str(),
+        &d.input,
         "--labels",
-        d.get("labels").as_str(),
+        &d.labels,
         "--strategy",
         strategy,
         "--output",
@@ -480,7 +516,7 @@ fn digits_accuracy(d: &Json, strategy: &str, ranks: usize, dir: &Path) -> Result
     .collect();
     let o = mpirun_mpinfer(ranks, &args, RUN_LIMIT);
     o.succeeded()?;
-    let want = d.get("accuracy_line").as_str();
+    let want = d.accuracy_line.as_str();
     let lines: Vec<&str> = o
         .stdout
         .lines()
@@ -499,7 +535,7 @@ fn digits_accuracy(d: &Json, strategy: &str, ranks: usize, dir: &Path) -> Result
 /// Bad input: every rank ends, non-zero, soon, with an `error:` line and
 /// without leaving an output file (whole or partial) behind.
 fn refused(
-    e: &Json,
+    e: &BadInput,
     strategy: &str,
     ranks: usize,
     models: &Path,
@@ -512,9 +548,9 @@ fn refused(
         "--strategy",
         strategy,
         "--model",
-        &models.join(e.get("model").as_str()).display().to_string(),
+        &models.join(&e.model).display().to_string(),
         "--input",
-        &models.join(e.get("input").as_str()).display().to_string(),
+        &models.join(&e.input).display().to_string(),
         "--output",
         &out.display().to_string(),
     ]
@@ -528,12 +564,7 @@ fn refused(
     if o.code == Some(0) {
         return Err(format!("exited 0: {}", o.show()));
     }
-    let mentions: Vec<&str> = e
-        .get("mentions")
-        .as_array()
-        .iter()
-        .map(Json::as_str)
-        .collect();
+    let mentions = &e.mentions;
     if !o
         .stderr
         .lines()
@@ -931,208 +962,4 @@ fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), String> {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     Ok((shape, values))
-}
-
-// ---------------------------------------------------------------- JSON
-
-/// Just enough JSON for the manifest that tests/run_models.py writes.
-#[derive(Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing text at byte {}", p.i));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("manifest: no `{key}`")),
-            _ => panic!("manifest: `{key}` looked up in {self:?}"),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("manifest: {self:?} is not a string"),
-        }
-    }
-
-    fn as_f64(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("manifest: {self:?} is not a number"),
-        }
-    }
-
-    fn as_bool(&self) -> bool {
-        match self {
-            Json::Bool(b) => *b,
-            _ => panic!("manifest: {self:?} is not a boolean"),
-        }
-    }
-
-    fn as_array(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            Json::Null => &[],
-            _ => panic!("manifest: {self:?} is not an array"),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected `{}` at byte {}", c as char, self.i))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        let rest = &self.s[self.i..];
-        for (word, v) in [
-            ("null", Json::Null),
-            ("true", Json::Bool(true)),
-            ("false", Json::Bool(false)),
-        ] {
-            if rest.starts_with(word.as_bytes()) {
-                self.i += word.len();
-                return Ok(v);
-            }
-        }
-        match rest.first() {
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("bad array at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.eat(b':')?;
-                    fields.push((key, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(fields));
-                        }
-                        _ => return Err(format!("bad object at byte {}", self.i)),
-                    }
-                }
-            }
-            _ => {
-                let len = rest
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                    .count();
-                let text = std::str::from_utf8(&rest[..len]).unwrap();
-                self.i += len;
-                text.parse()
-                    .map(Json::Num)
-                    .map_err(|_| format!("bad value at byte {}", self.i - len))
-            }
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = String::new();
-        loop {
-            let c = *self.s.get(self.i).ok_or("unterminated string")?;
-            self.i += 1;
-            match c {
-                b'"' => return Ok(out),
-                b'\\' => {
-                    let e = *self.s.get(self.i).ok_or("unterminated string")?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push('\n'),
-                        b't' => out.push('\t'),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
-                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                            self.i += 4;
-                        }
-                        other => out.push(other as char),
-                    }
-                }
-                _ => {
-                    // Multi-byte UTF-8 passes through byte by byte.
-                    let start = self.i - 1;
-                    let mut end = self.i;
-                    while end < self.s.len() && (self.s[end] & 0xC0) == 0x80 {
-                        end += 1;
-                    }
-                    out.push_str(
-                        std::str::from_utf8(&self.s[start..end]).map_err(|e| e.to_string())?,
-                    );
-                    self.i = end;
-                }
-            }
-        }
-    }
 }

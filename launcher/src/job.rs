@@ -43,7 +43,7 @@ impl Job {
         // MPI's own view decides (it cannot be wrong about shared memory);
         // the launcher's variable is a cross-check: if they differ, the
         // GPU and thread choices may not be what the job script intended.
-        let launcher_says = crate::env::launcher_local_rank();
+        let launcher_says = crate::launch::launcher_local_rank();
         RANK.store(rank, Ordering::SeqCst);
         SIZE.store(size, Ordering::SeqCst);
         install_panic_hook();
@@ -53,7 +53,7 @@ impl Job {
                 "{var}={r}, but MPI places this rank {local_rank} of {local_size} on its node; using {local_rank}"
             );
         }
-        crate::env::check_launch(size)?;
+        crate::launch::check_launch(size)?;
         Ok(Job {
             world,
             rank,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod env;
 pub mod inspect;
 pub mod job;
+pub mod launch;
 mod output;
 mod progress;
 pub mod run;

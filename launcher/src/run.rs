@@ -50,8 +50,8 @@ pub struct Args {
     #[arg(long, default_value = "static")]
     schedule: Schedule,
     /// Precision weights are stored in (compute is f32).
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
-    dtype: StoredDType,
+    #[arg(long, default_value = "f32")]
+    dtype: WeightDType,
     /// Element type activations travel in between ranks.
     #[arg(long, default_value = "f32")]
     comm_dtype: CommDType,
@@ -77,12 +77,22 @@ pub struct Args {
     resume: bool,
 }
 
-fn parse_dtype(s: &str) -> Result<StoredDType, String> {
-    match s {
-        "f32" => Ok(StoredDType::F32),
-        "f16" => Ok(StoredDType::F16),
-        "bf16" => Ok(StoredDType::BF16),
-        _ => Err(format!("unknown type {s:?} (expected f32, f16 or bf16)")),
+/// The spellings `--dtype` takes for the kernels' stored types.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WeightDType {
+    F32,
+    F16,
+    #[value(name = "bf16")]
+    BF16,
+}
+
+impl From<WeightDType> for StoredDType {
+    fn from(d: WeightDType) -> Self {
+        match d {
+            WeightDType::F32 => StoredDType::F32,
+            WeightDType::F16 => StoredDType::F16,
+            WeightDType::BF16 => StoredDType::BF16,
+        }
     }
 }
 
@@ -280,7 +290,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         schedule: args.schedule,
         batch_size: args.batch_size,
         rank_weights: args.rank_weights.clone().unwrap_or(RankWeights::Equal),
-        dtype: args.dtype,
+        dtype: args.dtype.into(),
         comm_dtype: args.comm_dtype,
         mean: args.mean.clone(),
         std: args.std.clone(),
@@ -479,4 +489,35 @@ fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<Vec<u64>> {
         );
     }
     Ok(mine_u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn dtype(spelling: &str) -> Result<StoredDType, clap::Error> {
+        let argv = ["mpinfer", "--model", "m.onnx", "--input", "x.npy"];
+        Cmd::try_parse_from(
+            argv.into_iter()
+                .chain(["--output", "y.npy", "--dtype", spelling]),
+        )
+        .map(|c| c.args.dtype.into())
+    }
+
+    #[test]
+    fn dtype_takes_the_three_stored_types_by_their_short_names() {
+        assert_eq!(dtype("f32").unwrap(), StoredDType::F32);
+        assert_eq!(dtype("f16").unwrap(), StoredDType::F16);
+        assert_eq!(dtype("bf16").unwrap(), StoredDType::BF16);
+        let err = dtype("f8").unwrap_err().to_string();
+        assert!(err.contains("f32, f16, bf16"), "{err}");
+        assert!(dtype("BF16").is_err());
+    }
 }

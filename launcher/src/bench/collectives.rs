@@ -65,20 +65,6 @@ enum Format {
     Json,
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "table" => Ok(Format::Table),
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            _ => Err(format!(
-                "unknown format `{s}` (expected table, csv or json)"
-            )),
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Allreduce,
@@ -847,4 +833,27 @@ fn print_row(format: Format, p: usize, dtype: DType, row: &Row) {
         }
     };
     println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn format_takes_table_csv_and_json() {
+        let format = |f: &str| Cmd::try_parse_from(["bench", "--format", f]).map(|c| c.args.format);
+        assert_eq!(format("table").unwrap(), Format::Table);
+        assert_eq!(format("csv").unwrap(), Format::Csv);
+        assert_eq!(format("json").unwrap(), Format::Json);
+        assert!(format("xml").is_err());
+        let default = Cmd::try_parse_from(["bench"]).unwrap().args.format;
+        assert_eq!(default, Format::Table);
+    }
 }

@@ -93,31 +93,7 @@ const CHAR_W10: f64 = 6.5;
 
 /// Renders `fig` as a standalone SVG document.
 pub fn render(fig: &Figure) -> String {
-    // The same algorithm keeps its colour and marker in every panel.
-    let mut names: Vec<&str> = Vec::new();
-    for s in fig.panels.iter().flat_map(|p| &p.series) {
-        if !s.baseline && !names.contains(&s.name.as_str()) {
-            names.push(&s.name);
-        }
-    }
-    let style = |s: &Series| -> Style {
-        if s.baseline {
-            return Style {
-                colour: BASELINE_COLOUR,
-                marker: Marker::Circle,
-                dashed: true,
-                hollow: true,
-            };
-        }
-        let i = names.iter().position(|n| *n == s.name).unwrap_or(0);
-        Style {
-            colour: COLOURS[i % COLOURS.len()],
-            marker: MARKERS[i % MARKERS.len()],
-            dashed: false,
-            hollow: false,
-        }
-    };
-
+    let style = styler(fig);
     let points = || {
         fig.panels
             .iter()
@@ -126,19 +102,12 @@ pub fn render(fig: &Figure) -> String {
     };
     let x_axis = LogAxis::bytes(points().map(|p| p.bytes).filter(|&b| b > 0.0));
     let y_axis = LogAxis::bandwidth(points().filter(|p| drawable(p)).map(|p| p.gbs));
+    let plot = Plot {
+        x: &x_axis,
+        y: &y_axis,
+    };
 
-    let legend_w = fig
-        .panels
-        .iter()
-        .flat_map(|p| &p.series)
-        .flat_map(|s| {
-            std::iter::once(s.name.chars().count() as f64 * CHAR_W11 + 36.0).chain(
-                s.notes
-                    .iter()
-                    .map(|n| n.chars().count() as f64 * CHAR_W10 + 36.0),
-            )
-        })
-        .fold(110.0, f64::max);
+    let legend_w = legend_width(fig);
     let panel_w = LEFT + PLOT_W + GAP + legend_w;
     let panel_h = TOP + PLOT_H + BOTTOM;
     let cols = if fig.panels.len() > 1 { 2 } else { 1 };
@@ -177,11 +146,54 @@ pub fn render(fig: &Figure) -> String {
             svg,
             r#"<g class="panel" transform="translate({ox:.1},{oy:.1})">"#
         );
-        draw_panel(&mut svg, fig, panel, &x_axis, &y_axis, legend_w, &style);
+        draw_panel(&mut svg, fig, panel, &plot, legend_w, &style);
         svg.push_str("</g>\n");
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The same algorithm keeps its colour and marker in every panel.
+fn styler(fig: &Figure) -> impl Fn(&Series) -> Style + '_ {
+    let mut names: Vec<&str> = Vec::new();
+    for s in fig.panels.iter().flat_map(|p| &p.series) {
+        if !s.baseline && !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    move |s: &Series| -> Style {
+        if s.baseline {
+            return Style {
+                colour: BASELINE_COLOUR,
+                marker: Marker::Circle,
+                dashed: true,
+                hollow: true,
+            };
+        }
+        let i = names.iter().position(|n| *n == s.name).unwrap_or(0);
+        Style {
+            colour: COLOURS[i % COLOURS.len()],
+            marker: MARKERS[i % MARKERS.len()],
+            dashed: false,
+            hollow: false,
+        }
+    }
+}
+
+/// Wide enough for the longest series name or note in any panel, so every
+/// panel's legend has the same width and the panels line up.
+fn legend_width(fig: &Figure) -> f64 {
+    fig.panels
+        .iter()
+        .flat_map(|p| &p.series)
+        .flat_map(|s| {
+            std::iter::once(s.name.chars().count() as f64 * CHAR_W11 + 36.0).chain(
+                s.notes
+                    .iter()
+                    .map(|n| n.chars().count() as f64 * CHAR_W10 + 36.0),
+            )
+        })
+        .fold(110.0, f64::max)
 }
 
 fn title_width(fig: &Figure) -> f64 {
@@ -190,87 +202,146 @@ fn title_width(fig: &Figure) -> f64 {
     t.max(s)
 }
 
+/// Where one panel's plot area puts a value, in the panel's pixels.
+struct Plot<'a> {
+    x: &'a LogAxis,
+    y: &'a LogAxis,
+}
+
+// Corners of the plot area within a panel.
+const X0: f64 = LEFT;
+const Y0: f64 = TOP;
+const X1: f64 = LEFT + PLOT_W;
+const Y1: f64 = TOP + PLOT_H;
+
+impl Plot<'_> {
+    fn px(&self, v: f64) -> f64 {
+        X0 + self.x.frac(v) * PLOT_W
+    }
+
+    fn py(&self, v: f64) -> f64 {
+        Y1 - self.y.frac(v) * PLOT_H
+    }
+}
+
+impl Style {
+    fn dash(&self) -> &'static str {
+        if self.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        }
+    }
+}
+
 fn draw_panel(
     svg: &mut String,
     fig: &Figure,
     panel: &Panel,
-    x: &LogAxis,
-    y: &LogAxis,
+    plot: &Plot,
     legend_w: f64,
     style: &dyn Fn(&Series) -> Style,
 ) {
-    let (x0, y0) = (LEFT, TOP);
-    let (x1, y1) = (LEFT + PLOT_W, TOP + PLOT_H);
-    let px = |v: f64| x0 + x.frac(v) * PLOT_W;
-    let py = |v: f64| y1 - y.frac(v) * PLOT_H;
+    heading(svg, panel);
+    bandwidth_grid(svg, plot);
+    size_grid(svg, plot);
+    frame(svg, fig);
+    series_lines(svg, panel, plot, style);
+    if !panel.series.iter().flat_map(|s| &s.points).any(drawable) {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="13" fill="#888" text-anchor="middle">{}</text>"##,
+            X0 + PLOT_W / 2.0,
+            Y0 + PLOT_H / 2.0,
+            esc(&panel.empty_note)
+        );
+    }
+    legend(svg, panel, legend_w, style);
+}
 
+fn heading(svg: &mut String, panel: &Panel) {
     let _ = writeln!(
         svg,
-        r##"<text x="{x0:.1}" y="22" font-size="14" font-weight="bold" fill="#111">{t}</text><text x="{x1:.1}" y="22" font-size="11" fill="#666" text-anchor="end">{s}</text>"##,
+        r##"<text x="{X0:.1}" y="22" font-size="14" font-weight="bold" fill="#111">{t}</text><text x="{X1:.1}" y="22" font-size="11" fill="#666" text-anchor="end">{s}</text>"##,
         t = esc(&panel.title),
         s = esc(&panel.subtitle)
     );
-    // Grid and tick labels.
-    for &(v, major) in &y.ticks {
-        let yy = py(v);
-        let (stroke, w) = if major {
-            ("#d0d0d0", 1.0)
-        } else {
-            ("#ececec", 0.8)
-        };
+}
+
+/// Major grid lines darker than minor ones: (stroke, width).
+fn grid_stroke(major: bool) -> (&'static str, f64) {
+    if major {
+        ("#d0d0d0", 1.0)
+    } else {
+        ("#ececec", 0.8)
+    }
+}
+
+/// Horizontal grid lines, labelled on the left.
+fn bandwidth_grid(svg: &mut String, plot: &Plot) {
+    for &(v, major) in &plot.y.ticks {
+        let yy = plot.py(v);
+        let (stroke, w) = grid_stroke(major);
         let _ = writeln!(
             svg,
-            r#"<line x1="{x0:.1}" y1="{yy:.1}" x2="{x1:.1}" y2="{yy:.1}" stroke="{stroke}" stroke-width="{w}"/>"#
+            r#"<line x1="{X0:.1}" y1="{yy:.1}" x2="{X1:.1}" y2="{yy:.1}" stroke="{stroke}" stroke-width="{w}"/>"#
         );
-        if major || y.label_minor {
+        if major || plot.y.label_minor {
             let _ = writeln!(
                 svg,
                 r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#333" text-anchor="end">{}</text>"##,
-                x0 - 6.0,
+                X0 - 6.0,
                 yy + 4.0,
                 gbs_label(v)
             );
         }
     }
-    for &(v, major) in &x.ticks {
-        let xx = px(v);
-        let (stroke, w) = if major {
-            ("#d0d0d0", 1.0)
-        } else {
-            ("#ececec", 0.8)
-        };
+}
+
+/// Vertical grid lines; the major ones get a tick mark and a label below.
+fn size_grid(svg: &mut String, plot: &Plot) {
+    for &(v, major) in &plot.x.ticks {
+        let xx = plot.px(v);
+        let (stroke, w) = grid_stroke(major);
         let _ = writeln!(
             svg,
-            r#"<line x1="{xx:.1}" y1="{y0:.1}" x2="{xx:.1}" y2="{y1:.1}" stroke="{stroke}" stroke-width="{w}"/>"#
+            r#"<line x1="{xx:.1}" y1="{Y0:.1}" x2="{xx:.1}" y2="{Y1:.1}" stroke="{stroke}" stroke-width="{w}"/>"#
         );
         if major {
             let _ = writeln!(
                 svg,
-                r##"<line x1="{xx:.1}" y1="{y1:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#555"/><text x="{xx:.1}" y="{:.1}" font-size="11" fill="#333" text-anchor="middle">{}</text>"##,
-                y1 + 4.0,
-                y1 + 17.0,
+                r##"<line x1="{xx:.1}" y1="{Y1:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#555"/><text x="{xx:.1}" y="{:.1}" font-size="11" fill="#333" text-anchor="middle">{}</text>"##,
+                Y1 + 4.0,
+                Y1 + 17.0,
                 bytes_label(v)
             );
         }
     }
+}
+
+/// The border of the plot area and the two axis titles.
+fn frame(svg: &mut String, fig: &Figure) {
     let _ = writeln!(
         svg,
-        r##"<rect x="{x0:.1}" y="{y0:.1}" width="{PLOT_W}" height="{PLOT_H}" fill="none" stroke="#555"/>"##
+        r##"<rect x="{X0:.1}" y="{Y0:.1}" width="{PLOT_W}" height="{PLOT_H}" fill="none" stroke="#555"/>"##
     );
     let _ = writeln!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#222" text-anchor="middle">{}</text>"##,
-        x0 + PLOT_W / 2.0,
-        y1 + 38.0,
+        X0 + PLOT_W / 2.0,
+        Y1 + 38.0,
         esc(&fig.x_label)
     );
-    let (lx, ly) = (16.0, y0 + PLOT_H / 2.0);
+    let (lx, ly) = (16.0, Y0 + PLOT_H / 2.0);
     let _ = writeln!(
         svg,
         r##"<text x="{lx:.1}" y="{ly:.1}" font-size="12" fill="#222" text-anchor="middle" transform="rotate(-90 {lx:.1} {ly:.1})">{}</text>"##,
         esc(&fig.y_label)
     );
+}
 
+/// One line per series, with a marker carrying its tooltip at each point.
+fn series_lines(svg: &mut String, panel: &Panel, plot: &Plot, style: &dyn Fn(&Series) -> Style) {
     // Baselines first, so our lines are drawn over them where they coincide.
     let mut order: Vec<&Series> = panel.series.iter().collect();
     order.sort_by_key(|s| !s.baseline);
@@ -279,58 +350,43 @@ fn draw_panel(
         let pts: Vec<&Point> = s.points.iter().filter(|p| drawable(p)).collect();
         let coords: Vec<String> = pts
             .iter()
-            .map(|p| format!("{:.1},{:.1}", px(p.bytes), py(p.gbs)))
+            .map(|p| format!("{:.1},{:.1}", plot.px(p.bytes), plot.py(p.gbs)))
             .collect();
-        let dash = if st.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
         let _ = writeln!(
             svg,
-            r#"<polyline data-series="{}" points="{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"{dash}/>"#,
+            r#"<polyline data-series="{}" points="{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"{}/>"#,
             esc(&s.name),
             coords.join(" "),
-            st.colour
+            st.colour,
+            st.dash()
         );
         for p in &pts {
             let _ = write!(svg, "<g><title>{}</title>", esc(&p.tip));
-            marker(svg, &st, px(p.bytes), py(p.gbs));
+            marker(svg, &st, plot.px(p.bytes), plot.py(p.gbs));
             svg.push_str("</g>\n");
         }
     }
-    if !panel.series.iter().flat_map(|s| &s.points).any(drawable) {
-        let _ = writeln!(
-            svg,
-            r##"<text x="{:.1}" y="{:.1}" font-size="13" fill="#888" text-anchor="middle">{}</text>"##,
-            x0 + PLOT_W / 2.0,
-            y0 + PLOT_H / 2.0,
-            esc(&panel.empty_note)
-        );
-    }
+}
 
-    // Legend, to the right of the plot so it never hides a line.
-    let lx = x1 + GAP;
+/// Legend, to the right of the plot so it never hides a line.
+fn legend(svg: &mut String, panel: &Panel, legend_w: f64, style: &dyn Fn(&Series) -> Style) {
+    let lx = X1 + GAP;
     let _ = writeln!(
         svg,
-        r##"<rect x="{lx:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="#fafafa" stroke="#ddd"/>"##,
+        r##"<rect x="{lx:.1}" y="{Y0:.1}" width="{:.1}" height="{:.1}" fill="#fafafa" stroke="#ddd"/>"##,
         legend_w - 4.0,
         legend_height(panel)
     );
-    let mut ly = y0 + 18.0;
+    let mut ly = Y0 + 18.0;
     for s in &panel.series {
         let st = style(s);
-        let dash = if st.dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
         let _ = writeln!(
             svg,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2"{dash}/>"#,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2"{}/>"#,
             lx + 8.0,
             lx + 30.0,
-            st.colour
+            st.colour,
+            st.dash()
         );
         marker(svg, &st, lx + 19.0, ly);
         let _ = writeln!(
@@ -693,5 +749,134 @@ mod tests {
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
         // The size axis still spans the sizes measured.
         assert!(svg.contains(">1K<") && svg.contains(">4K<"));
+    }
+
+    /// Every element the renderer draws: two rows of panels, all markers and
+    /// more algorithms than colours, notes under legend entries, gaps in a
+    /// line, a panel with nothing to draw, a bandwidth range of decades.
+    fn busy_figure() -> Figure {
+        let names = [
+            "auto",
+            "ring",
+            "tree",
+            "rabenseifner",
+            "direct",
+            "pipeline",
+            "bruck",
+            "hier",
+        ];
+        let all: Vec<Series> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let pts: Vec<(f64, f64)> = (0..12)
+                    .map(|k| {
+                        let bytes = 8.0 * 4f64.powi(k);
+                        let gbs = match (i, k) {
+                            (1, 3) => 0.0,
+                            (2, 5) => f64::NAN,
+                            _ => 0.004 * 1.9f64.powi(k) * (1.0 + i as f64 / 7.0),
+                        };
+                        (bytes, gbs)
+                    })
+                    .collect();
+                let mut s = series(name, false, &pts);
+                if i % 3 == 0 {
+                    s.notes = vec![format!("8 B–1K: {name}"), "4K and up: ring".into()];
+                }
+                s
+            })
+            .collect();
+        let mut first = all;
+        first.push(series(
+            "MPI_Allreduce",
+            true,
+            &[(8.0, 0.003), (1024.0, 0.2), (4f64.powi(11) * 8.0, 12.0)],
+        ));
+        Figure {
+            title: "4 ranks on 1 node, f32 \"sum\"".into(),
+            subtitle: "median of 20 runs; <higher> is better".into(),
+            x_label: "message size (bytes)".into(),
+            y_label: "bandwidth (GB/s)".into(),
+            panels: vec![
+                Panel {
+                    title: "allreduce".into(),
+                    subtitle: "algbw".into(),
+                    series: first,
+                    empty_note: String::new(),
+                },
+                Panel {
+                    title: "broadcast".into(),
+                    subtitle: "root 0".into(),
+                    series: vec![
+                        series(
+                            "auto",
+                            false,
+                            &[(8.0, 0.01), (2048.0, 0.9), (3.0 * 1048576.0, 7.5)],
+                        ),
+                        series(
+                            "MPI_Bcast",
+                            true,
+                            &[(8.0, 0.02), (2048.0, 1.1), (3.0 * 1048576.0, 6.0)],
+                        ),
+                    ],
+                    empty_note: String::new(),
+                },
+                Panel {
+                    title: "allgather".into(),
+                    subtitle: String::new(),
+                    series: vec![series("ring", false, &[(1024.0, 0.0)])],
+                    empty_note: "one rank: nothing moved".into(),
+                },
+            ],
+        }
+    }
+
+    /// One panel over a short bandwidth range, where the 2s and 5s are
+    /// labelled too.
+    fn narrow_figure() -> Figure {
+        figure(vec![Panel {
+            title: "reduce".into(),
+            subtitle: "root 1".into(),
+            series: vec![
+                series(
+                    "auto",
+                    false,
+                    &[(4096.0, 1.3), (16384.0, 2.9), (65536.0, 4.1)],
+                ),
+                series(
+                    "MPI_Reduce",
+                    true,
+                    &[(4096.0, 1.1), (16384.0, 3.4), (65536.0, 3.9)],
+                ),
+            ],
+            empty_note: String::new(),
+        }])
+    }
+
+    /// The drawing is pinned to SVG written before the renderer was split
+    /// into steps: a change to the output shows here as the first line that
+    /// differs, not as a chart that quietly looks different.
+    #[test]
+    fn rendering_matches_the_recorded_svg() {
+        for (fig, want, file) in [
+            (busy_figure(), include_str!("testdata/busy.svg"), "busy.svg"),
+            (
+                narrow_figure(),
+                include_str!("testdata/narrow.svg"),
+                "narrow.svg",
+            ),
+        ] {
+            let got = render(&fig);
+            if let Some((i, (g, w))) = got
+                .lines()
+                .zip(want.lines())
+                .enumerate()
+                .find(|(_, (g, w))| g != w)
+            {
+                panic!("{file} line {}:\n got: {g}\nwant: {w}", i + 1);
+            }
+            assert_eq!(got, want, "{file}: same lines, different length");
+        }
     }
 }
