@@ -287,35 +287,84 @@ fn conv_cases() -> Vec<ConvCase> {
     ]
 }
 
-/// CPUs without AVX-512 run the portable kernels: run the reference tests
-/// again in a child process that selects them, so they stay covered on
-/// machines that would otherwise never take them.
-#[test]
-fn portable_kernels_match_the_reference() {
-    if std::env::var_os("MPINFER_CPU_AVX512").is_some() {
-        return; // the child itself, or a run that already chose a path
-    }
-    let tests = [
-        "conv2d_matches_the_reference",
-        "pooling_matches_the_reference",
-        "a_nan_input_stays_in_its_own_output_row",
-    ];
+/// The tests that take the AVX-512 kernels where the CPU has them.
+const PATH_TESTS: [&str; 3] = [
+    "conv2d_matches_the_reference",
+    "pooling_matches_the_reference",
+    "a_nan_input_stays_in_its_own_output_row",
+];
+
+/// Runs [`PATH_TESTS`] again in a child process with `MPINFER_CPU_AVX512`
+/// set to `choice`, and fails with the child's output unless all of them
+/// pass. The child records its skips in a file of its own, not the run's
+/// log; a skip there is reported as a skip of the calling test.
+fn rerun_path_tests(choice: &str) {
+    let skips = std::env::temp_dir().join(format!(
+        "mpinfer-cpu-ops-{}-avx512-{choice}.skips",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&skips);
+    // `--exact` keeps the child from running the tests that spawn children.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(tests)
+        .args(PATH_TESTS)
         .args(["--exact", "--test-threads", "1"])
-        .env("MPINFER_CPU_AVX512", "0")
+        .env("MPINFER_CPU_AVX512", choice)
+        .env(mpinfer_testkit::SKIP_LOG, &skips)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let child_skips = std::fs::read_to_string(&skips).unwrap_or_default();
+    let _ = std::fs::remove_file(&skips);
+    // Indented, so that the child's `test result:` lines in a failure
+    // message are not read as this run's.
+    let indent = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| format!("    | {l}\n"))
+            .collect::<String>()
+    };
+    let (stdout, stderr) = (indent(&out.stdout), indent(&out.stderr));
     assert!(
         out.status.success(),
-        "portable kernels:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "with MPINFER_CPU_AVX512={choice}:\n{stdout}{stderr}"
     );
     assert!(
-        stdout.contains(&format!("{} passed", tests.len())),
-        "the child ran other tests than asked:\n{stdout}"
+        stdout.contains(&format!("{} passed", PATH_TESTS.len())),
+        "with MPINFER_CPU_AVX512={choice} the child ran other tests than asked:\n{stdout}"
     );
+    if !child_skips.trim().is_empty() {
+        mpinfer_testkit::skip(&format!(
+            "with MPINFER_CPU_AVX512={choice}: {}",
+            child_skips.trim().replace('\n', "; ")
+        ));
+    }
+}
+
+/// CPUs with AVX-512 take its kernels by default: run the tests that reach
+/// them again on the portable kernels, so those stay covered there too.
+#[test]
+fn portable_kernels_match_the_reference() {
+    if std::env::var_os("MPINFER_CPU_AVX512").is_some_and(|v| v == "0") {
+        mpinfer_testkit::skip(
+            "MPINFER_CPU_AVX512=0 is set: this run's own tests already take the portable kernels",
+        );
+        return;
+    }
+    rerun_path_tests("0");
+}
+
+/// The AVX-512 kernels, whatever `MPINFER_CPU_AVX512` says for the rest of
+/// the run: only a CPU with `avx512f` can run them.
+#[test]
+fn avx512_kernels_match_the_reference() {
+    #[cfg(target_arch = "x86_64")]
+    let has_avx512f = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has_avx512f = false;
+    if !has_avx512f {
+        mpinfer_testkit::skip("CPU lacks AVX-512F: kernels/src/cpu/avx512.rs not exercised");
+        return;
+    }
+    rerun_path_tests("1");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! - Every op agrees with the CPU kernels, in f32, f16 and bf16, with and
 //!   without tensor cores, outputs poisoned with NaN before each run so an
 //!   element left unwritten fails. These need a CUDA device; without one
-//!   they print `skipped: no CUDA device` and pass.
+//!   they record a skip (`mpinfer_testkit::skip`) with the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -16,17 +16,11 @@ use mpinfer_kernels::cpu::{self, Conv2d, Cpu, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::cuda::{self, nvrtc, Gpu, GpuTensor};
 use mpinfer_kernels::device::{self, choose};
 use mpinfer_kernels::{Device, DeviceRequest, KernelError, Stored, StoredDType, Tensor};
+use mpinfer_testkit::skip;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const DTYPES: [StoredDType; 3] = [StoredDType::F32, StoredDType::F16, StoredDType::BF16];
-
-fn skip(why: &str) {
-    // Both streams: `--nocapture` shows stdout, and stderr shows even when a
-    // harness captures stdout.
-    println!("skipped: {why}");
-    eprintln!("skipped: {why}");
-}
 
 /// The NVRTC library of the pip wheel in the workspace's `.venv`.
 fn venv_nvrtc() -> Option<PathBuf> {
@@ -55,13 +49,15 @@ fn nvrtc_loaded() -> Option<String> {
     nvrtc::ensure_loaded().ok()
 }
 
-/// The device `choose` picks, or `None` (and a visible skip line).
+/// The device `choose` picks, or `None` with the skip recorded for the
+/// calling test.
 fn gpu() -> Option<Gpu> {
     nvrtc_loaded();
     match choose(DeviceRequest::Auto, 0) {
         Ok((Device::Cuda(i), _)) => Some(Gpu::new(i).expect("open the CUDA device choose picked")),
         Ok((Device::Cpu, why)) => {
-            skip(&format!("no CUDA device ({why})"));
+            let why = why.trim_end_matches("; using the CPU");
+            skip(&format!("no CUDA device to test on: {why}"));
             None
         }
         Err(e) => panic!("choose(Auto) must not fail: {e}"),
