@@ -231,10 +231,17 @@ fn cubins_for_ampere_and_hopper_do_not_spill_registers() {
 #[test]
 fn a_missing_nvrtc_library_is_an_error_not_a_panic() {
     let err = nvrtc::load_library(Path::new("/nonexistent/libnvrtc.so.12")).unwrap_err();
-    assert!(matches!(err, KernelError::Device(_)));
+    assert!(matches!(err, KernelError::LoadNvrtc { .. }), "{err:?}");
     assert!(
         err.to_string().contains("/nonexistent/libnvrtc.so.12"),
         "{err}"
+    );
+    // The loader's own words come along as the source.
+    let source = std::error::Error::source(&err).expect("the loader's error as the source");
+    assert!(
+        err.chain().ends_with(&source.to_string()) && !source.to_string().is_empty(),
+        "{}",
+        err.chain()
     );
 }
 
@@ -264,7 +271,7 @@ fn choosing_a_device_reports_why_and_never_panics() {
         assert_eq!(auto, Device::Cpu);
         assert!(reason.contains("no CUDA driver library"), "{reason}");
         let err = cuda.unwrap_err();
-        assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+        assert!(matches!(err, KernelError::Unavailable(_)), "{err:?}");
         assert!(err.to_string().contains("no CUDA driver"), "{err}");
         assert!(Gpu::new(0).is_err());
         return;
@@ -282,8 +289,9 @@ fn choosing_a_device_reports_why_and_never_panics() {
             assert!(j <= 1 && k < 1000 + i + 1);
         }
         Device::Cpu => {
-            let err = cuda.unwrap_err().to_string();
-            assert!(err.contains("no CUDA") || err.contains("NVRTC"), "{err}");
+            // Asked for CUDA instead, the reason is the error.
+            let err = cuda.unwrap_err().chain();
+            assert!(reason.contains(&err), "auto: {reason}; cuda: {err}");
         }
     }
 }
@@ -293,7 +301,14 @@ fn opening_a_device_that_does_not_exist_is_an_error() {
     let err = Gpu::new(1 << 20)
         .err()
         .expect("no machine has a million GPUs");
-    assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+    // No such device, or no driver to ask.
+    assert!(
+        matches!(
+            err,
+            KernelError::Unavailable(_) | KernelError::Driver { .. }
+        ),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------- conv
