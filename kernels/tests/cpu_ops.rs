@@ -2,31 +2,13 @@
 //! awkward shapes. Outputs are poisoned (NaN) first, so an element the kernel
 //! forgets to write fails the comparison.
 
+mod common;
+
+use common::{assert_close, conv_reference, gemm_reference, pool_reference, random};
 use mpinfer_kernels::cpu::*;
 use mpinfer_kernels::{Stored, StoredDType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::new(
-        shape.to_vec(),
-        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
-    )
-}
-
-/// `got` within `rel` of `want`, relative to the sum of magnitudes that
-/// produced each element (`scale`).
-fn assert_close(got: &[f32], want: &[f64], scale: &[f64], rel: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
-        let err = (*g as f64 - w).abs();
-        assert!(
-            err <= rel * s + 1e-6,
-            "{what}: element {i} is {g}, want {w} (error {err:e}, scale {s})"
-        );
-    }
-}
 
 // ---------------------------------------------------------------- conv
 
@@ -38,56 +20,6 @@ struct ConvCase {
     m: usize,
     k: [usize; 2],
     conv: Conv2d,
-}
-
-fn conv_reference(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&[f32]>,
-    p: &Conv2d,
-) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
-    let [n, c, h, wd] = x.shape[..] else { panic!() };
-    let [m, cg, kh, kw] = w.shape[..] else {
-        panic!()
-    };
-    let g = p.groups;
-    let oh = (h + p.pads[0] + p.pads[2] - p.dilations[0] * (kh - 1) - 1) / p.strides[0] + 1;
-    let ow = (wd + p.pads[1] + p.pads[3] - p.dilations[1] * (kw - 1) - 1) / p.strides[1] + 1;
-    let mut out = vec![0f64; n * m * oh * ow];
-    let mut scale = vec![0f64; out.len()];
-    for img in 0..n {
-        for oc in 0..m {
-            let grp = oc / (m / g);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = b.map_or(0.0, |b| b[oc] as f64);
-                    let mut mag = acc.abs();
-                    for ic in 0..cg {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let y = (oy * p.strides[0] + i * p.dilations[0]) as isize
-                                    - p.pads[0] as isize;
-                                let xx = (ox * p.strides[1] + j * p.dilations[1]) as isize
-                                    - p.pads[1] as isize;
-                                if y < 0 || xx < 0 || y >= h as isize || xx >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x.data[((img * c + grp * cg + ic) * h + y as usize) * wd
-                                    + xx as usize] as f64;
-                                let wv = w.data[((oc * cg + ic) * kh + i) * kw + j] as f64;
-                                acc += xv * wv;
-                                mag += (xv * wv).abs();
-                            }
-                        }
-                    }
-                    let at = ((img * m + oc) * oh + oy) * ow + ox;
-                    out[at] = if p.relu { acc.max(0.0) } else { acc };
-                    scale[at] = mag;
-                }
-            }
-        }
-    }
-    (vec![n, m, oh, ow], out, scale)
 }
 
 fn conv_cases() -> Vec<ConvCase> {
@@ -480,45 +412,7 @@ fn gemm_matches_the_reference_with_every_attribute() {
                                     beta,
                                     relu,
                                 };
-                                let mut want = vec![0f64; m * n];
-                                let mut scale = vec![0f64; m * n];
-                                for i in 0..m {
-                                    for j in 0..n {
-                                        let mut acc = 0f64;
-                                        let mut mag = 0f64;
-                                        for t in 0..k {
-                                            let av = if trans_a {
-                                                a.data[t * m + i]
-                                            } else {
-                                                a.data[i * k + t]
-                                            }
-                                                as f64;
-                                            let bv = if trans_b {
-                                                b.data[j * k + t]
-                                            } else {
-                                                b.data[t * n + j]
-                                            }
-                                                as f64;
-                                            acc += av * bv;
-                                            mag += (av * bv).abs();
-                                        }
-                                        acc *= alpha as f64;
-                                        mag *= (alpha as f64).abs();
-                                        if let Some(c) = &c {
-                                            let cv = match c.shape.as_slice() {
-                                                [] => c.data[0],
-                                                [_] => c.data[j],
-                                                [_, 1] => c.data[i],
-                                                _ => c.data[i * n + j],
-                                            }
-                                                as f64;
-                                            acc += beta as f64 * cv;
-                                            mag += (beta as f64 * cv).abs();
-                                        }
-                                        want[i * n + j] = if relu { acc.max(0.0) } else { acc };
-                                        scale[i * n + j] = mag;
-                                    }
-                                }
+                                let (want, scale) = gemm_reference(&a, &b, c.as_ref(), &g);
                                 let mut got = vec![f32::NAN; m * n];
                                 g.run_into(&cpu, &a, &b, c.as_ref(), &mut got).unwrap();
                                 let what = format!("gemm {m}x{k}x{n} tA={trans_a} tB={trans_b} a={alpha} b={beta} C={c_shape:?} relu={relu} threads={threads}");
@@ -556,68 +450,6 @@ fn gemm_rejects_mismatched_operands() {
 }
 
 // ---------------------------------------------------------------- pooling
-
-fn pool_reference(x: &Tensor, p: &Pool2d) -> (Vec<usize>, Vec<f64>) {
-    let [n, c, h, w] = x.shape[..] else { panic!() };
-    // PyTorch's documented output size, with its rule that the last window
-    // must start inside the input or the left padding.
-    let size = |len: usize, axis: usize| {
-        let (k, s, d, lo, hi) = (
-            p.kernel[axis],
-            p.strides[axis],
-            p.dilations[axis],
-            p.pads[axis],
-            p.pads[axis + 2],
-        );
-        let num = (len + lo + hi) as f64 - (d * (k - 1)) as f64 - 1.0;
-        let mut out = if p.ceil_mode {
-            (num / s as f64).ceil()
-        } else {
-            (num / s as f64).floor()
-        } as usize
-            + 1;
-        if p.ceil_mode && (out - 1) * s >= len + lo {
-            out -= 1;
-        }
-        out
-    };
-    let (oh, ow) = (size(h, 0), size(w, 1));
-    let mut out = Vec::new();
-    for plane in 0..n * c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut vals = Vec::new();
-                let mut in_padded = 0;
-                for i in 0..p.kernel[0] {
-                    for j in 0..p.kernel[1] {
-                        let y =
-                            (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pads[0] as isize;
-                        let xx =
-                            (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pads[1] as isize;
-                        if y < (h + p.pads[2]) as isize && xx < (w + p.pads[3]) as isize {
-                            in_padded += 1;
-                        }
-                        if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
-                            vals.push(x.data[(plane * h + y as usize) * w + xx as usize] as f64);
-                        }
-                    }
-                }
-                out.push(match p.kind {
-                    PoolKind::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    PoolKind::Average => {
-                        let div = if p.count_include_pad {
-                            in_padded
-                        } else {
-                            vals.len()
-                        };
-                        vals.iter().sum::<f64>() / div as f64
-                    }
-                });
-            }
-        }
-    }
-    (vec![n, c, oh, ow], out)
-}
 
 #[test]
 fn pooling_matches_the_reference() {
