@@ -9,6 +9,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 cargo bench --quiet --bench kernels --no-run
+# target/criterion keeps every group ever run, from other machines and other
+# runs too (conv2d-portable stays from a CPU with AVX-512): the table reads
+# only the results this run writes, newer than this stamp.
+stamp=$(mktemp)
+trap 'rm -f "$stamp"' EXIT
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 cargo bench --quiet --bench kernels
 if grep -qw avx512f /proc/cpuinfo; then
@@ -18,10 +23,11 @@ fi
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 mkdir -p docs/bench
-python3 - "${CARGO_TARGET_DIR:-target}/criterion" docs/bench/kernels.md "$load_before" "$load_after" <<'PY'
+python3 - "${CARGO_TARGET_DIR:-target}/criterion" docs/bench/kernels.md "$load_before" "$load_after" "$stamp" <<'PY'
 import json, os, re, sys
 
-root, out, load_before, load_after = sys.argv[1:5]
+root, out, load_before, load_after, stamp = sys.argv[1:6]
+since = os.path.getmtime(stamp)
 info = open("/proc/cpuinfo").read()
 field = lambda name: re.search(rf"^{name}\s*:\s*(.*)$", info, re.M).group(1).strip()
 model, mhz = field("model name"), float(field("cpu MHz"))
@@ -51,7 +57,8 @@ def results(group):
     for name in sorted(os.listdir(gdir)):
         for threads in ("1t", "2t"):
             d = os.path.join(gdir, name, threads, "new")
-            if not os.path.exists(os.path.join(d, "estimates.json")):
+            path = os.path.join(d, "estimates.json")
+            if not os.path.exists(path) or os.path.getmtime(path) < since:
                 continue
             est = json.load(open(os.path.join(d, "estimates.json")))
             bench = json.load(open(os.path.join(d, "benchmark.json")))

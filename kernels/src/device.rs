@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use cudarc::driver::{result, sys};
 
+use crate::cuda::driver_error;
 use crate::error::KernelError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +48,7 @@ impl FromStr for DeviceRequest {
             "auto" => Ok(DeviceRequest::Auto),
             "cpu" => Ok(DeviceRequest::Cpu),
             "cuda" => Ok(DeviceRequest::Cuda),
-            _ => Err(KernelError::Device(format!(
-                "unknown device {s:?}: expected auto, cpu or cuda"
-            ))),
+            _ => Err(KernelError::UnknownDevice(s.to_string())),
         }
     }
 }
@@ -75,40 +74,39 @@ pub fn cuda_driver_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
-/// Loads and initialises the driver: `Err` says, in a few words, why CUDA
-/// cannot be used.
-pub(crate) fn init_driver() -> Result<(), String> {
+/// Loads and initialises the driver: `Err` says why CUDA cannot be used.
+pub(crate) fn init_driver() -> Result<(), KernelError> {
     if !cuda_driver_present() {
-        return Err("no CUDA driver library (libcuda.so) found".into());
+        return Err(KernelError::Unavailable(
+            "no CUDA driver library (libcuda.so) found".into(),
+        ));
     }
     let mut version = 0;
     // SAFETY: the library is present; the pointer is valid.
-    let r = unsafe { sys::cuDriverGetVersion(&mut version) };
-    if r != sys::CUresult::CUDA_SUCCESS {
-        return Err(format!(
-            "no usable CUDA driver (version query failed: {r:?})"
-        ));
-    }
+    unsafe { sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(driver_error("querying the driver version"))?;
     if version < MIN_DRIVER_VERSION {
-        return Err(format!(
+        return Err(KernelError::Unavailable(format!(
             "no usable CUDA driver: version {}.{} is older than 12.0",
             version / 1000,
             version % 1000 / 10
-        ));
+        )));
     }
-    result::init().map_err(|e| format!("no CUDA device: the driver did not initialise ({e})"))
+    result::init().map_err(driver_error("initialising the driver"))
 }
 
 /// Number of devices the driver shows this process.
-fn device_count() -> Result<usize, String> {
+fn device_count() -> Result<usize, KernelError> {
     init_driver()?;
-    let n = result::device::get_count()
-        .map_err(|e| format!("no CUDA device: counting devices failed ({e})"))?;
+    let n = result::device::get_count().map_err(driver_error("counting devices"))?;
     if n <= 0 {
         let visible = std::env::var("CUDA_VISIBLE_DEVICES")
             .map(|v| format!(" (CUDA_VISIBLE_DEVICES={v:?})"))
             .unwrap_or_default();
-        return Err(format!("no CUDA device visible{visible}"));
+        return Err(KernelError::Unavailable(format!(
+            "no CUDA device visible{visible}"
+        )));
     }
     Ok(n as usize)
 }
@@ -132,7 +130,8 @@ fn describe(ordinal: usize) -> String {
 /// Picks the device for a rank and says why, in one line fit for an info
 /// log. Ranks on one node share its GPUs round-robin by `local_rank`. A GPU
 /// counts as usable only with NVRTC present too, since every kernel is
-/// compiled by it; `Auto` then falls back to the CPU, `Cuda` is an error.
+/// compiled by it; `Auto` then falls back to the CPU, `Cuda` is the error
+/// that says why there is none.
 pub fn choose(request: DeviceRequest, local_rank: usize) -> Result<(Device, String), KernelError> {
     if request == DeviceRequest::Cpu {
         return Ok((Device::Cpu, "CPU requested".into()));
@@ -140,7 +139,7 @@ pub fn choose(request: DeviceRequest, local_rank: usize) -> Result<(Device, Stri
     let usable = device_count().and_then(|count| {
         crate::cuda::nvrtc::ensure_loaded()
             .map(|_| count)
-            .map_err(|e| format!("CUDA device present but {e}"))
+            .map_err(|e| KernelError::Unavailable(format!("CUDA device present but {}", e.chain())))
     });
     match (usable, request) {
         (Ok(count), _) => {
@@ -153,7 +152,9 @@ pub fn choose(request: DeviceRequest, local_rank: usize) -> Result<(Device, Stri
                 ),
             ))
         }
-        (Err(why), DeviceRequest::Auto) => Ok((Device::Cpu, format!("{why}; using the CPU"))),
-        (Err(why), _) => Err(KernelError::Device(format!("CUDA requested but {why}"))),
+        (Err(why), DeviceRequest::Auto) => {
+            Ok((Device::Cpu, format!("{}; using the CPU", why.chain())))
+        }
+        (Err(why), _) => Err(why),
     }
 }

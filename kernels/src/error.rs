@@ -1,6 +1,14 @@
+use std::path::PathBuf;
+
+use cudarc::driver::DriverError;
+use cudarc::nvrtc::result::NvrtcError;
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+/// What a kernel, or finding a device to run it on, failed with. Failures
+/// of the CUDA driver, NVRTC and the dynamic loader keep their error as the
+/// source, with what was being done as the message; print the chain
+/// (`{:#}` through anyhow, or [`KernelError::chain`]) to see both.
+#[derive(Debug, Error)]
 pub enum KernelError {
     #[error("{op}: {what} has shape {got:?}, expected {expected}")]
     Shape {
@@ -11,10 +19,43 @@ pub enum KernelError {
     },
     #[error("{op}: {what}")]
     Invalid { op: &'static str, what: String },
-    /// No usable device, or the device, its driver or the kernel compiler
-    /// failed.
+    /// A device name that is none of auto, cpu, cuda.
+    #[error("unknown device {0:?}: expected auto, cpu or cuda")]
+    UnknownDevice(String),
+    /// CUDA cannot be used here: no driver library, too old a driver, no
+    /// device (or not the one asked for), no NVRTC. Says why in words.
     #[error("{0}")]
-    Device(String),
+    Unavailable(String),
+    /// A CUDA driver call failed.
+    #[error("CUDA {what}")]
+    Driver {
+        what: String,
+        #[source]
+        source: DriverError,
+    },
+    /// An NVRTC call other than the compilation itself failed.
+    #[error("NVRTC {what}")]
+    Nvrtc {
+        what: String,
+        #[source]
+        source: NvrtcError,
+    },
+    /// A kernel source did not compile; `log` is NVRTC's.
+    #[error("NVRTC compiling {file} for {arch}:\n{log}")]
+    Compile {
+        file: &'static str,
+        arch: String,
+        log: String,
+        #[source]
+        source: NvrtcError,
+    },
+    /// The NVRTC library at `path` did not load.
+    #[error("cannot load NVRTC from {}", path.display())]
+    LoadNvrtc {
+        path: PathBuf,
+        #[source]
+        source: libloading::Error,
+    },
 }
 
 pub(crate) fn shape_err(
@@ -28,5 +69,20 @@ pub(crate) fn shape_err(
         what,
         got: got.to_vec(),
         expected: expected.into(),
+    }
+}
+
+impl KernelError {
+    /// The message and each source's, joined by ": ": for messages that are
+    /// strings (a device choice's reason, a list of what was tried).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 }

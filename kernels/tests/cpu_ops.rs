@@ -2,31 +2,13 @@
 //! awkward shapes. Outputs are poisoned (NaN) first, so an element the kernel
 //! forgets to write fails the comparison.
 
+mod common;
+
+use common::{assert_close, conv_reference, gemm_reference, pool_reference, random};
 use mpinfer_kernels::cpu::*;
 use mpinfer_kernels::{Stored, StoredDType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::new(
-        shape.to_vec(),
-        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
-    )
-}
-
-/// `got` within `rel` of `want`, relative to the sum of magnitudes that
-/// produced each element (`scale`).
-fn assert_close(got: &[f32], want: &[f64], scale: &[f64], rel: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
-        let err = (*g as f64 - w).abs();
-        assert!(
-            err <= rel * s + 1e-6,
-            "{what}: element {i} is {g}, want {w} (error {err:e}, scale {s})"
-        );
-    }
-}
 
 // ---------------------------------------------------------------- conv
 
@@ -38,56 +20,6 @@ struct ConvCase {
     m: usize,
     k: [usize; 2],
     conv: Conv2d,
-}
-
-fn conv_reference(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&[f32]>,
-    p: &Conv2d,
-) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
-    let [n, c, h, wd] = x.shape[..] else { panic!() };
-    let [m, cg, kh, kw] = w.shape[..] else {
-        panic!()
-    };
-    let g = p.groups;
-    let oh = (h + p.pads[0] + p.pads[2] - p.dilations[0] * (kh - 1) - 1) / p.strides[0] + 1;
-    let ow = (wd + p.pads[1] + p.pads[3] - p.dilations[1] * (kw - 1) - 1) / p.strides[1] + 1;
-    let mut out = vec![0f64; n * m * oh * ow];
-    let mut scale = vec![0f64; out.len()];
-    for img in 0..n {
-        for oc in 0..m {
-            let grp = oc / (m / g);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = b.map_or(0.0, |b| b[oc] as f64);
-                    let mut mag = acc.abs();
-                    for ic in 0..cg {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let y = (oy * p.strides[0] + i * p.dilations[0]) as isize
-                                    - p.pads[0] as isize;
-                                let xx = (ox * p.strides[1] + j * p.dilations[1]) as isize
-                                    - p.pads[1] as isize;
-                                if y < 0 || xx < 0 || y >= h as isize || xx >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x.data[((img * c + grp * cg + ic) * h + y as usize) * wd
-                                    + xx as usize] as f64;
-                                let wv = w.data[((oc * cg + ic) * kh + i) * kw + j] as f64;
-                                acc += xv * wv;
-                                mag += (xv * wv).abs();
-                            }
-                        }
-                    }
-                    let at = ((img * m + oc) * oh + oy) * ow + ox;
-                    out[at] = if p.relu { acc.max(0.0) } else { acc };
-                    scale[at] = mag;
-                }
-            }
-        }
-    }
-    (vec![n, m, oh, ow], out, scale)
 }
 
 fn conv_cases() -> Vec<ConvCase> {
@@ -287,35 +219,84 @@ fn conv_cases() -> Vec<ConvCase> {
     ]
 }
 
-/// CPUs without AVX-512 run the portable kernels: run the reference tests
-/// again in a child process that selects them, so they stay covered on
-/// machines that would otherwise never take them.
-#[test]
-fn portable_kernels_match_the_reference() {
-    if std::env::var_os("MPINFER_CPU_AVX512").is_some() {
-        return; // the child itself, or a run that already chose a path
-    }
-    let tests = [
-        "conv2d_matches_the_reference",
-        "pooling_matches_the_reference",
-        "a_nan_input_stays_in_its_own_output_row",
-    ];
+/// The tests that take the AVX-512 kernels where the CPU has them.
+const PATH_TESTS: [&str; 3] = [
+    "conv2d_matches_the_reference",
+    "pooling_matches_the_reference",
+    "a_nan_input_stays_in_its_own_output_row",
+];
+
+/// Runs [`PATH_TESTS`] again in a child process with `MPINFER_CPU_AVX512`
+/// set to `choice`, and fails with the child's output unless all of them
+/// pass. The child records its skips in a file of its own, not the run's
+/// log; a skip there is reported as a skip of the calling test.
+fn rerun_path_tests(choice: &str) {
+    let skips = std::env::temp_dir().join(format!(
+        "mpinfer-cpu-ops-{}-avx512-{choice}.skips",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&skips);
+    // `--exact` keeps the child from running the tests that spawn children.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(tests)
+        .args(PATH_TESTS)
         .args(["--exact", "--test-threads", "1"])
-        .env("MPINFER_CPU_AVX512", "0")
+        .env("MPINFER_CPU_AVX512", choice)
+        .env(mpinfer_testkit::SKIP_LOG, &skips)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let child_skips = std::fs::read_to_string(&skips).unwrap_or_default();
+    let _ = std::fs::remove_file(&skips);
+    // Indented, so that the child's `test result:` lines in a failure
+    // message are not read as this run's.
+    let indent = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| format!("    | {l}\n"))
+            .collect::<String>()
+    };
+    let (stdout, stderr) = (indent(&out.stdout), indent(&out.stderr));
     assert!(
         out.status.success(),
-        "portable kernels:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "with MPINFER_CPU_AVX512={choice}:\n{stdout}{stderr}"
     );
     assert!(
-        stdout.contains(&format!("{} passed", tests.len())),
-        "the child ran other tests than asked:\n{stdout}"
+        stdout.contains(&format!("{} passed", PATH_TESTS.len())),
+        "with MPINFER_CPU_AVX512={choice} the child ran other tests than asked:\n{stdout}"
     );
+    if !child_skips.trim().is_empty() {
+        mpinfer_testkit::skip(&format!(
+            "with MPINFER_CPU_AVX512={choice}: {}",
+            child_skips.trim().replace('\n', "; ")
+        ));
+    }
+}
+
+/// CPUs with AVX-512 take its kernels by default: run the tests that reach
+/// them again on the portable kernels, so those stay covered there too.
+#[test]
+fn portable_kernels_match_the_reference() {
+    if std::env::var_os("MPINFER_CPU_AVX512").is_some_and(|v| v == "0") {
+        mpinfer_testkit::skip(
+            "MPINFER_CPU_AVX512=0 is set: this run's own tests already take the portable kernels",
+        );
+        return;
+    }
+    rerun_path_tests("0");
+}
+
+/// The AVX-512 kernels, whatever `MPINFER_CPU_AVX512` says for the rest of
+/// the run: only a CPU with `avx512f` can run them.
+#[test]
+fn avx512_kernels_match_the_reference() {
+    #[cfg(target_arch = "x86_64")]
+    let has_avx512f = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has_avx512f = false;
+    if !has_avx512f {
+        mpinfer_testkit::skip("CPU lacks AVX-512F: kernels/src/cpu/avx512.rs not exercised");
+        return;
+    }
+    rerun_path_tests("1");
 }
 
 #[test]
@@ -431,45 +412,7 @@ fn gemm_matches_the_reference_with_every_attribute() {
                                     beta,
                                     relu,
                                 };
-                                let mut want = vec![0f64; m * n];
-                                let mut scale = vec![0f64; m * n];
-                                for i in 0..m {
-                                    for j in 0..n {
-                                        let mut acc = 0f64;
-                                        let mut mag = 0f64;
-                                        for t in 0..k {
-                                            let av = if trans_a {
-                                                a.data[t * m + i]
-                                            } else {
-                                                a.data[i * k + t]
-                                            }
-                                                as f64;
-                                            let bv = if trans_b {
-                                                b.data[j * k + t]
-                                            } else {
-                                                b.data[t * n + j]
-                                            }
-                                                as f64;
-                                            acc += av * bv;
-                                            mag += (av * bv).abs();
-                                        }
-                                        acc *= alpha as f64;
-                                        mag *= (alpha as f64).abs();
-                                        if let Some(c) = &c {
-                                            let cv = match c.shape.as_slice() {
-                                                [] => c.data[0],
-                                                [_] => c.data[j],
-                                                [_, 1] => c.data[i],
-                                                _ => c.data[i * n + j],
-                                            }
-                                                as f64;
-                                            acc += beta as f64 * cv;
-                                            mag += (beta as f64 * cv).abs();
-                                        }
-                                        want[i * n + j] = if relu { acc.max(0.0) } else { acc };
-                                        scale[i * n + j] = mag;
-                                    }
-                                }
+                                let (want, scale) = gemm_reference(&a, &b, c.as_ref(), &g);
                                 let mut got = vec![f32::NAN; m * n];
                                 g.run_into(&cpu, &a, &b, c.as_ref(), &mut got).unwrap();
                                 let what = format!("gemm {m}x{k}x{n} tA={trans_a} tB={trans_b} a={alpha} b={beta} C={c_shape:?} relu={relu} threads={threads}");
@@ -507,68 +450,6 @@ fn gemm_rejects_mismatched_operands() {
 }
 
 // ---------------------------------------------------------------- pooling
-
-fn pool_reference(x: &Tensor, p: &Pool2d) -> (Vec<usize>, Vec<f64>) {
-    let [n, c, h, w] = x.shape[..] else { panic!() };
-    // PyTorch's documented output size, with its rule that the last window
-    // must start inside the input or the left padding.
-    let size = |len: usize, axis: usize| {
-        let (k, s, d, lo, hi) = (
-            p.kernel[axis],
-            p.strides[axis],
-            p.dilations[axis],
-            p.pads[axis],
-            p.pads[axis + 2],
-        );
-        let num = (len + lo + hi) as f64 - (d * (k - 1)) as f64 - 1.0;
-        let mut out = if p.ceil_mode {
-            (num / s as f64).ceil()
-        } else {
-            (num / s as f64).floor()
-        } as usize
-            + 1;
-        if p.ceil_mode && (out - 1) * s >= len + lo {
-            out -= 1;
-        }
-        out
-    };
-    let (oh, ow) = (size(h, 0), size(w, 1));
-    let mut out = Vec::new();
-    for plane in 0..n * c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut vals = Vec::new();
-                let mut in_padded = 0;
-                for i in 0..p.kernel[0] {
-                    for j in 0..p.kernel[1] {
-                        let y =
-                            (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pads[0] as isize;
-                        let xx =
-                            (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pads[1] as isize;
-                        if y < (h + p.pads[2]) as isize && xx < (w + p.pads[3]) as isize {
-                            in_padded += 1;
-                        }
-                        if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
-                            vals.push(x.data[(plane * h + y as usize) * w + xx as usize] as f64);
-                        }
-                    }
-                }
-                out.push(match p.kind {
-                    PoolKind::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    PoolKind::Average => {
-                        let div = if p.count_include_pad {
-                            in_padded
-                        } else {
-                            vals.len()
-                        };
-                        vals.iter().sum::<f64>() / div as f64
-                    }
-                });
-            }
-        }
-    }
-    (vec![n, c, oh, ow], out)
-}
 
 #[test]
 fn pooling_matches_the_reference() {

@@ -8,25 +8,22 @@
 //! - Every op agrees with the CPU kernels, in f32, f16 and bf16, with and
 //!   without tensor cores, outputs poisoned with NaN before each run so an
 //!   element left unwritten fails. These need a CUDA device; without one
-//!   they print `skipped: no CUDA device` and pass.
+//!   they record a skip (`mpinfer_testkit::skip`) with the reason.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::{assert_close_tensors, random};
 use mpinfer_kernels::cpu::{self, Conv2d, Cpu, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::cuda::{self, nvrtc, Gpu, GpuTensor};
 use mpinfer_kernels::device::{self, choose};
 use mpinfer_kernels::{Device, DeviceRequest, KernelError, Stored, StoredDType, Tensor};
+use mpinfer_testkit::skip;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const DTYPES: [StoredDType; 3] = [StoredDType::F32, StoredDType::F16, StoredDType::BF16];
-
-fn skip(why: &str) {
-    // Both streams: `--nocapture` shows stdout, and stderr shows even when a
-    // harness captures stdout.
-    println!("skipped: {why}");
-    eprintln!("skipped: {why}");
-}
 
 /// The NVRTC library of the pip wheel in the workspace's `.venv`.
 fn venv_nvrtc() -> Option<PathBuf> {
@@ -55,13 +52,15 @@ fn nvrtc_loaded() -> Option<String> {
     nvrtc::ensure_loaded().ok()
 }
 
-/// The device `choose` picks, or `None` (and a visible skip line).
+/// The device `choose` picks, or `None` with the skip recorded for the
+/// calling test.
 fn gpu() -> Option<Gpu> {
     nvrtc_loaded();
     match choose(DeviceRequest::Auto, 0) {
         Ok((Device::Cuda(i), _)) => Some(Gpu::new(i).expect("open the CUDA device choose picked")),
         Ok((Device::Cpu, why)) => {
-            skip(&format!("no CUDA device ({why})"));
+            let why = why.trim_end_matches("; using the CPU");
+            skip(&format!("no CUDA device to test on: {why}"));
             None
         }
         Err(e) => panic!("choose(Auto) must not fail: {e}"),
@@ -77,14 +76,6 @@ fn tensor_core_settings(gpu: &Gpu) -> Vec<bool> {
     }
 }
 
-fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::new(
-        shape.to_vec(),
-        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
-    )
-}
-
 /// `t` rounded to what `dtype` can hold: the values the GPU actually sees.
 fn representable(t: &Tensor, dtype: StoredDType) -> Tensor {
     Tensor::new(t.shape.clone(), Stored::from_f32(&t.data, dtype).to_f32())
@@ -97,27 +88,11 @@ fn abs(t: &Tensor) -> Tensor {
 /// Relative error allowed against the magnitude of what was summed: f32
 /// differs from the CPU by summation order only; 16-bit outputs are also
 /// rounded to their 11 or 8 significant bits.
-fn tolerance(dtype: StoredDType) -> f32 {
+fn tolerance(dtype: StoredDType) -> f64 {
     match dtype {
         StoredDType::F32 => 2e-5,
         StoredDType::F16 => 1.5e-3,
         StoredDType::BF16 => 1e-2,
-    }
-}
-
-/// Elementwise `|got - want| <= rel * scale + 1e-6`; NaN must meet NaN and
-/// infinities must match exactly.
-fn assert_close(got: &Tensor, want: &Tensor, scale: &[f32], rel: f32, what: &str) {
-    assert_eq!(got.shape, want.shape, "{what}: shape");
-    for (i, ((g, w), s)) in got.data.iter().zip(&want.data).zip(scale).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= rel * s + 1e-6
-        };
-        assert!(ok, "{what}: element {i} is {g}, want {w} (scale {s})");
     }
 }
 
@@ -235,10 +210,17 @@ fn cubins_for_ampere_and_hopper_do_not_spill_registers() {
 #[test]
 fn a_missing_nvrtc_library_is_an_error_not_a_panic() {
     let err = nvrtc::load_library(Path::new("/nonexistent/libnvrtc.so.12")).unwrap_err();
-    assert!(matches!(err, KernelError::Device(_)));
+    assert!(matches!(err, KernelError::LoadNvrtc { .. }), "{err:?}");
     assert!(
         err.to_string().contains("/nonexistent/libnvrtc.so.12"),
         "{err}"
+    );
+    // The loader's own words come along as the source.
+    let source = std::error::Error::source(&err).expect("the loader's error as the source");
+    assert!(
+        err.chain().ends_with(&source.to_string()) && !source.to_string().is_empty(),
+        "{}",
+        err.chain()
     );
 }
 
@@ -268,7 +250,7 @@ fn choosing_a_device_reports_why_and_never_panics() {
         assert_eq!(auto, Device::Cpu);
         assert!(reason.contains("no CUDA driver library"), "{reason}");
         let err = cuda.unwrap_err();
-        assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+        assert!(matches!(err, KernelError::Unavailable(_)), "{err:?}");
         assert!(err.to_string().contains("no CUDA driver"), "{err}");
         assert!(Gpu::new(0).is_err());
         return;
@@ -286,8 +268,9 @@ fn choosing_a_device_reports_why_and_never_panics() {
             assert!(j <= 1 && k < 1000 + i + 1);
         }
         Device::Cpu => {
-            let err = cuda.unwrap_err().to_string();
-            assert!(err.contains("no CUDA") || err.contains("NVRTC"), "{err}");
+            // Asked for CUDA instead, the reason is the error.
+            let err = cuda.unwrap_err().chain();
+            assert!(reason.contains(&err), "auto: {reason}; cuda: {err}");
         }
     }
 }
@@ -297,7 +280,14 @@ fn opening_a_device_that_does_not_exist_is_an_error() {
     let err = Gpu::new(1 << 20)
         .err()
         .expect("no machine has a million GPUs");
-    assert!(matches!(err, KernelError::Device(_)), "{err:?}");
+    // No such device, or no driver to ask.
+    assert!(
+        matches!(
+            err,
+            KernelError::Unavailable(_) | KernelError::Driver { .. }
+        ),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------- conv
@@ -465,7 +455,7 @@ fn conv2d_matches_the_cpu() {
                     "conv {:?} {:?} {dtype:?} tensor cores {tc}",
                     case.x, case.conv
                 );
-                assert_close(&got, &want, &scale.data, tolerance(dtype), &what);
+                assert_close_tensors(&got, &want, &scale.data, tolerance(dtype), &what);
             }
             let y = gpu
                 .conv2d(&case.conv, &gx, &gw, case.bias.then_some(&gb))
@@ -561,7 +551,7 @@ fn gemm_matches_the_cpu_with_every_attribute() {
                         let what = format!(
                             "gemm {m}x{k}x{n} C {c_shape:?} {gemm:?} {dtype:?} tensor cores {tc}"
                         );
-                        assert_close(&got, &want, &scale.data, tolerance(dtype), &what);
+                        assert_close_tensors(&got, &want, &scale.data, tolerance(dtype), &what);
                     }
                 }
             }
@@ -674,7 +664,7 @@ fn pooling_matches_the_cpu() {
             } else {
                 tolerance(dtype)
             };
-            assert_close(
+            assert_close_tensors(
                 &got,
                 &want,
                 &scale,
@@ -705,7 +695,7 @@ fn global_average_pool_and_flatten_match_the_cpu() {
             gpu.global_average_pool_into(&gx, &mut y).unwrap();
             let got = gpu.download(&y).unwrap();
             let scale = vec![1.0; want.len()];
-            assert_close(
+            assert_close_tensors(
                 &got,
                 &want,
                 &scale,
@@ -740,7 +730,7 @@ fn relu_keeps_nan_and_casts_round_like_the_host() {
         let mut gx = gpu.upload(&x, dtype).unwrap();
         gpu.relu(&mut gx).unwrap();
         let got = gpu.download(&gx).unwrap();
-        assert_close(
+        assert_close_tensors(
             &got,
             &want,
             &vec![0.0; want.len()],
@@ -803,7 +793,7 @@ fn softmax_matches_the_cpu_on_every_axis() {
             gpu.softmax(&mut gx, axis).unwrap();
             let got = gpu.download(&gx).unwrap();
             let scale = vec![1.0; want.len()];
-            assert_close(
+            assert_close_tensors(
                 &got,
                 &want,
                 &scale,
@@ -816,7 +806,7 @@ fn softmax_matches_the_cpu_on_every_axis() {
             let mut gx = gpu.upload(&x, dtype).unwrap();
             gpu.softmax_coerced(&mut gx, axis).unwrap();
             let got = gpu.download(&gx).unwrap();
-            assert_close(
+            assert_close_tensors(
                 &got,
                 &want,
                 &scale,
@@ -892,7 +882,7 @@ fn layers_chain_on_the_device() {
             StoredDType::F16 => 2e-2,
             StoredDType::BF16 => 1e-1,
         };
-        assert_close(
+        assert_close_tensors(
             &got,
             &want,
             &vec![1.0; want.len()],

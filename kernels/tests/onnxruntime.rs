@@ -2,12 +2,16 @@
 //! for the CPU kernels. Needs the Python environment `scripts/setup.sh`
 //! creates (`.venv` with onnx and onnxruntime).
 
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{assert_close_tensors, random};
 use mpinfer_kernels::cpu::*;
 use mpinfer_kernels::Tensor;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use rand::SeedableRng;
 
 fn python() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
@@ -75,22 +79,16 @@ fn onnxruntime(op: &str, attrs: &str, opset: u32, inputs: &[&Tensor]) -> Tensor 
     Tensor::new(shape, data)
 }
 
-fn random(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::new(
-        shape.to_vec(),
-        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
-    )
-}
-
+/// Within 1e-4 of ONNX Runtime, relative to values of magnitude 1 or more.
 fn assert_matches(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.shape, want.shape, "{what}: shape");
-    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-            "{what}: element {i} is {g}, ONNX Runtime says {w}"
-        );
-    }
+    let scale: Vec<f32> = want.data.iter().map(|w| w.abs().max(1.0)).collect();
+    assert_close_tensors(
+        got,
+        want,
+        &scale,
+        1e-4,
+        &format!("{what}, against ONNX Runtime"),
+    );
 }
 
 #[test]

@@ -152,6 +152,11 @@ pub(crate) fn winograd_conv3x3(
     unsafe { conv_images(g, x, packed, bias, relu, y, images) }
 }
 
+/// # Safety
+///
+/// The CPU has `avx512f`, and `x`, `packed`, `bias` and `y` have the sizes
+/// [`winograd_conv3x3`] asserts for `images` images, with `g.c`, `g.oh` and
+/// `g.ow` positive: every pointer formed here from them stays inside them.
 #[target_feature(enable = "avx512f")]
 unsafe fn conv_images(
     g: Geometry,
@@ -194,7 +199,9 @@ unsafe fn conv_images(
             t += len;
         }
         for s in &segs {
-            transform_segment(g, x, s, vp.add(s.lane), vstride);
+            // SAFETY: the segment's lanes lie in the block's BLOCK lanes of
+            // each of the 16 · C rows of `v`, and its image in `x`.
+            unsafe { transform_segment(g, x, s, vp.add(s.lane), vstride) };
         }
         // The next block's tile rows, per image.
         spans.clear();
@@ -214,7 +221,7 @@ unsafe fn conv_images(
                 let r0 = (2 * ty0).saturating_sub(g.pt);
                 let r1 = (2 * ty1 + 4).saturating_sub(g.pt).min(g.h);
                 for ic in (mc * g.c / chunks)..((mc + 1) * g.c / chunks) {
-                    let plane = x.as_ptr().add((img * g.c + ic) * g.h * g.w);
+                    let plane = x.as_ptr().wrapping_add((img * g.c + ic) * g.h * g.w);
                     prefetch(
                         plane.wrapping_add(r0 * g.w),
                         r1.saturating_sub(r0) * g.w,
@@ -223,25 +230,37 @@ unsafe fn conv_images(
                 }
                 let (o0, o1) = (2 * ty0, (2 * ty1 + 2).min(g.oh));
                 for oc in mc * ROWS..g.m.min((mc + 1) * ROWS) {
-                    let plane = yp.add((img * g.m + oc) * g.oh * g.ow);
+                    let plane = yp.wrapping_add((img * g.m + oc) * g.oh * g.ow);
                     prefetch(plane.wrapping_add(o0 * g.ow), (o1 - o0) * g.ow, true);
                 }
             }
-            let u = packed.as_ptr().add(mc * 16 * g.c * ROWS);
-            for xi in 0..16 {
-                micro_kernel(
-                    g.c,
-                    u.add(xi * g.c * ROWS),
-                    vp.add(xi * vstride),
-                    pp.add(xi * ROWS * BLOCK),
-                );
+            // SAFETY: chunk `mc` of `packed` is its 16 · C · ROWS values
+            // from here; ξ's share of it is C · ROWS values, of `v` a plane
+            // of C · BLOCK and of `prod` ROWS · BLOCK, at offsets that are
+            // multiples of 16 values from 64-byte aligned starts, as
+            // micro_kernel's aligned accesses need.
+            unsafe {
+                let u = packed.as_ptr().add(mc * 16 * g.c * ROWS);
+                for xi in 0..16 {
+                    micro_kernel(
+                        g.c,
+                        u.add(xi * g.c * ROWS),
+                        vp.add(xi * vstride),
+                        pp.add(xi * ROWS * BLOCK),
+                    );
+                }
             }
             for r in 0..ROWS.min(g.m - mc * ROWS) {
                 let oc = mc * ROWS + r;
                 let b = bias.map_or(0.0, |b| b[oc]);
                 for s in &segs {
-                    let plane = yp.add((s.img * g.m + oc) * g.oh * g.ow);
-                    untransform_segment(g, s, pp.add(r * BLOCK + s.lane), b, relu, plane);
+                    // SAFETY: channel `oc` < M of image `s.img` is an
+                    // [OH, OW] plane of `y`, and the segment's products are
+                    // lanes `s.lane..` of row `r` of every ξ in `prod`.
+                    unsafe {
+                        let plane = yp.add((s.img * g.m + oc) * g.oh * g.ow);
+                        untransform_segment(g, s, pp.add(r * BLOCK + s.lane), b, relu, plane);
+                    }
                 }
             }
         }
@@ -249,9 +268,10 @@ unsafe fn conv_images(
     }
 }
 
-/// Asks for the cache lines of `p[..len]`, for writing when `write`.
+/// Asks for the cache lines of `p[..len]`, for writing when `write`. Only a
+/// hint: any address is fine, and nothing is read.
 #[target_feature(enable = "avx512f")]
-unsafe fn prefetch(p: *const f32, len: usize, write: bool) {
+fn prefetch(p: *const f32, len: usize, write: bool) {
     let mut at = 0;
     while at < len {
         let line = p.wrapping_add(at).cast::<i8>();
@@ -276,6 +296,12 @@ unsafe fn prefetch(p: *const f32, len: usize, write: bool) {
 /// V = Bᵀ d B for every input channel of one segment, written at lanes
 /// `v[(ξ·C + c)·BLOCK ..][..len]`. Input columns outside the image, and rows
 /// outside it, read as zero through load masks, so padding costs no copies.
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `x` holds image `s.img` (`[C, H, W]` each), and
+/// `v[ξ · vstride + c · BLOCK ..][..s.len]` is writable for every ξ < 16 and
+/// c < C.
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_segment(g: Geometry, x: &[f32], s: &Segment, v: *mut f32, vstride: usize) {
     // The segment reads columns x0 .. x0 + 2·len + 2 of four input rows.
@@ -300,7 +326,8 @@ unsafe fn transform_segment(g: Geometry, x: &[f32], s: &Segment, v: *mut f32, vs
     let keep = first(s.len);
     let plane_len = g.h * g.w;
     for ic in 0..g.c {
-        let plane = x.as_ptr().add((s.img * g.c + ic) * plane_len);
+        // SAFETY: channel `ic` of image `s.img` is a plane of `x`.
+        let plane = unsafe { x.as_ptr().add((s.img * g.c + ic) * plane_len) };
         // Per input row: even columns e[t] = d[2t], odd o[t] = d[2t + 1], and
         // both one tile on, e1[t] = e[t + 1], o1[t] = o[t + 1].
         let mut e = [_mm512_setzero_ps(); 4];
@@ -311,10 +338,17 @@ unsafe fn transform_segment(g: Geometry, x: &[f32], s: &Segment, v: *mut f32, vs
             let Some(yy) = rows[i] else { continue };
             // May point outside the plane: only lanes inside it are loaded.
             let p = plane.wrapping_offset(yy as isize * g.w as isize + x0);
-            let a0 = _mm512_maskz_loadu_ps(masks[0], p);
-            let a1 = _mm512_maskz_loadu_ps(masks[1], p.wrapping_add(16));
-            let b0 = _mm512_maskz_loadu_ps(masks[2], p.wrapping_add(2));
-            let b1 = _mm512_maskz_loadu_ps(masks[3], p.wrapping_add(18));
+            // SAFETY: row `yy` is inside the plane, and the masks select
+            // the lanes whose columns `lo..hi` lie inside the row; masked-off
+            // lanes are neither read nor able to fault.
+            let (a0, a1, b0, b1) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(masks[0], p),
+                    _mm512_maskz_loadu_ps(masks[1], p.wrapping_add(16)),
+                    _mm512_maskz_loadu_ps(masks[2], p.wrapping_add(2)),
+                    _mm512_maskz_loadu_ps(masks[3], p.wrapping_add(18)),
+                )
+            };
             e[i] = _mm512_permutex2var_ps(a0, even, a1);
             o[i] = _mm512_permutex2var_ps(a0, odd, a1);
             e1[i] = _mm512_permutex2var_ps(b0, even, b1);
@@ -330,15 +364,18 @@ unsafe fn transform_segment(g: Geometry, x: &[f32], s: &Segment, v: *mut f32, vs
             ]
         };
         let (e, o, e1, o1) = (rows_t(e), rows_t(o), rows_t(e1), rows_t(o1));
-        let base = v.add(ic * BLOCK);
         let stride = vstride;
         // B over columns: the same combinations of columns 0..4 of each tile.
         for k in 0..4 {
-            let at = base.add(4 * k * stride);
-            _mm512_mask_storeu_ps(at, keep, _mm512_sub_ps(e[k], e1[k]));
-            _mm512_mask_storeu_ps(at.add(stride), keep, _mm512_add_ps(o[k], e1[k]));
-            _mm512_mask_storeu_ps(at.add(2 * stride), keep, _mm512_sub_ps(e1[k], o[k]));
-            _mm512_mask_storeu_ps(at.add(3 * stride), keep, _mm512_sub_ps(o[k], o1[k]));
+            // SAFETY: ξ = 4k..4k + 4 of channel `ic`, `s.len` lanes each
+            // (`keep`): writable, as the caller guarantees.
+            unsafe {
+                let at = v.add(ic * BLOCK + 4 * k * stride);
+                _mm512_mask_storeu_ps(at, keep, _mm512_sub_ps(e[k], e1[k]));
+                _mm512_mask_storeu_ps(at.add(stride), keep, _mm512_add_ps(o[k], e1[k]));
+                _mm512_mask_storeu_ps(at.add(2 * stride), keep, _mm512_sub_ps(e1[k], o[k]));
+                _mm512_mask_storeu_ps(at.add(3 * stride), keep, _mm512_sub_ps(o[k], o1[k]));
+            }
         }
     }
 }
@@ -346,22 +383,32 @@ unsafe fn transform_segment(g: Geometry, x: &[f32], s: &Segment, v: *mut f32, vs
 /// `out[r][t] = Σ_c u[c][r] · v[c][t]` for `ROWS` output channels and the
 /// `BLOCK` tiles of a block: ROWS × BLOCK / 16 accumulators stay in registers over
 /// the whole reduction, each product one FMA with a broadcast filter value.
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `u[..c · ROWS]` and `v[..c · BLOCK]` are readable
+/// and `out[..ROWS · BLOCK]` writable; `v` and `out` are 64-byte aligned.
 #[target_feature(enable = "avx512f")]
 unsafe fn micro_kernel(c: usize, u: *const f32, v: *const f32, out: *mut f32) {
     let mut acc = [[_mm512_setzero_ps(); BLOCK / 16]; ROWS];
     for k in 0..c {
-        let vk: [__m512; BLOCK / 16] =
-            std::array::from_fn(|j| _mm512_load_ps(v.add(k * BLOCK + 16 * j)));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let b = _mm512_set1_ps(*u.add(k * ROWS + r));
-            for (a, vj) in row.iter_mut().zip(vk) {
-                *a = _mm512_fmadd_ps(b, vj, *a);
+        // SAFETY: row `k` of `v` is BLOCK values from a 64-byte aligned
+        // address (BLOCK is a multiple of 16), and `u` holds row `k`'s ROWS.
+        unsafe {
+            let vk: [__m512; BLOCK / 16] =
+                std::array::from_fn(|j| _mm512_load_ps(v.add(k * BLOCK + 16 * j)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*u.add(k * ROWS + r));
+                for (a, vj) in row.iter_mut().zip(vk) {
+                    *a = _mm512_fmadd_ps(b, vj, *a);
+                }
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, a) in row.iter().enumerate() {
-            _mm512_store_ps(out.add(r * BLOCK + 16 * j), *a);
+            // SAFETY: inside `out`'s ROWS · BLOCK values, 64-byte aligned.
+            unsafe { _mm512_store_ps(out.add(r * BLOCK + 16 * j), *a) };
         }
     }
 }
@@ -369,6 +416,12 @@ unsafe fn micro_kernel(c: usize, u: *const f32, v: *const f32, out: *mut f32) {
 /// Y = Aᵀ M A, plus bias and ReLU, for one output channel of one segment:
 /// `p` points at the segment's lanes of ξ = 0 (ξ apart by ROWS · BLOCK), and
 /// `plane` at the channel's `[OH, OW]` output.
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `p[ξ · ROWS · BLOCK ..][..s.len]` is readable for
+/// every ξ < 16, and `plane[..OH · OW]` writable, with the segment's tiles
+/// inside the output (`s.ty < ⌈OH/2⌉`, `s.tx + s.len ≤ ⌈OW/2⌉`).
 #[target_feature(enable = "avx512f")]
 unsafe fn untransform_segment(
     g: Geometry,
@@ -379,8 +432,9 @@ unsafe fn untransform_segment(
     plane: *mut f32,
 ) {
     let keep = first(s.len);
+    // SAFETY: the `s.len` lanes of each ξ (`keep`) are readable.
     let m: [__m512; 16] =
-        std::array::from_fn(|xi| _mm512_maskz_loadu_ps(keep, p.add(xi * ROWS * BLOCK)));
+        std::array::from_fn(|xi| unsafe { _mm512_maskz_loadu_ps(keep, p.add(xi * ROWS * BLOCK)) });
     // Aᵀ over rows, then A over columns.
     let sum: [__m512; 4] =
         std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]));
@@ -409,13 +463,17 @@ unsafe fn untransform_segment(
             break;
         }
         let (left, right) = cols(r);
-        let at = plane.add(oy * g.ow + x0);
-        _mm512_mask_storeu_ps(at, first(width), _mm512_permutex2var_ps(left, lo, right));
-        _mm512_mask_storeu_ps(
-            at.wrapping_add(16),
-            first(width.saturating_sub(16)),
-            _mm512_permutex2var_ps(left, hi, right),
-        );
+        // SAFETY: row `oy` < OH of the plane, columns `x0..x0 + width` with
+        // `width` ≤ OW − x0: the masks store only those.
+        unsafe {
+            let at = plane.add(oy * g.ow + x0);
+            _mm512_mask_storeu_ps(at, first(width), _mm512_permutex2var_ps(left, lo, right));
+            _mm512_mask_storeu_ps(
+                at.wrapping_add(16),
+                first(width.saturating_sub(16)),
+                _mm512_permutex2var_ps(left, hi, right),
+            );
+        }
     }
 }
 
@@ -493,6 +551,11 @@ pub(crate) fn direct_conv(
     unsafe { direct_images(g, x, packed, bias, relu, y, images) }
 }
 
+/// # Safety
+///
+/// The CPU has `avx512f`, and `x`, `packed`, `bias` and `y` have the sizes
+/// [`direct_conv`] asserts for `images` images, with `g.m`, `g.oh` and `g.ow`
+/// positive and at most [`DIRECT_MAX_TAPS`] taps.
 #[target_feature(enable = "avx512f")]
 unsafe fn direct_images(
     g: DirectGeometry,
@@ -510,13 +573,17 @@ unsafe fn direct_images(
             while ox < g.ow {
                 // Two vectors a pass where the row has them: twice the FMAs
                 // per broadcast filter value and per pass of loop overhead.
-                if g.ow - ox > 16 {
-                    direct_pass::<2>(g, xp, packed, bias, relu, yp, img, oy, ox);
-                    ox += 32;
-                } else {
-                    direct_pass::<1>(g, xp, packed, bias, relu, yp, img, oy, ox);
-                    ox += 16;
+                let two = g.ow - ox > 16;
+                // SAFETY: `img`, `oy` and `ox` are inside the output whose
+                // sizes the caller guarantees.
+                unsafe {
+                    if two {
+                        direct_pass::<2>(g, xp, packed, bias, relu, yp, img, oy, ox);
+                    } else {
+                        direct_pass::<1>(g, xp, packed, bias, relu, yp, img, oy, ox);
+                    }
                 }
+                ox += if two { 32 } else { 16 };
             }
         }
     }
@@ -524,6 +591,13 @@ unsafe fn direct_images(
 
 /// Output columns `ox .. ox + 16·V` (those inside the row) of row `oy` of
 /// image `img`, every output channel.
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `xp` points at images `..=img` (`[C, H, W]`
+/// each) and `yp` at outputs `..=img` (`[M, OH, OW]` each, writable);
+/// `oy < OH`, `ox < OW`; `packed` is [`pack_direct`]'s for these weights and
+/// `bias`, if any, has M values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn direct_pass<const V: usize>(
@@ -556,24 +630,29 @@ unsafe fn direct_pass<const V: usize>(
             let oc = (mc * DIRECT_ROWS + r).min(g.m - 1);
             [bias.map_or(zero, |b| _mm512_set1_ps(b[oc])); V]
         });
-        let wts = packed.as_ptr().add(mc * k * DIRECT_ROWS);
+        // SAFETY: chunk `mc` of `packed` is its k · DIRECT_ROWS values
+        // from here.
+        let wts = unsafe { packed.as_ptr().add(mc * k * DIRECT_ROWS) };
         for ic in 0..g.c {
-            let plane = xp.add((img * g.c + ic) * g.h * g.w);
             for i in 0..g.kh {
                 let yy = (oy + i) as isize - g.pt as isize;
                 if yy < 0 || yy >= g.h as isize {
                     continue;
                 }
-                let row = plane.add(yy as usize * g.w);
+                // SAFETY: row `yy` < H of channel `ic` of image `img`.
+                let row = unsafe { xp.add(((img * g.c + ic) * g.h + yy as usize) * g.w) };
                 for (j, mask) in masks.iter().enumerate() {
-                    // Lanes outside the image are not loaded.
                     let at = row.wrapping_offset((ox + j) as isize - g.pl as isize);
-                    let v: [__m512; V] = std::array::from_fn(|q| {
+                    // SAFETY: the masks select the lanes whose columns lie
+                    // inside the row; the others are neither read nor able
+                    // to fault.
+                    let v: [__m512; V] = std::array::from_fn(|q| unsafe {
                         _mm512_maskz_loadu_ps(mask[q], at.wrapping_add(16 * q))
                     });
                     let t = (ic * g.kh + i) * g.kw + j;
                     for (r, a) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_ps(*wts.add(t * DIRECT_ROWS + r));
+                        // SAFETY: tap `t` < k of the chunk, row `r` < 8.
+                        let w = _mm512_set1_ps(unsafe { *wts.add(t * DIRECT_ROWS + r) });
                         for (aq, vq) in a.iter_mut().zip(v) {
                             *aq = _mm512_fmadd_ps(w, vq, *aq);
                         }
@@ -583,11 +662,15 @@ unsafe fn direct_pass<const V: usize>(
         }
         for (r, a) in acc.iter().enumerate().take(g.m - mc * DIRECT_ROWS) {
             let oc = mc * DIRECT_ROWS + r;
-            let at = yp.add(((img * g.m + oc) * g.oh + oy) * g.ow + ox);
+            // SAFETY: channel `oc` < M, row `oy` < OH, column `ox` < OW of
+            // output `img`.
+            let at = unsafe { yp.add(((img * g.m + oc) * g.oh + oy) * g.ow + ox) };
             for (q, aq) in a.iter().enumerate() {
                 let v = if relu { _mm512_max_ps(zero, *aq) } else { *aq };
                 let keep = first(n.saturating_sub(16 * q));
-                _mm512_mask_storeu_ps(at.wrapping_add(16 * q), keep, v);
+                // SAFETY: `keep` stores the columns `ox..ox + n` of the
+                // row, `n` ≤ OW − ox.
+                unsafe { _mm512_mask_storeu_ps(at.wrapping_add(16 * q), keep, v) };
             }
         }
     }
@@ -625,6 +708,9 @@ pub(crate) fn average_pool(
     unsafe { average_pool_planes(src, [h, w], [kh, kw], [sh, sw], [oh, ow], dst) }
 }
 
+/// # Safety
+///
+/// The CPU has `avx512f`, and the sizes are those [`average_pool`] asserts.
 #[target_feature(enable = "avx512f")]
 unsafe fn average_pool_planes(
     src: &[f32],
@@ -638,14 +724,21 @@ unsafe fn average_pool_planes(
     let mut sums = [0f32; POOL_MAX_WIDTH];
     for (plane, out) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
         for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
-            let top = plane.as_ptr().add(oy * sh * w);
+            let top = plane.as_ptr();
             for x0 in (0..w).step_by(16) {
                 let keep = first(w - x0);
-                let mut acc = _mm512_maskz_loadu_ps(keep, top.add(x0));
-                for i in 1..kh {
-                    acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(keep, top.add(i * w + x0)));
+                // SAFETY: the window rows `oy · sh + i`, i < kH, lie inside
+                // the plane (as the caller guarantees), and `keep` loads
+                // their columns `x0..w`, storing into `sums[x0..w]`
+                // (`w` ≤ POOL_MAX_WIDTH).
+                unsafe {
+                    let row = |i: usize| top.add((oy * sh + i) * w + x0);
+                    let mut acc = _mm512_maskz_loadu_ps(keep, row(0));
+                    for i in 1..kh {
+                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(keep, row(i)));
+                    }
+                    _mm512_mask_storeu_ps(sums.as_mut_ptr().add(x0), keep, acc);
                 }
-                _mm512_mask_storeu_ps(sums.as_mut_ptr().add(x0), keep, acc);
             }
             for (ox, o) in out.iter_mut().enumerate() {
                 *o = sums[ox * sw..ox * sw + kw].iter().sum::<f32>() / div;

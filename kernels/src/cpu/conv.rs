@@ -7,11 +7,48 @@ use super::avx512;
 use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
 use super::{winograd, Cpu};
+use crate::error::{shape_err, KernelError};
+use crate::tensor::Tensor;
 
 /// Below this many input channels a 3×3 convolution stays on im2col + GEMM.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
-use crate::error::{shape_err, KernelError};
-use crate::tensor::Tensor;
+
+/// The sizes of one convolution: input `[N, C, H, W]`, weight
+/// `[M, C/groups, kH, kW]`, output `[N, M, OH, OW]`.
+#[derive(Clone, Copy)]
+struct Dims {
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// How a convolution is computed; each writes every output element.
+enum Algorithm {
+    Winograd,
+    #[cfg(target_arch = "x86_64")]
+    DirectAvx512,
+    Im2colGemm,
+}
+
+/// The epilogue of the GEMM path: `bias[j]` added to plane `j` of `dst`
+/// (planes of `plane_len`), then ReLU.
+fn add_bias_relu(dst: &mut [f32], plane_len: usize, bias: Option<&[f32]>, relu: bool) {
+    for (j, plane) in dst.chunks_mut(plane_len).enumerate() {
+        let b = bias.map_or(0.0, |b| b[j]);
+        match (b != 0.0, relu) {
+            (true, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v + b)),
+            (true, false) => plane.iter_mut().for_each(|v| *v += b),
+            (false, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v)),
+            (false, false) => {}
+        }
+    }
+}
 
 /// ONNX Conv attributes for 2-D inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,15 +147,33 @@ impl Conv2d {
         bias: Option<&[f32]>,
         y: &mut [f32],
     ) -> Result<(), KernelError> {
+        let d = self.check(x, w, bias, y)?;
+        if y.is_empty() {
+            return Ok(());
+        }
+        match self.algorithm(&d) {
+            Algorithm::Winograd => self.winograd(cpu, d, x, w, bias, y),
+            #[cfg(target_arch = "x86_64")]
+            Algorithm::DirectAvx512 => self.direct_avx512(cpu, d, x, w, bias, y),
+            Algorithm::Im2colGemm => self.im2col_gemm(cpu, d, x, w, bias, y),
+        }
+        Ok(())
+    }
+
+    /// The sizes of a convolution of `x` by `w` into `y`, once they agree
+    /// with each other and with `bias`.
+    fn check(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        y: &[f32],
+    ) -> Result<Dims, KernelError> {
         let out = self.output_shape(&x.shape, &w.shape)?;
-        let [_, m, oh, ow] = out[..] else {
-            unreachable!()
-        };
-        let [_, c, h, wd] = x.shape[..] else {
-            unreachable!()
-        };
-        let [_, cg, kh, kw] = w.shape[..] else {
-            unreachable!()
+        let (&[_, m, oh, ow], &[_, c, h, wd], &[_, cg, kh, kw]) =
+            (&out[..], &x.shape[..], &w.shape[..])
+        else {
+            unreachable!("output_shape checked the ranks")
         };
         if y.len() != out.iter().product::<usize>() {
             return Err(shape_err("Conv", "output", &[y.len()], format!("{out:?}")));
@@ -128,62 +183,114 @@ impl Conv2d {
                 return Err(shape_err("Conv", "bias", &[b.len()], format!("[{m}]")));
             }
         }
-        if y.is_empty() {
-            return Ok(());
-        }
+        Ok(Dims {
+            c,
+            h,
+            w: wd,
+            m,
+            cg,
+            kh,
+            kw,
+            oh,
+            ow,
+        })
+    }
+
+    fn algorithm(&self, d: &Dims) -> Algorithm {
+        let unit = self.strides == [1, 1] && self.dilations == [1, 1] && self.groups == 1;
         // Winograd where it applies and there are enough channels to
         // amortise its transforms.
-        if kh == 3
-            && kw == 3
-            && self.strides == [1, 1]
-            && self.dilations == [1, 1]
-            && self.groups == 1
-            && c >= WINOGRAD_MIN_CHANNELS
-        {
-            let [pt, pl, _, _] = self.pads;
-            winograd::conv3x3(
-                cpu,
-                &x.data,
-                [c, h, wd],
-                &w.data,
-                m,
-                [pt, pl],
-                [oh, ow],
-                bias,
-                self.relu,
-                y,
-            );
-            return Ok(());
+        if unit && d.kh == 3 && d.kw == 3 && d.c >= WINOGRAD_MIN_CHANNELS {
+            return Algorithm::Winograd;
         }
         #[cfg(target_arch = "x86_64")]
-        if self.strides == [1, 1]
-            && self.dilations == [1, 1]
-            && self.groups == 1
-            && kh * kw > 1
-            && avx512::direct_pays(c * kh * kw, ow)
+        if unit
+            && d.kh * d.kw > 1
+            && avx512::direct_pays(d.c * d.kh * d.kw, d.ow)
             && avx512::available()
         {
-            let packed = avx512::pack_direct(&w.data, m, c * kh * kw);
-            let geometry = avx512::DirectGeometry {
-                c,
-                h,
-                w: wd,
-                m,
-                kh,
-                kw,
-                pt: self.pads[0],
-                pl: self.pads[1],
-                oh,
-                ow,
-            };
-            let per_image = c * h * wd;
-            cpu.for_each_run(y, m * oh * ow, |first, run| {
-                let images = run.len() / (m * oh * ow);
-                let x = &x.data[first * per_image..(first + images) * per_image];
-                avx512::direct_conv(geometry, x, &packed, bias, self.relu, run);
-            });
-            return Ok(());
+            return Algorithm::DirectAvx512;
         }
+        Algorithm::Im2colGemm
+    }
+
+    fn winograd(
+        &self,
+        cpu: &Cpu,
+        d: Dims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        let [pt, pl, _, _] = self.pads;
+        winograd::conv3x3(
+            cpu,
+            &x.data,
+            [d.c, d.h, d.w],
+            &w.data,
+            d.m,
+            [pt, pl],
+            [d.oh, d.ow],
+            bias,
+            self.relu,
+            y,
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn direct_avx512(
+        &self,
+        cpu: &Cpu,
+        d: Dims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        let packed = avx512::pack_direct(&w.data, d.m, d.c * d.kh * d.kw);
+        let geometry = avx512::DirectGeometry {
+            c: d.c,
+            h: d.h,
+            w: d.w,
+            m: d.m,
+            kh: d.kh,
+            kw: d.kw,
+            pt: self.pads[0],
+            pl: self.pads[1],
+            oh: d.oh,
+            ow: d.ow,
+        };
+        let per_image = d.c * d.h * d.w;
+        let per_out = d.m * d.oh * d.ow;
+        cpu.for_each_run(y, per_out, |first, run| {
+            let images = run.len() / per_out;
+            let x = &x.data[first * per_image..(first + images) * per_image];
+            avx512::direct_conv(geometry, x, &packed, bias, self.relu, run);
+        });
+    }
+
+    fn im2col_gemm(
+        &self,
+        cpu: &Cpu,
+        d: Dims,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        let Dims {
+            c,
+            h,
+            m,
+            cg,
+            kh,
+            kw,
+            oh,
+            ow,
+            ..
+        } = d;
+        let wd = d.w;
         let g = self.groups;
         let mg = m / g;
         let k = cg * kh * kw;
@@ -216,35 +323,17 @@ impl Conv2d {
                         rs: k,
                         cs: 1,
                     };
-                    matmul(
-                        mg,
-                        ohw,
-                        k,
-                        dst,
-                        ohw,
-                        weights,
-                        View {
-                            data: cols,
-                            rs: ohw,
-                            cs: 1,
-                        },
-                        false,
-                    );
-                    for (j, plane) in dst.chunks_mut(ohw).enumerate() {
-                        let b = bias.map_or(0.0, |b| b[grp * mg + j]);
-                        match (b != 0.0, self.relu) {
-                            (true, true) => {
-                                plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v + b))
-                            }
-                            (true, false) => plane.iter_mut().for_each(|v| *v += b),
-                            (false, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v)),
-                            (false, false) => {}
-                        }
-                    }
+                    let cols = View {
+                        data: cols,
+                        rs: ohw,
+                        cs: 1,
+                    };
+                    matmul(mg, ohw, k, dst, ohw, weights, cols, false);
+                    let bias = bias.map(|b| &b[grp * mg..(grp + 1) * mg]);
+                    add_bias_relu(dst, ohw, bias, self.relu);
                 }
             }
         });
-        Ok(())
     }
 
     /// Unfolds one group of one image into `col[(c·kH + i)·kW + j][oy·OW + ox]`.

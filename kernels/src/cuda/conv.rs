@@ -5,7 +5,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use super::gemm::{THREADS, TILE};
 use super::tensor::dtype_size;
 use super::{
-    check_dtypes, driver_error, dtype_suffix, int, launch_1d, nvrtc, Conv2d, Gpu, GpuTensor,
+    check_dtypes, dtype_suffix, int, launch_1d, launch_error, nvrtc, Conv2d, Gpu, GpuTensor,
 };
 use crate::error::{shape_err, KernelError};
 use crate::tensor::StoredDType;
@@ -162,13 +162,13 @@ impl Gpu {
 
         if mg < DIRECT_BELOW_CHANNELS {
             p.n = i("N", n)?;
-            let f = self.function(&nvrtc::CONV, &kernel_name(Path::Direct, dtype))?;
+            let name = kernel_name(Path::Direct, dtype);
+            let f = self.function(&nvrtc::CONV, &name)?;
             let mut launch = stream.launch_builder(&f);
             launch.arg(&p);
             // SAFETY: the parameters match the kernel's and describe live
             // buffers of this device.
-            unsafe { launch.launch(launch_1d(y.len(), 256)) }
-                .map_err(driver_error("Conv launch"))?;
+            unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(launch_error(&name))?;
             return Ok(());
         }
 
@@ -187,7 +187,8 @@ impl Gpu {
                 ),
             });
         }
-        let f = self.function(&nvrtc::CONV, &kernel_name(path, dtype))?;
+        let name = kernel_name(path, dtype);
+        let f = self.function(&nvrtc::CONV, &name)?;
         // Images are folded into the GEMM's N dimension, a 32-bit index:
         // batches larger than that are split.
         let images_per_launch = ((i32::MAX as usize - TILE) / ohw).clamp(1, n);
@@ -213,7 +214,7 @@ impl Gpu {
                 let mut launch = stream.launch_builder(&f);
                 launch.arg(&p);
                 // SAFETY: as above; the image offsets stay inside x and y.
-                unsafe { launch.launch(cfg) }.map_err(driver_error("Conv launch"))?;
+                unsafe { launch.launch(cfg) }.map_err(launch_error(&name))?;
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 use cudarc::driver::PushKernelArg;
 
-use super::{driver_error, dtype_suffix, int, launch_1d, nvrtc, Gpu, GpuTensor};
+use super::{dtype_suffix, int, launch_1d, launch_error, nvrtc, Gpu, GpuTensor};
 use crate::error::{shape_err, KernelError};
 use crate::tensor::StoredDType;
 
@@ -61,11 +61,12 @@ impl Gpu {
         let n = x.len() as i64;
         let stream = self.stream();
         let ptr = x.ptr_mut(stream);
-        let f = self.function(&nvrtc::ELEMENTWISE, &kernel_name(RELU, x.dtype()))?;
+        let name = kernel_name(RELU, x.dtype());
+        let f = self.function(&nvrtc::ELEMENTWISE, &name)?;
         let mut launch = stream.launch_builder(&f);
         launch.arg(&ptr).arg(&n);
         // SAFETY: x holds n values of its dtype on this device.
-        unsafe { launch.launch(launch_1d(x.len(), 256)) }.map_err(driver_error("Relu launch"))?;
+        unsafe { launch.launch(launch_1d(x.len(), 256)) }.map_err(launch_error(&name))?;
         Ok(())
     }
 
@@ -118,18 +119,17 @@ impl Gpu {
         let ptr = x.ptr_mut(stream);
         let outer_arg = outer as i64;
         if inner == 1 {
-            let f = self.function(&nvrtc::ELEMENTWISE, &kernel_name(SOFTMAX_ROWS, x.dtype()))?;
+            let name = kernel_name(SOFTMAX_ROWS, x.dtype());
+            let f = self.function(&nvrtc::ELEMENTWISE, &name)?;
             let mut launch = stream.launch_builder(&f);
             launch.arg(&ptr).arg(&outer_arg).arg(&dim_arg);
             // SAFETY: x holds outer rows of dim values on this device.
             unsafe { launch.launch(launch_1d(outer, ROWS_PER_BLOCK)) }
-                .map_err(driver_error("Softmax launch"))?;
+                .map_err(launch_error(&name))?;
         } else {
             let inner_arg = inner as i64;
-            let f = self.function(
-                &nvrtc::ELEMENTWISE,
-                &kernel_name(SOFTMAX_COLUMNS, x.dtype()),
-            )?;
+            let name = kernel_name(SOFTMAX_COLUMNS, x.dtype());
+            let f = self.function(&nvrtc::ELEMENTWISE, &name)?;
             let mut launch = stream.launch_builder(&f);
             launch
                 .arg(&ptr)
@@ -137,8 +137,7 @@ impl Gpu {
                 .arg(&dim_arg)
                 .arg(&inner_arg);
             // SAFETY: x holds outer*dim*inner values on this device.
-            unsafe { launch.launch(launch_1d(outer * inner, 256)) }
-                .map_err(driver_error("Softmax launch"))?;
+            unsafe { launch.launch(launch_1d(outer * inner, 256)) }.map_err(launch_error(&name))?;
         }
         Ok(())
     }
@@ -157,11 +156,12 @@ impl Gpu {
             return Ok(y);
         }
         let (src, dst) = (x.ptr(stream), y.ptr_mut(stream));
-        let f = self.function(&nvrtc::ELEMENTWISE, &cast_name(x.dtype(), dtype))?;
+        let name = cast_name(x.dtype(), dtype);
+        let f = self.function(&nvrtc::ELEMENTWISE, &name)?;
         let mut launch = stream.launch_builder(&f);
         launch.arg(&src).arg(&dst).arg(&n);
         // SAFETY: x and y each hold n values of their dtypes on this device.
-        unsafe { launch.launch(launch_1d(x.len(), 256)) }.map_err(driver_error("Cast launch"))?;
+        unsafe { launch.launch(launch_1d(x.len(), 256)) }.map_err(launch_error(&name))?;
         Ok(y)
     }
 }

@@ -2,7 +2,7 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::{check_dtypes, driver_error, dtype_suffix, int, nvrtc, Gemm, Gpu, GpuTensor};
+use super::{check_dtypes, dtype_suffix, int, launch_error, nvrtc, Gemm, Gpu, GpuTensor};
 use crate::error::{shape_err, KernelError};
 use crate::tensor::StoredDType;
 
@@ -154,7 +154,7 @@ impl Gpu {
         launch.arg(&params);
         // SAFETY: the parameters match the kernel's; every pointer is a live
         // buffer of this device holding the extents described.
-        unsafe { launch.launch(cfg) }.map_err(driver_error("Gemm launch"))?;
+        unsafe { launch.launch(cfg) }.map_err(launch_error(&name))?;
         Ok(())
     }
 }

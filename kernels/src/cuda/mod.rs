@@ -64,8 +64,19 @@ struct Image {
 /// Compiled images, for every `Gpu` of the process.
 static IMAGES: Mutex<Vec<Image>> = Mutex::new(Vec::new());
 
-pub(crate) fn driver_error(what: &str) -> impl FnOnce(DriverError) -> KernelError + '_ {
-    move |e| KernelError::Device(format!("CUDA {what}: {e}"))
+/// Wraps a driver error with what was being done.
+pub(crate) fn driver_error(what: impl Into<String>) -> impl FnOnce(DriverError) -> KernelError {
+    move |source| KernelError::Driver {
+        what: what.into(),
+        source,
+    }
+}
+
+pub(crate) fn launch_error(kernel: &str) -> impl FnOnce(DriverError) -> KernelError + '_ {
+    move |source| KernelError::Driver {
+        what: format!("launching {kernel}"),
+        source,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,22 +87,25 @@ impl Gpu {
     /// Opens device `ordinal`. Fails, without panicking, when there is no
     /// driver or no such device.
     pub fn new(ordinal: usize) -> Result<Gpu, KernelError> {
-        crate::device::init_driver().map_err(KernelError::Device)?;
-        let count = CudaContext::device_count().map_err(driver_error("device count"))?;
+        crate::device::init_driver()?;
+        let count = CudaContext::device_count().map_err(driver_error("counting devices"))?;
         if ordinal >= count.max(0) as usize {
-            return Err(KernelError::Device(format!(
+            return Err(KernelError::Unavailable(format!(
                 "no CUDA device {ordinal}: the driver shows {count}"
             )));
         }
-        let ctx = CudaContext::new(ordinal).map_err(driver_error("context"))?;
+        let ctx = CudaContext::new(ordinal).map_err(driver_error(format!(
+            "creating a context on device {ordinal}"
+        )))?;
         // SAFETY: event tracking orders work across streams; every buffer of
         // this Gpu is only used on its one stream, which orders it already.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().map_err(driver_error("stream"))?;
+        let on = |what: &str| driver_error(format!("{what} of device {ordinal}"));
+        let stream = ctx.new_stream().map_err(on("creating a stream"))?;
         let capability = ctx
             .compute_capability()
-            .map_err(driver_error("compute capability"))?;
-        let name = ctx.name().map_err(driver_error("device name"))?;
+            .map_err(on("reading the compute capability"))?;
+        let name = ctx.name().map_err(on("reading the name"))?;
         Ok(Gpu {
             ctx,
             stream,
@@ -134,10 +148,11 @@ impl Gpu {
     pub fn synchronize(&self) -> Result<(), KernelError> {
         self.stream
             .synchronize()
-            .map_err(driver_error("synchronize"))?;
-        self.ctx
-            .check_err()
-            .map_err(driver_error("earlier asynchronous work"))
+            .map_err(driver_error(format!("waiting for cuda:{}", self.ordinal)))?;
+        self.ctx.check_err().map_err(driver_error(format!(
+            "work queued earlier on cuda:{}",
+            self.ordinal
+        )))
     }
 
     /// Compiles (if this process has not yet) and loads every kernel file,
@@ -163,7 +178,7 @@ impl Gpu {
         } else if let Some(best) = archs.iter().copied().filter(|a| *a <= want).max() {
             format!("compute_{best}")
         } else {
-            return Err(KernelError::Device(format!(
+            return Err(KernelError::Unavailable(format!(
                 "NVRTC cannot compile for compute capability {major}.{minor} (it knows {archs:?})"
             )));
         };
@@ -198,12 +213,10 @@ impl Gpu {
         let module = self
             .ctx
             .load_module(Ptx::from_binary(image.to_vec()))
-            .map_err(|e| {
-                KernelError::Device(format!(
-                    "CUDA loading {} ({target}) on {}: {e}",
-                    source.name, self.name
-                ))
-            })?;
+            .map_err(driver_error(format!(
+                "loading {} ({target}) on {}",
+                source.name, self.name
+            )))?;
         lock(&self.modules).insert(source.name, module.clone());
         Ok(module)
     }
@@ -216,9 +229,13 @@ impl Gpu {
         if let Some(f) = lock(&self.functions).get(name) {
             return Ok(f.clone());
         }
-        let f = self.module(source)?.load_function(name).map_err(|e| {
-            KernelError::Device(format!("CUDA kernel {name} in {}: {e}", source.name))
-        })?;
+        let f = self
+            .module(source)?
+            .load_function(name)
+            .map_err(driver_error(format!(
+                "finding kernel {name} in {}",
+                source.name
+            )))?;
         lock(&self.functions).insert(name.to_string(), f.clone());
         Ok(f)
     }

@@ -91,9 +91,11 @@ pub fn load_library(path: &Path) -> Result<(), KernelError> {
         path.to_path_buf()
     };
     // SAFETY: NVRTC's initialisers only set up its own state.
-    let lib = unsafe { libloading::Library::new(&file) }.map_err(|e| {
-        KernelError::Device(format!("cannot load NVRTC from {}: {e}", file.display()))
-    })?;
+    let lib =
+        unsafe { libloading::Library::new(&file) }.map_err(|source| KernelError::LoadNvrtc {
+            path: file.clone(),
+            source,
+        })?;
     let mut loaded = lock();
     loaded.libraries.push(lib);
     // Only a library cudarc will then resolve counts as found.
@@ -102,7 +104,7 @@ pub fn load_library(path: &Path) -> Result<(), KernelError> {
         loaded.found = Some(file.display().to_string());
         Ok(())
     } else {
-        Err(KernelError::Device(format!(
+        Err(KernelError::Unavailable(format!(
             "loaded {} but it is not an NVRTC library cudarc can use (its soname should be {SONAME})",
             file.display()
         )))
@@ -128,7 +130,7 @@ pub fn ensure_loaded() -> Result<String, KernelError> {
         let path = PathBuf::from(path);
         match load_library(&path) {
             Ok(()) => return Ok(path.display().to_string()),
-            Err(e) => tried.push(e.to_string()),
+            Err(e) => tried.push(e.chain()),
         }
     }
     for dir in venv_candidates() {
@@ -145,7 +147,7 @@ pub fn ensure_loaded() -> Result<String, KernelError> {
         why.push_str("; ");
         why.push_str(&t);
     }
-    Err(KernelError::Device(why))
+    Err(KernelError::Unavailable(why))
 }
 
 /// `<root>/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib` for every
@@ -175,19 +177,11 @@ fn venv_candidates() -> Vec<PathBuf> {
     dirs
 }
 
-fn nvrtc_error(what: &str, r: sys::nvrtcResult) -> KernelError {
-    // SAFETY: NVRTC is loaded (callers went through ensure_loaded); the
-    // string it returns is static.
-    let text = unsafe { CStr::from_ptr(sys::nvrtcGetErrorString(r)) };
-    KernelError::Device(format!("NVRTC {what}: {}", text.to_string_lossy()))
-}
-
 fn check(what: &str, r: sys::nvrtcResult) -> Result<(), KernelError> {
-    if r == sys::nvrtcResult::NVRTC_SUCCESS {
-        Ok(())
-    } else {
-        Err(nvrtc_error(what, r))
-    }
+    r.result().map_err(|source| KernelError::Nvrtc {
+        what: what.to_string(),
+        source,
+    })
 }
 
 /// NVRTC's version, `(major, minor)`.
@@ -248,8 +242,12 @@ pub fn compile(
     extra_options: &[&str],
 ) -> Result<Compiled, KernelError> {
     ensure_loaded()?;
-    let cstring =
-        |s: &str| CString::new(s).map_err(|_| KernelError::Device(format!("NUL byte in {s:?}")));
+    let cstring = |s: &str| {
+        CString::new(s).map_err(|_| KernelError::Invalid {
+            op: "NVRTC",
+            what: format!("NUL byte in {s:?}"),
+        })
+    };
     let text = cstring(source.text)?;
     let name = cstring(source.name)?;
     let header_texts = HEADERS
@@ -303,9 +301,13 @@ pub fn compile(
         let log = CStr::from_bytes_until_nul(&log)
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if result != sys::nvrtcResult::NVRTC_SUCCESS {
-            let e = nvrtc_error(&format!("compiling {} for {arch}", source.name), result);
-            return Err(KernelError::Device(format!("{e}\n{log}")));
+        if let Err(source_error) = result.result() {
+            return Err(KernelError::Compile {
+                file: source.name,
+                arch: arch.to_string(),
+                log,
+                source: source_error,
+            });
         }
         let mut len = 0usize;
         let mut image;

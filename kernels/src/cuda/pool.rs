@@ -3,7 +3,7 @@
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 
 use super::{
-    check_dtypes, driver_error, dtype_suffix, int, launch_1d, nvrtc, Gpu, GpuTensor, Pool2d,
+    check_dtypes, dtype_suffix, int, launch_1d, launch_error, nvrtc, Gpu, GpuTensor, Pool2d,
     PoolKind,
 };
 use crate::error::{shape_err, KernelError};
@@ -108,12 +108,13 @@ impl Gpu {
             average: (pool.kind == PoolKind::Average) as i32,
             count_include_pad: pool.count_include_pad as i32,
         };
-        let f = self.function(&nvrtc::POOL, &kernel_name(POOL2D, dtype))?;
+        let name = kernel_name(POOL2D, dtype);
+        let f = self.function(&nvrtc::POOL, &name)?;
         let mut launch = stream.launch_builder(&f);
         launch.arg(&p);
         // SAFETY: the parameters match the kernel's and describe live
         // buffers of this device.
-        unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(driver_error("Pool launch"))?;
+        unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(launch_error(&name))?;
         Ok(())
     }
 
@@ -164,13 +165,14 @@ impl Gpu {
         let stream = self.stream();
         let (xp, yp) = (x.ptr(stream), y.ptr_mut(stream));
         let planes = planes as i64;
-        let f = self.function(&nvrtc::POOL, &kernel_name(GLOBAL_AVERAGE_POOL, dtype))?;
+        let name = kernel_name(GLOBAL_AVERAGE_POOL, dtype);
+        let f = self.function(&nvrtc::POOL, &name)?;
         let mut launch = stream.launch_builder(&f);
         launch.arg(&xp).arg(&yp).arg(&planes).arg(&hw);
         // SAFETY: the arguments match the kernel's: x holds planes*hw values
         // and y holds planes.
         unsafe { launch.launch(launch_1d(planes as usize, PLANES_PER_BLOCK)) }
-            .map_err(driver_error("GlobalAveragePool launch"))?;
+            .map_err(launch_error(&name))?;
         Ok(())
     }
 }

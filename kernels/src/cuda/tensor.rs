@@ -9,6 +9,7 @@ use half::{bf16, f16};
 use super::{driver_error, Gpu};
 use crate::error::{shape_err, KernelError};
 use crate::tensor::{Stored, StoredDType, Tensor};
+use cudarc::driver::DriverError;
 
 /// A dense row-major tensor on one device, stored as `dtype`.
 #[derive(Debug)]
@@ -90,7 +91,7 @@ impl GpuTensor {
             }
             _ => unreachable!("callers copy between tensors of one dtype"),
         }
-        .map_err(driver_error("copy"))
+        .map_err(driver_error(format!("copying {n} values on the device")))
     }
 
     pub(crate) fn ptr_mut(&mut self, stream: &CudaStream) -> u64 {
@@ -99,6 +100,10 @@ impl GpuTensor {
             Buffer::Bits16(s) => s.device_ptr_mut(stream).0,
         }
     }
+}
+
+fn alloc_error(n: usize, dtype: StoredDType) -> impl FnOnce(DriverError) -> KernelError {
+    driver_error(format!("allocating {n} values of {dtype:?}"))
 }
 
 pub(crate) fn dtype_size(dtype: StoredDType) -> usize {
@@ -124,9 +129,9 @@ impl Gpu {
         let buffer = unsafe {
             match dtype {
                 StoredDType::F32 => {
-                    Buffer::F32(stream.alloc::<f32>(n).map_err(driver_error("alloc"))?)
+                    Buffer::F32(stream.alloc::<f32>(n).map_err(alloc_error(n, dtype))?)
                 }
-                _ => Buffer::Bits16(stream.alloc::<u16>(n).map_err(driver_error("alloc"))?),
+                _ => Buffer::Bits16(stream.alloc::<u16>(n).map_err(alloc_error(n, dtype))?),
             }
         };
         Ok(GpuTensor {
@@ -167,7 +172,7 @@ impl Gpu {
             }
             _ => unreachable!("alloc made the buffer for this dtype"),
         }
-        .map_err(driver_error("upload"))?;
+        .map_err(driver_error(format!("uploading {n} values")))?;
         Ok(t)
     }
 
@@ -202,7 +207,7 @@ impl Gpu {
                 if n > 0 {
                     stream
                         .memcpy_dtoh(&s.slice(..n), &mut v)
-                        .map_err(driver_error("download"))?;
+                        .map_err(driver_error(format!("downloading {n} values")))?;
                 }
                 Stored::F32(v)
             }
@@ -211,7 +216,7 @@ impl Gpu {
                 if n > 0 {
                     stream
                         .memcpy_dtoh(&s.slice(..n), &mut bits)
-                        .map_err(driver_error("download"))?;
+                        .map_err(driver_error(format!("downloading {n} values")))?;
                 }
                 if dtype == StoredDType::BF16 {
                     Stored::BF16(bits.reinterpret_cast::<bf16>().to_vec())
