@@ -19,7 +19,7 @@ pub fn run(
     let threads = threads.unwrap_or_else(|| job.default_threads());
     let device = match mpinfer_kernels::device::choose(device, job.local_rank()) {
         Ok((d, why)) => format!("{d:?} ({why})"),
-        Err(e) => format!("error: {e}"),
+        Err(e) => format!("error: {}", e.chain()),
     };
     let (how, _) = launcher();
     let said = match launcher_local_rank() {
