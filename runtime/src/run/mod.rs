@@ -29,8 +29,27 @@ pub enum RunError {
     Collective(#[from] CollectiveError),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("--rank-weights lists {listed} weights for {ranks} ranks")]
+    RankWeightCount { listed: usize, ranks: usize },
+    #[error("--batch-size must be at least 1")]
+    ZeroBatch,
+    /// `--mean` or `--std` with neither one value nor one per channel.
+    #[error(
+        "{option} has {values} values; the model's input has {channels} channels \
+         (give 1 or {channels})"
+    )]
+    ChannelCount {
+        option: &'static str,
+        values: usize,
+        channels: usize,
+    },
+    #[error("--mean and --std go together")]
+    UnpairedNormalization,
+    #[error("--std values must not be zero")]
+    ZeroStd,
+    /// An [`Outputs`] implementation could not take the rows.
+    #[error("taking the output rows")]
+    Outputs(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<mpinfer_kernels::KernelError> for RunError {
@@ -415,31 +434,32 @@ pub fn run<T: Transport>(
 fn check_options(model: &Model, ranks: usize, opts: &RunOptions) -> Result<(), RunError> {
     if let RankWeights::Listed(w) = &opts.rank_weights {
         if w.len() != ranks {
-            return Err(RunError::Invalid(format!(
-                "--rank-weights lists {} weights for {ranks} ranks",
-                w.len()
-            )));
+            return Err(RunError::RankWeightCount {
+                listed: w.len(),
+                ranks,
+            });
         }
     }
     if opts.batch_size == Some(0) {
-        return Err(RunError::Invalid("--batch-size must be at least 1".into()));
+        return Err(RunError::ZeroBatch);
     }
     let channels = model.sample_shape.first().copied().unwrap_or(1);
-    for (what, v) in [("--mean", &opts.mean), ("--std", &opts.std)] {
+    for (option, v) in [("--mean", &opts.mean), ("--std", &opts.std)] {
         if let Some(v) = v {
             if v.len() != 1 && v.len() != channels {
-                return Err(RunError::Invalid(format!(
-                    "{what} has {} values; the model's input has {channels} channels (give 1 or {channels})",
-                    v.len()
-                )));
+                return Err(RunError::ChannelCount {
+                    option,
+                    values: v.len(),
+                    channels,
+                });
             }
         }
     }
     if opts.mean.is_some() != opts.std.is_some() {
-        return Err(RunError::Invalid("--mean and --std go together".into()));
+        return Err(RunError::UnpairedNormalization);
     }
     if opts.std.iter().flatten().any(|&s| s == 0.0) {
-        return Err(RunError::Invalid("--std values must not be zero".into()));
+        return Err(RunError::ZeroStd);
     }
     Ok(())
 }
