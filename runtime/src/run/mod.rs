@@ -9,6 +9,7 @@ mod tensor;
 
 use crate::model::Model;
 use crate::ModelError;
+use clap::ValueEnum;
 use mpinfer_collectives::transport::{Counting, Transport, TransportError};
 use mpinfer_collectives::{bf16, f16, CollectiveError, Communicator, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
@@ -58,27 +59,14 @@ impl From<mpinfer_kernels::KernelError> for RunError {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// The command line's spellings are the variant names, lower-cased; `name`
+// gives them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Strategy {
     Data,
     Tensor,
     Pipeline,
     Auto,
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "data" => Ok(Strategy::Data),
-            "tensor" => Ok(Strategy::Tensor),
-            "pipeline" => Ok(Strategy::Pipeline),
-            "auto" => Ok(Strategy::Auto),
-            _ => Err(format!(
-                "unknown strategy {s:?} (expected data, tensor, pipeline or auto)"
-            )),
-        }
-    }
 }
 
 impl Strategy {
@@ -92,26 +80,13 @@ impl Strategy {
     }
 }
 
-/// How data parallelism hands out rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How data parallelism hands out rows: `static` splits each round by the
+/// rank weights, fixed for the run; `dynamic` by the speed every rank showed
+/// in the rounds before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Schedule {
-    /// Each round split by the rank weights, fixed for the run.
     Static,
-    /// Each round split by the speed every rank showed in the rounds before.
     Dynamic,
-}
-
-impl FromStr for Schedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "static" => Ok(Schedule::Static),
-            "dynamic" => Ok(Schedule::Dynamic),
-            _ => Err(format!(
-                "unknown schedule {s:?} (expected static or dynamic)"
-            )),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +97,7 @@ pub enum RankWeights {
     Auto,
 }
 
+/// `w0,w1,...` or `auto`.
 impl FromStr for RankWeights {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -145,23 +121,14 @@ impl FromStr for RankWeights {
 }
 
 /// Element type activations travel in between ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CommDType {
+    #[value(name = "f32")]
     F32,
+    #[value(name = "bf16")]
     BF16,
+    #[value(name = "f16")]
     F16,
-}
-
-impl FromStr for CommDType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(CommDType::F32),
-            "bf16" => Ok(CommDType::BF16),
-            "f16" => Ok(CommDType::F16),
-            _ => Err(format!("unknown type {s:?} (expected f32, bf16 or f16)")),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
