@@ -241,21 +241,17 @@ fn exchange<T: Transport>(
     }
     let mb_in = t - rank as isize;
     let takes_input = rank > 0 && pipe.valid(mb_in);
-    let mut in_buf = Vec::new();
-    if takes_input {
-        in_buf = vec![0f32; pipe.shape(mb_in as usize, &pipe.in_sample).iter().product()];
-    }
     let mb_back = t - pipe.stages as isize;
     let takes_result = rank == 0 && pipe.valid(mb_back);
-    let mut back_buf = Vec::new();
-    if takes_result {
-        back_buf = vec![
-            0f32;
-            pipe.shape(mb_back as usize, &pipe.last_sample)
-                .iter()
-                .product()
-        ];
-    }
+    let buffer = |takes: bool, mb: isize, sample: &[usize]| -> Vec<f32> {
+        if takes {
+            vec![0f32; pipe.shape(mb as usize, sample).iter().product()]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut in_buf = buffer(takes_input, mb_in, &pipe.in_sample);
+    let mut back_buf = buffer(takes_result, mb_back, &pipe.last_sample);
     let mut recvs = Vec::new();
     if takes_input {
         recvs.push(Incoming {
