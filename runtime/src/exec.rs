@@ -108,7 +108,7 @@ impl Step {
             }
             Step::Flatten(axis) => cpu::flatten(x, *axis)?,
             Step::Reshape(shape) => {
-                let to = reshape_target(&x.shape, shape).map_err(ModelError::Invalid)?;
+                let to = reshape_target(&x.shape, shape)?;
                 x.reshape(to)
             }
             Step::Softmax { axis, coerced } => {
@@ -116,10 +116,10 @@ impl Step {
                 let rank = x.shape.len() as i64;
                 let a = if *axis < 0 { axis + rank } else { *axis };
                 if a < 0 || a > rank {
-                    return Err(ModelError::Invalid(format!(
-                        "Softmax axis {axis} is outside a tensor of shape {:?}",
-                        x.shape
-                    )));
+                    return Err(ModelError::SoftmaxAxis {
+                        axis: *axis,
+                        shape: x.shape,
+                    });
                 }
                 if *coerced {
                     cpu::softmax_coerced(&mut x, a as usize)?;

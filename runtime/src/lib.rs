@@ -9,4 +9,4 @@ pub mod onnx;
 pub mod run;
 pub mod split;
 
-pub use error::ModelError;
+pub use error::{ModelError, ReshapeError};

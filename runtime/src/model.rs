@@ -4,7 +4,7 @@
 //! its values lie in the model file, so a rank that holds a shard of a layer
 //! reads that shard and nothing else.
 
-use crate::error::ModelError;
+use crate::error::{ModelError, ReshapeError};
 use mpinfer_kernels::cpu::{Conv2d, Gemm, Pool2d};
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::fs::File;
@@ -81,10 +81,11 @@ impl Weight {
                 .zip(&self.shape)
                 .any(|(r, &d)| r.start > r.end || r.end > d)
         {
-            return Err(ModelError::Invalid(format!(
-                "weight {}: slice {ranges:?} outside its shape {:?}",
-                self.name, self.shape
-            )));
+            return Err(ModelError::WeightSlice {
+                weight: self.name.clone(),
+                ranges: ranges.to_vec(),
+                shape: self.shape.clone(),
+            });
         }
         let out_shape: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
         let total: usize = out_shape.iter().product();
@@ -307,7 +308,9 @@ impl Layer {
                     x[*axis..].iter().product(),
                 ])
             }
-            Op::Reshape { shape } => reshape_target(x, shape).map_err(|m| self.error(m)),
+            Op::Reshape { shape } => {
+                reshape_target(x, shape).map_err(|e| self.error(e.to_string()))
+            }
         }
     }
 
@@ -350,7 +353,7 @@ impl Layer {
 }
 
 /// ONNX Reshape's target shape for input shape `x` (allowzero = 0).
-pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, String> {
+pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, ReshapeError> {
     // An empty batch still has a per-sample shape: infer -1 as if every
     // zero dimension were 1, then copy the zeros back.
     let total: usize = x.iter().map(|&d| d.max(1)).product();
@@ -358,29 +361,37 @@ pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, String> 
     let mut infer = None;
     for (i, &d) in shape.iter().enumerate() {
         match d {
-            0 => out.push(
-                *x.get(i)
-                    .ok_or_else(|| format!("shape {shape:?}: no input dimension {i} to copy"))?,
-            ),
+            0 => out.push(*x.get(i).ok_or_else(|| ReshapeError::NoDimensionToCopy {
+                target: shape.to_vec(),
+                axis: i,
+            })?),
             -1 if infer.is_none() => {
                 infer = Some(i);
                 out.push(1);
             }
             d if d > 0 => out.push(d as usize),
-            _ => return Err(format!("shape {shape:?} is not a valid Reshape target")),
+            _ => {
+                return Err(ReshapeError::BadTarget {
+                    target: shape.to_vec(),
+                })
+            }
         }
     }
+    let mismatch = || ReshapeError::Mismatch {
+        input: x.to_vec(),
+        target: shape.to_vec(),
+    };
     let known: usize = out.iter().map(|&d| d.max(1)).product();
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!("cannot reshape {x:?} to {shape:?}"));
+            return Err(mismatch());
         }
         out[i] = total / known;
         if x.contains(&0) && !out.contains(&0) {
             out[i] = 0;
         }
     } else if known != total {
-        return Err(format!("cannot reshape {x:?} to {shape:?}"));
+        return Err(mismatch());
     }
     Ok(out)
 }

@@ -109,11 +109,11 @@ impl NpyFile {
             ));
         }
         if rows.start > rows.end || rows.end > self.shape[0] {
-            return Err(ModelError::Invalid(format!(
-                "{}: rows {rows:?} outside its {} rows",
-                self.path.display(),
-                self.shape[0]
-            )));
+            return Err(ModelError::RowsOutside {
+                path: self.path.clone(),
+                rows,
+                available: self.shape[0],
+            });
         }
         let mut shape = self.shape.clone();
         shape[0] = rows.len();
@@ -227,8 +227,9 @@ impl NpyWriter {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .and_then(|n| n.checked_mul(4).map(|_| n))
-            .ok_or_else(|| {
-                ModelError::Invalid(format!("{}: shape {shape:?} is too large", path.display()))
+            .ok_or_else(|| ModelError::ShapeTooLarge {
+                path: path.to_path_buf(),
+                shape: shape.to_vec(),
             })?;
         let temp = temp_path(path);
         let file = OpenOptions::new()
@@ -245,16 +246,14 @@ impl NpyWriter {
             written: 0,
         };
         let header = header_bytes(NpyDType::F32, shape);
-        w.writer()?
-            .write_all(&header)
-            .map_err(|e| io_err(path, e))?;
+        w.writer().write_all(&header).map_err(|e| io_err(path, e))?;
         Ok(w)
     }
 
-    fn writer(&mut self) -> Result<&mut BufWriter<File>, ModelError> {
-        self.out.as_mut().ok_or_else(|| {
-            ModelError::Invalid(format!("{}: already finished", self.path.display()))
-        })
+    fn writer(&mut self) -> &mut BufWriter<File> {
+        self.out
+            .as_mut()
+            .expect("open until finish, which takes the writer by value")
     }
 
     /// Values written so far.
@@ -265,23 +264,21 @@ impl NpyWriter {
     /// Appends whole rows (a multiple of the row length) of values.
     pub fn write_rows(&mut self, values: &[f32]) -> Result<(), ModelError> {
         if self.row_len > 0 && !values.len().is_multiple_of(self.row_len) {
-            return Err(ModelError::Invalid(format!(
-                "{}: {} values are not whole rows of {}",
-                self.path.display(),
-                values.len(),
-                self.row_len
-            )));
+            return Err(ModelError::NotWholeRows {
+                path: self.path.clone(),
+                values: values.len(),
+                row_len: self.row_len,
+            });
         }
         if self.written + values.len() > self.total {
-            return Err(ModelError::Invalid(format!(
-                "{}: {} more values would exceed the {} declared",
-                self.path.display(),
-                values.len(),
-                self.total
-            )));
+            return Err(ModelError::PastDeclared {
+                path: self.path.clone(),
+                values: values.len(),
+                declared: self.total,
+            });
         }
         let path = self.path.clone();
-        let out = self.writer()?;
+        let out = self.writer();
         let mut buf = Vec::with_capacity(values.len().min(1 << 14) * 4);
         for chunk in values.chunks(1 << 14) {
             buf.clear();
@@ -296,12 +293,11 @@ impl NpyWriter {
     /// place.
     pub fn finish(mut self) -> Result<(), ModelError> {
         if self.written != self.total {
-            return Err(ModelError::Invalid(format!(
-                "{}: {} of {} values written",
-                self.path.display(),
-                self.written,
-                self.total
-            )));
+            return Err(ModelError::ShortWrite {
+                path: self.path.clone(),
+                written: self.written,
+                declared: self.total,
+            });
         }
         let out = self.out.take().expect("not finished before");
         let file = out

@@ -69,7 +69,10 @@ fn round_trip_whole_and_by_rows() {
     assert_eq!(rows.shape, [3, 2, 3]);
     assert_eq!(rows.data, values(30)[6..24]);
     assert_eq!(f.read_rows(5..5).unwrap().shape, [0, 2, 3]);
-    assert!(matches!(f.read_rows(4..6), Err(ModelError::Invalid(_))));
+    assert!(matches!(
+        f.read_rows(4..6),
+        Err(ModelError::RowsOutside { rows, available: 5, .. }) if rows == (4..6)
+    ));
     assert_eq!(files_in(dir.path()), ["a.npy"]);
 }
 
@@ -239,8 +242,22 @@ fn writer_publishes_only_on_finish() {
         "{names:?}"
     );
     // Not whole rows, and past the declared shape: refused, nothing written.
-    assert!(w.write_rows(&values(2)).is_err());
-    assert!(w.write_rows(&values(9)).is_err());
+    assert!(matches!(
+        w.write_rows(&values(2)),
+        Err(ModelError::NotWholeRows {
+            values: 2,
+            row_len: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        w.write_rows(&values(9)),
+        Err(ModelError::PastDeclared {
+            values: 9,
+            declared: 12,
+            ..
+        })
+    ));
     w.write_rows(&values(12)[6..]).unwrap();
     assert_eq!(w.written(), 12);
     w.finish().unwrap();
@@ -263,7 +280,14 @@ fn abandoned_or_short_writes_leave_nothing() {
 
     let mut w = NpyWriter::create(&p, &[2, 2]).unwrap();
     w.write_rows(&values(2)).unwrap();
-    assert!(matches!(w.finish(), Err(ModelError::Invalid(_))));
+    assert!(matches!(
+        w.finish(),
+        Err(ModelError::ShortWrite {
+            written: 2,
+            declared: 4,
+            ..
+        })
+    ));
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
 
     // An existing file is replaced whole.

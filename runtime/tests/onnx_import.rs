@@ -559,10 +559,10 @@ fn assert_unsupported(name: &str, want_node: &str, want_op: &str, needle: &str) 
     }
 }
 
-fn assert_invalid(name: &str, needle: &str) {
+fn assert_graph(name: &str, needle: &str) {
     match load_err(name) {
-        ModelError::Invalid(message) => {
-            assert!(message.contains(&format!("{name}.onnx")), "{message}");
+        ModelError::Graph { path: p, message } => {
+            assert_eq!(p, path(name));
             assert!(message.contains(needle), "{name}: {message}");
         }
         e => panic!("{name}: {e:?}"),
@@ -599,8 +599,14 @@ fn unsupported_graphs_name_the_node_and_the_supported_ops() {
     );
     assert_unsupported("gemm_batch_c", "fc", "Gemm", "batch size");
     assert_unsupported("conv3d", "conv", "Conv", "2-D");
-    assert_invalid("symbolic_hw", "symbolic (H)");
-    assert_invalid("opset9", "opset 9 is not supported");
+    assert_graph("symbolic_hw", "symbolic (H)");
+    let e = load_err("opset9");
+    assert!(
+        matches!(&e, ModelError::Opset { path: p, opset: 9, supported }
+            if *p == path("opset9") && !supported.contains(&9)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("opset 9 is not supported"), "{e}");
 }
 
 /// Seeded xorshift: the same mutations on every run.

@@ -12,6 +12,7 @@ use mpinfer_runtime::run::{
     run, stages, tensor_plan, CommDType, Outputs, RankWeights, RunError, RunOptions, Schedule,
     Strategy,
 };
+use mpinfer_runtime::{ModelError, ReshapeError};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
@@ -397,4 +398,91 @@ fn input_normalisation_is_applied_on_every_rank_shard() {
         let (got, _) = run_on(3, &m, &x, &o);
         assert_close(&got, &want, 1e-5, &format!("{strategy:?}"));
     }
+}
+
+#[test]
+fn options_that_cannot_apply_are_refused_by_name() {
+    let m = conv_net();
+    let x = input(&m, 4, 1);
+    let refused = |ranks: usize, o: RunOptions| -> RunError {
+        let mut errors = LocalWorld::run(ranks, |t| {
+            let comm = Communicator::new(Counting::new(t), Config::default());
+            run(&comm, &m, &Cpu::new(1), &x, &mut Collect::default(), &o)
+                .expect_err("options accepted")
+        });
+        errors.swap_remove(0)
+    };
+    let e = refused(
+        2,
+        RunOptions {
+            rank_weights: RankWeights::Listed(vec![1.0, 1.0, 2.0]),
+            ..RunOptions::default()
+        },
+    );
+    assert!(
+        matches!(
+            e,
+            RunError::RankWeightCount {
+                listed: 3,
+                ranks: 2
+            }
+        ),
+        "{e:?}"
+    );
+    let e = refused(1, opts(Strategy::Tensor, Some(0)));
+    assert!(matches!(e, RunError::ZeroBatch), "{e:?}");
+    // conv_net's input has 3 channels: 1 or 3 values, not 2.
+    let e = refused(
+        1,
+        RunOptions {
+            mean: Some(vec![0.0, 0.0]),
+            std: Some(vec![1.0, 1.0]),
+            ..RunOptions::default()
+        },
+    );
+    assert!(
+        matches!(
+            e,
+            RunError::ChannelCount {
+                option: "--mean",
+                values: 2,
+                channels: 3
+            }
+        ),
+        "{e:?}"
+    );
+    let e = refused(
+        1,
+        RunOptions {
+            mean: Some(vec![0.0]),
+            ..RunOptions::default()
+        },
+    );
+    assert!(matches!(e, RunError::UnpairedNormalization), "{e:?}");
+    let e = refused(
+        1,
+        RunOptions {
+            mean: Some(vec![0.0]),
+            std: Some(vec![1.0, 0.0, 1.0]),
+            ..RunOptions::default()
+        },
+    );
+    assert!(matches!(e, RunError::ZeroStd), "{e:?}");
+}
+
+#[test]
+fn a_fixed_reshape_target_refuses_another_batch() {
+    let m = model(
+        vec![layer("fixed", Op::Reshape { shape: vec![2, 12] })],
+        vec![3, 4],
+    );
+    let steps = load_all(&m.layers, StoredDType::F32).unwrap();
+    let two = forward(&steps, &Cpu::new(1), input(&m, 2, 1)).unwrap();
+    assert_eq!(two.shape, [2, 12]);
+    let e = forward(&steps, &Cpu::new(1), input(&m, 3, 1)).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Reshape(ReshapeError::Mismatch { input, target })
+            if input == &[3, 3, 4] && target == &[2, 12]),
+        "{e:?}"
+    );
 }

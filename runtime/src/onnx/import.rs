@@ -142,12 +142,11 @@ impl<'a> Importer<'a> {
             .map(|o| o.version)
             .ok_or_else(|| format_err(path, "no opset for the default ONNX domain".into()))?;
         if !OPSETS.contains(&opset) {
-            return Err(ModelError::Invalid(format!(
-                "{}: opset {opset} is not supported (mpinfer reads opsets {} to {})",
-                path.display(),
-                OPSETS.start(),
-                OPSETS.end()
-            )));
+            return Err(ModelError::Opset {
+                path: path.to_path_buf(),
+                opset,
+                supported: OPSETS,
+            });
         }
         Ok(Importer {
             path,
@@ -165,7 +164,10 @@ impl<'a> Importer<'a> {
     }
 
     fn invalid(&self, message: String) -> ModelError {
-        ModelError::Invalid(format!("{}: {message}", self.path.display()))
+        ModelError::Graph {
+            path: self.path.to_path_buf(),
+            message,
+        }
     }
 
     fn run(mut self, proto: &'a ModelProto) -> Result<Model, ModelError> {

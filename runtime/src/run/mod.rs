@@ -9,6 +9,7 @@ mod tensor;
 
 use crate::model::Model;
 use crate::ModelError;
+use clap::ValueEnum;
 use mpinfer_collectives::transport::{Counting, Transport, TransportError};
 use mpinfer_collectives::{bf16, f16, CollectiveError, Communicator, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
@@ -29,8 +30,27 @@ pub enum RunError {
     Collective(#[from] CollectiveError),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("--rank-weights lists {listed} weights for {ranks} ranks")]
+    RankWeightCount { listed: usize, ranks: usize },
+    #[error("--batch-size must be at least 1")]
+    ZeroBatch,
+    /// `--mean` or `--std` with neither one value nor one per channel.
+    #[error(
+        "{option} has {values} values; the model's input has {channels} channels \
+         (give 1 or {channels})"
+    )]
+    ChannelCount {
+        option: &'static str,
+        values: usize,
+        channels: usize,
+    },
+    #[error("--mean and --std go together")]
+    UnpairedNormalization,
+    #[error("--std values must not be zero")]
+    ZeroStd,
+    /// An [`Outputs`] implementation could not take the rows.
+    #[error("taking the output rows")]
+    Outputs(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<mpinfer_kernels::KernelError> for RunError {
@@ -39,27 +59,14 @@ impl From<mpinfer_kernels::KernelError> for RunError {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// The command line's spellings are the variant names, lower-cased; `name`
+// gives them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Strategy {
     Data,
     Tensor,
     Pipeline,
     Auto,
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "data" => Ok(Strategy::Data),
-            "tensor" => Ok(Strategy::Tensor),
-            "pipeline" => Ok(Strategy::Pipeline),
-            "auto" => Ok(Strategy::Auto),
-            _ => Err(format!(
-                "unknown strategy {s:?} (expected data, tensor, pipeline or auto)"
-            )),
-        }
-    }
 }
 
 impl Strategy {
@@ -73,26 +80,13 @@ impl Strategy {
     }
 }
 
-/// How data parallelism hands out rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How data parallelism hands out rows: `static` splits each round by the
+/// rank weights, fixed for the run; `dynamic` by the speed every rank showed
+/// in the rounds before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Schedule {
-    /// Each round split by the rank weights, fixed for the run.
     Static,
-    /// Each round split by the speed every rank showed in the rounds before.
     Dynamic,
-}
-
-impl FromStr for Schedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "static" => Ok(Schedule::Static),
-            "dynamic" => Ok(Schedule::Dynamic),
-            _ => Err(format!(
-                "unknown schedule {s:?} (expected static or dynamic)"
-            )),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +97,7 @@ pub enum RankWeights {
     Auto,
 }
 
+/// `w0,w1,...` or `auto`.
 impl FromStr for RankWeights {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -126,23 +121,14 @@ impl FromStr for RankWeights {
 }
 
 /// Element type activations travel in between ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CommDType {
+    #[value(name = "f32")]
     F32,
+    #[value(name = "bf16")]
     BF16,
+    #[value(name = "f16")]
     F16,
-}
-
-impl FromStr for CommDType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(CommDType::F32),
-            "bf16" => Ok(CommDType::BF16),
-            "f16" => Ok(CommDType::F16),
-            _ => Err(format!("unknown type {s:?} (expected f32, bf16 or f16)")),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -415,31 +401,32 @@ pub fn run<T: Transport>(
 fn check_options(model: &Model, ranks: usize, opts: &RunOptions) -> Result<(), RunError> {
     if let RankWeights::Listed(w) = &opts.rank_weights {
         if w.len() != ranks {
-            return Err(RunError::Invalid(format!(
-                "--rank-weights lists {} weights for {ranks} ranks",
-                w.len()
-            )));
+            return Err(RunError::RankWeightCount {
+                listed: w.len(),
+                ranks,
+            });
         }
     }
     if opts.batch_size == Some(0) {
-        return Err(RunError::Invalid("--batch-size must be at least 1".into()));
+        return Err(RunError::ZeroBatch);
     }
     let channels = model.sample_shape.first().copied().unwrap_or(1);
-    for (what, v) in [("--mean", &opts.mean), ("--std", &opts.std)] {
+    for (option, v) in [("--mean", &opts.mean), ("--std", &opts.std)] {
         if let Some(v) = v {
             if v.len() != 1 && v.len() != channels {
-                return Err(RunError::Invalid(format!(
-                    "{what} has {} values; the model's input has {channels} channels (give 1 or {channels})",
-                    v.len()
-                )));
+                return Err(RunError::ChannelCount {
+                    option,
+                    values: v.len(),
+                    channels,
+                });
             }
         }
     }
     if opts.mean.is_some() != opts.std.is_some() {
-        return Err(RunError::Invalid("--mean and --std go together".into()));
+        return Err(RunError::UnpairedNormalization);
     }
     if opts.std.iter().flatten().any(|&s| s == 0.0) {
-        return Err(RunError::Invalid("--std values must not be zero".into()));
+        return Err(RunError::ZeroStd);
     }
     Ok(())
 }

@@ -75,6 +75,93 @@ fn default_micro_batch(total: usize, stages: usize) -> usize {
     total.div_ceil(4 * stages).clamp(1, 64)
 }
 
+/// The micro-batches that stream through the stages, as this rank sees
+/// them.
+struct Pipe {
+    rank: usize,
+    stages: usize,
+    /// Rows per micro-batch (the last may have fewer).
+    micro: usize,
+    total: usize,
+    batches: usize,
+    /// Per-sample shape of this stage's input.
+    in_sample: Vec<usize>,
+    /// Per-sample shape of the last stage's output.
+    last_sample: Vec<usize>,
+}
+
+impl Pipe {
+    fn new<T: Transport>(
+        ctx: &Ctx<'_, T>,
+        stages: &[Range<usize>],
+        total: usize,
+    ) -> Result<Pipe, ModelError> {
+        let rank = ctx.comm.rank();
+        let shapes = ctx.model.shapes(1)?;
+        let sample = |end: usize| -> Vec<usize> {
+            if end == 0 {
+                ctx.model.sample_shape.clone()
+            } else {
+                shapes[end - 1][1..].to_vec()
+            }
+        };
+        let micro = ctx
+            .opts
+            .batch_size
+            .unwrap_or_else(|| default_micro_batch(total, stages.len()));
+        Ok(Pipe {
+            rank,
+            stages: stages.len(),
+            micro,
+            total,
+            batches: total.div_ceil(micro),
+            in_sample: sample(stages[rank].start),
+            last_sample: sample(stages[stages.len() - 1].end),
+        })
+    }
+
+    fn rows_of(&self, mb: usize) -> usize {
+        self.micro.min(self.total - mb * self.micro)
+    }
+
+    /// Input rows of micro-batch `mb`.
+    fn rows(&self, mb: usize) -> Range<usize> {
+        mb * self.micro..mb * self.micro + self.rows_of(mb)
+    }
+
+    fn valid(&self, mb: isize) -> bool {
+        mb >= 0 && (mb as usize) < self.batches
+    }
+
+    fn shape(&self, mb: usize, sample: &[usize]) -> Vec<usize> {
+        with_rows(self.rows_of(mb), sample)
+    }
+
+    fn is_last(&self) -> bool {
+        self.rank == self.stages - 1
+    }
+}
+
+fn with_rows(rows: usize, sample: &[usize]) -> Vec<usize> {
+    std::iter::once(rows)
+        .chain(sample.iter().copied())
+        .collect()
+}
+
+/// This stage's layers, loaded, with ReLUs fused into the steps before.
+fn load_stage<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    layers: Range<usize>,
+) -> Result<Vec<Step>, ModelError> {
+    let steps: Vec<Step> = ctx.model.layers[layers]
+        .iter()
+        .map(|l| Step::load(l, ctx.opts.dtype))
+        .collect::<Result<_, _>>()?;
+    let steps = fuse_relu(steps);
+    ctx.weight_bytes = super::data::step_weight_bytes(&steps);
+    Ok(steps)
+}
+
 pub(crate) fn run<T: Transport>(
     ctx: &mut Ctx<'_, T>,
     input: &dyn Rows,
@@ -82,129 +169,118 @@ pub(crate) fn run<T: Transport>(
 ) -> Result<(), RunError> {
     let rank = ctx.comm.rank();
     let stages = stages(ctx.model, ctx.comm.size())?;
-    let s_count = stages.len();
-    if rank >= s_count {
+    if rank >= stages.len() {
         log::info!("more ranks than layers: this rank holds no stage");
         return Ok(());
     }
-    let my = stages[rank].clone();
-    let steps: Vec<Step> = ctx.model.layers[my.clone()]
-        .iter()
-        .map(|l| Step::load(l, ctx.opts.dtype))
-        .collect::<Result<_, _>>()?;
-    let steps = fuse_relu(steps);
-    ctx.weight_bytes = super::data::step_weight_bytes(&steps);
-
-    let shapes = ctx.model.shapes(1)?;
-    let sample = |end: usize| -> Vec<usize> {
-        if end == 0 {
-            ctx.model.sample_shape.clone()
-        } else {
-            shapes[end - 1][1..].to_vec()
-        }
-    };
-    let in_sample = sample(my.start);
-    let last_sample = sample(stages[s_count - 1].end);
-    let total = input.rows();
-    let micro = ctx
-        .opts
-        .batch_size
-        .unwrap_or_else(|| default_micro_batch(total, s_count));
-    let batches = total.div_ceil(micro);
-    let rows_of = |mb: usize| micro.min(total - mb * micro);
-    let valid = |mb: isize| mb >= 0 && (mb as usize) < batches;
-    let with_rows = |rows: usize, s: &[usize]| -> Vec<usize> {
-        std::iter::once(rows).chain(s.iter().copied()).collect()
-    };
-
-    if total == 0 && rank == 0 {
-        outputs.computed(0, &Tensor::zeros(with_rows(0, &last_sample)))?;
-        outputs.collected(0, &Tensor::zeros(with_rows(0, &last_sample)))?;
+    let steps = load_stage(ctx, stages[rank].clone())?;
+    let pipe = Pipe::new(ctx, &stages, input.rows())?;
+    if pipe.total == 0 && rank == 0 {
+        outputs.computed(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
+        outputs.collected(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
     }
     let mut pending: Option<Tensor> = None;
-    for t in 0..(batches + s_count) as isize {
+    for t in 0..(pipe.batches + pipe.stages) as isize {
         let mb_in = t - rank as isize;
-        let mut incoming: Option<Tensor> = None;
-        let mut result: Option<(usize, Tensor)> = None;
-        if s_count > 1 {
-            let mut sends = Vec::new();
-            let out_bytes;
-            if let Some(y) = &pending {
-                out_bytes = bytemuck::cast_slice::<f32, u8>(&y.data);
-                let (peer, tag) = if rank == s_count - 1 {
-                    (0, TAG_RESULT)
-                } else {
-                    (rank + 1, TAG_ACTIVATION)
-                };
-                sends.push(Outgoing {
-                    peer,
-                    tag,
-                    data: out_bytes,
-                });
-            }
-            let mut in_buf = Vec::new();
-            if rank > 0 && valid(mb_in) {
-                in_buf = vec![0f32; rows_of(mb_in as usize) * in_sample.iter().product::<usize>()];
-            }
-            let mb_back = t - s_count as isize;
-            let mut back_buf = Vec::new();
-            if rank == 0 && valid(mb_back) {
-                back_buf =
-                    vec![0f32; rows_of(mb_back as usize) * last_sample.iter().product::<usize>()];
-            }
-            let mut recvs = Vec::new();
-            if rank > 0 && valid(mb_in) {
-                recvs.push(Incoming {
-                    peer: rank - 1,
-                    tag: TAG_ACTIVATION,
-                    data: bytemuck::cast_slice_mut::<f32, u8>(&mut in_buf),
-                });
-            }
-            if rank == 0 && valid(mb_back) {
-                recvs.push(Incoming {
-                    peer: s_count - 1,
-                    tag: TAG_RESULT,
-                    data: bytemuck::cast_slice_mut::<f32, u8>(&mut back_buf),
-                });
-            }
-            if !sends.is_empty() || !recvs.is_empty() {
-                let transport = ctx.comm.transport();
-                ctx.clock
-                    .comm(|| transport.exchange(&sends, &mut recvs, None))?;
-            }
-            drop(recvs);
-            if rank > 0 && valid(mb_in) {
-                let rows = rows_of(mb_in as usize);
-                incoming = Some(Tensor::new(with_rows(rows, &in_sample), in_buf));
-            }
-            if rank == 0 && valid(mb_back) {
-                let mb = mb_back as usize;
-                result = Some((
-                    mb * micro,
-                    Tensor::new(with_rows(rows_of(mb), &last_sample), back_buf),
-                ));
-            }
-        }
+        let (incoming, result) = if pipe.stages > 1 {
+            exchange(ctx, &pipe, t, pending.as_ref())?
+        } else {
+            (None, None)
+        };
         if let Some((first, y)) = result {
             outputs.computed(first, &y)?;
             outputs.collected(first, &y)?;
         }
         pending = None;
-        if valid(mb_in) {
+        if pipe.valid(mb_in) {
             let mb = mb_in as usize;
             let x = match incoming {
                 Some(x) => x,
-                None => ctx.read(input, mb * micro..mb * micro + rows_of(mb))?,
+                None => ctx.read(input, pipe.rows(mb))?,
             };
             let y = ctx.clock.compute(|| forward(&steps, ctx.cpu, x))?;
-            ctx.rows_done += rows_of(mb) as u64;
-            if s_count == 1 {
-                outputs.computed(mb * micro, &y)?;
-                outputs.collected(mb * micro, &y)?;
+            ctx.rows_done += pipe.rows_of(mb) as u64;
+            if pipe.stages == 1 {
+                outputs.computed(pipe.rows(mb).start, &y)?;
+                outputs.collected(pipe.rows(mb).start, &y)?;
             } else {
                 pending = Some(y);
             }
         }
     }
     Ok(())
+}
+
+/// What one step receives: this stage's input, and on rank 0 a finished
+/// micro-batch with its first row.
+type Received = (Option<Tensor>, Option<(usize, Tensor)>);
+
+/// Step `t`'s messages, in one exchange: `pending` (the previous step's
+/// output) goes to the next stage, or from the last stage to rank 0; this
+/// stage's input for the step arrives from the stage before, and on rank 0
+/// a finished micro-batch from the last stage.
+fn exchange<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    pipe: &Pipe,
+    t: isize,
+    pending: Option<&Tensor>,
+) -> Result<Received, RunError> {
+    let rank = pipe.rank;
+    let mut sends = Vec::new();
+    if let Some(y) = pending {
+        let (peer, tag) = if pipe.is_last() {
+            (0, TAG_RESULT)
+        } else {
+            (rank + 1, TAG_ACTIVATION)
+        };
+        sends.push(Outgoing {
+            peer,
+            tag,
+            data: bytemuck::cast_slice::<f32, u8>(&y.data),
+        });
+    }
+    let mb_in = t - rank as isize;
+    let takes_input = rank > 0 && pipe.valid(mb_in);
+    let mb_back = t - pipe.stages as isize;
+    let takes_result = rank == 0 && pipe.valid(mb_back);
+    let buffer = |takes: bool, mb: isize, sample: &[usize]| -> Vec<f32> {
+        if takes {
+            vec![0f32; pipe.shape(mb as usize, sample).iter().product()]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut in_buf = buffer(takes_input, mb_in, &pipe.in_sample);
+    let mut back_buf = buffer(takes_result, mb_back, &pipe.last_sample);
+    let mut recvs = Vec::new();
+    if takes_input {
+        recvs.push(Incoming {
+            peer: rank - 1,
+            tag: TAG_ACTIVATION,
+            data: bytemuck::cast_slice_mut::<f32, u8>(&mut in_buf),
+        });
+    }
+    if takes_result {
+        recvs.push(Incoming {
+            peer: pipe.stages - 1,
+            tag: TAG_RESULT,
+            data: bytemuck::cast_slice_mut::<f32, u8>(&mut back_buf),
+        });
+    }
+    if !sends.is_empty() || !recvs.is_empty() {
+        let transport = ctx.comm.transport();
+        ctx.clock
+            .comm(|| transport.exchange(&sends, &mut recvs, None))?;
+    }
+    drop(recvs);
+    let incoming = takes_input.then(|| {
+        let shape = pipe.shape(mb_in as usize, &pipe.in_sample);
+        Tensor::new(shape, in_buf)
+    });
+    let result = takes_result.then(|| {
+        let mb = mb_back as usize;
+        let shape = pipe.shape(mb, &pipe.last_sample);
+        (pipe.rows(mb).start, Tensor::new(shape, back_buf))
+    });
+    Ok((incoming, result))
 }

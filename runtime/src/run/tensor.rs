@@ -16,6 +16,7 @@ use crate::model::{Layer, Model, Op, Weight};
 use crate::split;
 use crate::ModelError;
 use mpinfer_collectives::transport::Transport;
+use mpinfer_kernels::cpu::{Conv2d, Gemm};
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::ops::Range;
 
@@ -99,30 +100,76 @@ enum Layout {
     Split(Vec<usize>),
 }
 
+/// One layer as the planner meets it: its index, and its input and output
+/// shapes at batch 1.
+struct Site<'a> {
+    index: usize,
+    layer: &'a Layer,
+    x: &'a [usize],
+    y: &'a [usize],
+}
+
+/// The plan as it grows layer by layer, with the layout the activation has
+/// after the parts so far.
+struct Planner {
+    ranks: usize,
+    parts: Vec<Part>,
+    moved: Vec<(Movement, usize)>,
+    rank_weights: Vec<u64>,
+    layout: Layout,
+}
+
 /// Divides every layer of `model` among `ranks` ranks.
 pub fn plan(model: &Model, ranks: usize) -> Result<TensorPlan, ModelError> {
     let shapes = model.shapes(1)?;
-    let mut parts = Vec::new();
-    let mut moved = Vec::new();
-    let mut rank_weights = vec![0u64; ranks];
-    let mut layout = Layout::Whole;
     let input: Vec<usize> = std::iter::once(1)
         .chain(model.sample_shape.iter().copied())
         .collect();
-    let gather = |layout: &mut Layout,
-                  parts: &mut Vec<Part>,
-                  moved: &mut Vec<(Movement, usize)>,
-                  shape: &[usize],
-                  to_root: bool| {
-        if let Layout::Split(counts) = layout {
-            parts.push(Part::Gather {
+    let mut p = Planner {
+        ranks,
+        parts: Vec::new(),
+        moved: Vec::new(),
+        rank_weights: vec![0u64; ranks],
+        layout: Layout::Whole,
+    };
+    for (i, layer) in model.layers.iter().enumerate() {
+        let at = Site {
+            index: i,
+            layer,
+            x: if i == 0 { &input } else { &shapes[i - 1] },
+            y: &shapes[i],
+        };
+        match &layer.op {
+            Op::Conv { conv, weight, bias } => p.conv(&at, conv, weight, bias.as_ref())?,
+            Op::Gemm { gemm, weight, bias } => p.gemm(&at, gemm, weight, bias.as_ref())?,
+            Op::Relu | Op::Pool(_) | Op::GlobalAveragePool => p.per_channel(&at),
+            Op::Flatten { .. } | Op::Reshape { .. } => p.flatten(&at),
+            Op::Softmax { .. } => p.whole(&at),
+        }
+    }
+    let last = shapes.last().cloned().unwrap_or(input);
+    p.gather(&last, true);
+    Ok(TensorPlan {
+        ranks,
+        parts: p.parts,
+        moved: p.moved,
+        rank_weights: p.rank_weights,
+    })
+}
+
+impl Planner {
+    /// Makes a channel-split activation of `shape` whole: on every rank, or
+    /// on rank 0 only when `to_root`.
+    fn gather(&mut self, shape: &[usize], to_root: bool) {
+        if let Layout::Split(counts) = &self.layout {
+            self.parts.push(Part::Gather {
                 counts: counts.clone(),
                 inner: shape[2..].iter().product(),
                 sample: shape[1..].to_vec(),
                 to_root,
             });
             let elems = shape.iter().product();
-            moved.push((
+            self.moved.push((
                 if to_root {
                     Movement::ToRoot
                 } else {
@@ -130,125 +177,141 @@ pub fn plan(model: &Model, ranks: usize) -> Result<TensorPlan, ModelError> {
                 },
                 elems,
             ));
-            *layout = Layout::Whole;
-        }
-    };
-    for (i, layer) in model.layers.iter().enumerate() {
-        let x = if i == 0 { &input } else { &shapes[i - 1] };
-        let y = &shapes[i];
-        match &layer.op {
-            Op::Conv { conv, weight, bias } => {
-                let [m, cg, kh, kw] = weight.shape[..] else {
-                    return Err(layer.error("weight is not 4-D".into()));
-                };
-                let bias_len = bias.as_ref().map_or(0, |b| b.len()) as u64;
-                if conv.groups > 1 {
-                    gather(&mut layout, &mut parts, &mut moved, x, false);
-                    let groups = split::even(conv.groups, ranks);
-                    let per_group = m / conv.groups;
-                    for (r, g) in groups.iter().enumerate() {
-                        rank_weights[r] += (g * per_group * (cg * kh * kw + 1)) as u64;
-                    }
-                    layout = Layout::Split(groups.iter().map(|g| g * per_group).collect());
-                    parts.push(Part::ConvGroups { layer: i, groups });
-                    continue;
-                }
-                if let Layout::Split(counts) = &layout {
-                    let in_elems: usize = x.iter().product();
-                    let out_elems: usize = y.iter().product();
-                    if 2 * out_elems < in_elems {
-                        for (r, c) in counts.iter().enumerate() {
-                            rank_weights[r] += (m * c * kh * kw) as u64 + bias_len;
-                        }
-                        parts.push(Part::ConvIn {
-                            layer: i,
-                            counts: counts.clone(),
-                        });
-                        moved.push((Movement::Allreduce, out_elems));
-                        layout = Layout::Whole;
-                        continue;
-                    }
-                    gather(&mut layout, &mut parts, &mut moved, x, false);
-                }
-                let counts = split::even(m, ranks);
-                for (r, c) in counts.iter().enumerate() {
-                    rank_weights[r] += (c * (cg * kh * kw + usize::from(bias.is_some()))) as u64;
-                }
-                layout = Layout::Split(counts.clone());
-                parts.push(Part::ConvOut { layer: i, counts });
-            }
-            Op::Gemm { gemm, weight, bias } => {
-                let bias_len = bias.as_ref().map_or(0, |b| b.len()) as u64;
-                let (_, k, n) = gemm
-                    .dims(x, &weight.shape)
-                    .map_err(|e| layer.error(e.to_string()))?;
-                if gemm.trans_a {
-                    gather(&mut layout, &mut parts, &mut moved, x, false);
-                    for w in rank_weights.iter_mut() {
-                        *w += (k * n) as u64 + bias_len;
-                    }
-                    parts.push(Part::Whole(i));
-                    continue;
-                }
-                match &layout {
-                    Layout::Split(counts) => {
-                        for (r, c) in counts.iter().enumerate() {
-                            rank_weights[r] += (c * n) as u64 + bias_len;
-                        }
-                        parts.push(Part::GemmRows {
-                            layer: i,
-                            counts: counts.clone(),
-                        });
-                        moved.push((Movement::Allreduce, y.iter().product()));
-                        layout = Layout::Whole;
-                    }
-                    Layout::Whole => {
-                        let counts = split::even(n, ranks);
-                        for (r, c) in counts.iter().enumerate() {
-                            rank_weights[r] += (c * (k + usize::from(bias.is_some()))) as u64;
-                        }
-                        layout = Layout::Split(counts.clone());
-                        parts.push(Part::GemmColumns { layer: i, counts });
-                    }
-                }
-            }
-            Op::Relu | Op::Pool(_) | Op::GlobalAveragePool => {
-                parts.push(if layout == Layout::Whole {
-                    Part::Whole(i)
-                } else {
-                    Part::Local(i)
-                });
-            }
-            Op::Flatten { .. } | Op::Reshape { .. } => {
-                // Flattening [N, C, ...] to [N, C·inner] keeps each rank's
-                // channels contiguous: the split carries over, scaled.
-                let flattens_at_1 = x.len() >= 2 && y.len() == 2 && y[0] == x[0];
-                match &layout {
-                    Layout::Split(counts) if flattens_at_1 => {
-                        let inner: usize = x[2..].iter().product();
-                        layout = Layout::Split(counts.iter().map(|c| c * inner).collect());
-                        parts.push(Part::Local(i));
-                    }
-                    _ => {
-                        gather(&mut layout, &mut parts, &mut moved, x, false);
-                        parts.push(Part::Whole(i));
-                    }
-                }
-            }
-            Op::Softmax { .. } => {
-                gather(&mut layout, &mut parts, &mut moved, x, false);
-                parts.push(Part::Whole(i));
-            }
+            self.layout = Layout::Whole;
         }
     }
-    let last = shapes.last().cloned().unwrap_or(input);
-    gather(&mut layout, &mut parts, &mut moved, &last, true);
-    Ok(TensorPlan {
-        ranks,
-        parts,
-        moved,
-        rank_weights,
-    })
+
+    /// The layer whole on every rank, on a whole input.
+    fn whole(&mut self, at: &Site) {
+        self.gather(at.x, false);
+        self.parts.push(Part::Whole(at.index));
+    }
+
+    fn per_channel(&mut self, at: &Site) {
+        self.parts.push(if self.layout == Layout::Whole {
+            Part::Whole(at.index)
+        } else {
+            Part::Local(at.index)
+        });
+    }
+
+    fn flatten(&mut self, at: &Site) {
+        // Flattening [N, C, ...] to [N, C·inner] keeps each rank's channels
+        // contiguous: the split carries over, scaled.
+        let (x, y) = (at.x, at.y);
+        let flattens_at_1 = x.len() >= 2 && y.len() == 2 && y[0] == x[0];
+        match &self.layout {
+            Layout::Split(counts) if flattens_at_1 => {
+                let inner: usize = x[2..].iter().product();
+                self.layout = Layout::Split(counts.iter().map(|c| c * inner).collect());
+                self.parts.push(Part::Local(at.index));
+            }
+            _ => self.whole(at),
+        }
+    }
+
+    fn conv(
+        &mut self,
+        at: &Site,
+        conv: &Conv2d,
+        weight: &Weight,
+        bias: Option<&Weight>,
+    ) -> Result<(), ModelError> {
+        let [m, cg, kh, kw] = weight.shape[..] else {
+            return Err(at.layer.error("weight is not 4-D".into()));
+        };
+        let bias_len = bias.map_or(0, |b| b.len()) as u64;
+        if conv.groups > 1 {
+            self.gather(at.x, false);
+            let groups = split::even(conv.groups, self.ranks);
+            let per_group = m / conv.groups;
+            for (r, g) in groups.iter().enumerate() {
+                self.rank_weights[r] += (g * per_group * (cg * kh * kw + 1)) as u64;
+            }
+            self.layout = Layout::Split(groups.iter().map(|g| g * per_group).collect());
+            self.parts.push(Part::ConvGroups {
+                layer: at.index,
+                groups,
+            });
+            return Ok(());
+        }
+        if let Layout::Split(counts) = &self.layout {
+            let in_elems: usize = at.x.iter().product();
+            let out_elems: usize = at.y.iter().product();
+            if 2 * out_elems < in_elems {
+                let counts = counts.clone();
+                for (r, c) in counts.iter().enumerate() {
+                    self.rank_weights[r] += (m * c * kh * kw) as u64 + bias_len;
+                }
+                self.parts.push(Part::ConvIn {
+                    layer: at.index,
+                    counts,
+                });
+                self.moved.push((Movement::Allreduce, out_elems));
+                self.layout = Layout::Whole;
+                return Ok(());
+            }
+            self.gather(at.x, false);
+        }
+        let counts = split::even(m, self.ranks);
+        for (r, c) in counts.iter().enumerate() {
+            self.rank_weights[r] += (c * (cg * kh * kw + usize::from(bias.is_some()))) as u64;
+        }
+        self.layout = Layout::Split(counts.clone());
+        self.parts.push(Part::ConvOut {
+            layer: at.index,
+            counts,
+        });
+        Ok(())
+    }
+
+    fn gemm(
+        &mut self,
+        at: &Site,
+        gemm: &Gemm,
+        weight: &Weight,
+        bias: Option<&Weight>,
+    ) -> Result<(), ModelError> {
+        let bias_len = bias.map_or(0, |b| b.len()) as u64;
+        let (_, k, n) = gemm
+            .dims(at.x, &weight.shape)
+            .map_err(|e| at.layer.error(e.to_string()))?;
+        if gemm.trans_a {
+            self.gather(at.x, false);
+            for w in self.rank_weights.iter_mut() {
+                *w += (k * n) as u64 + bias_len;
+            }
+            self.parts.push(Part::Whole(at.index));
+            return Ok(());
+        }
+        match &self.layout {
+            Layout::Split(counts) => {
+                let counts = counts.clone();
+                for (r, c) in counts.iter().enumerate() {
+                    self.rank_weights[r] += (c * n) as u64 + bias_len;
+                }
+                self.parts.push(Part::GemmRows {
+                    layer: at.index,
+                    counts,
+                });
+                self.moved
+                    .push((Movement::Allreduce, at.y.iter().product()));
+                self.layout = Layout::Whole;
+            }
+            Layout::Whole => {
+                let counts = split::even(n, self.ranks);
+                for (r, c) in counts.iter().enumerate() {
+                    self.rank_weights[r] += (c * (k + usize::from(bias.is_some()))) as u64;
+                }
+                self.layout = Layout::Split(counts.clone());
+                self.parts.push(Part::GemmColumns {
+                    layer: at.index,
+                    counts,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One thing a rank does in a tensor-parallel step.
@@ -295,8 +358,14 @@ fn slice(
     Ok(round_to(w.read_slice(&ranges)?, dtype))
 }
 
-fn out_shape(layer: &Layer, x: &[usize]) -> Result<Vec<usize>, ModelError> {
-    layer.output_shape(x)
+/// What a rank's actions are read from: the model, its shapes at batch 1,
+/// and whose slices to take.
+struct Shard<'a> {
+    model: &'a Model,
+    shapes: Vec<Vec<usize>>,
+    input: Vec<usize>,
+    rank: usize,
+    dtype: StoredDType,
 }
 
 /// This rank's actions, with its weight slices read from the model file.
@@ -306,123 +375,54 @@ fn actions(
     rank: usize,
     dtype: StoredDType,
 ) -> Result<Vec<Action>, ModelError> {
-    let shapes = model.shapes(1)?;
-    let input: Vec<usize> = std::iter::once(1)
-        .chain(model.sample_shape.iter().copied())
-        .collect();
-    let x_of = |i: usize| {
-        if i == 0 {
-            input.clone()
-        } else {
-            shapes[i - 1].clone()
-        }
+    let shard = Shard {
+        model,
+        shapes: model.shapes(1)?,
+        input: std::iter::once(1)
+            .chain(model.sample_shape.iter().copied())
+            .collect(),
+        rank,
+        dtype,
     };
     let mut out = Vec::new();
     for part in &plan.parts {
+        shard.part(part, &mut out)?;
+    }
+    Ok(fuse(out))
+}
+
+fn conv_parts(layer: &Layer) -> (&Conv2d, &Weight, Option<&Weight>) {
+    match &layer.op {
+        Op::Conv { conv, weight, bias } => (conv, weight, bias.as_ref()),
+        op => unreachable!("the plan splits {op:?} as a convolution"),
+    }
+}
+
+fn gemm_parts(layer: &Layer) -> (&Gemm, &Weight, Option<&Weight>) {
+    match &layer.op {
+        Op::Gemm { gemm, weight, bias } => (gemm, weight, bias.as_ref()),
+        op => unreachable!("the plan splits {op:?} as a linear layer"),
+    }
+}
+
+impl Shard<'_> {
+    /// Layer `i`'s input shape.
+    fn x(&self, i: usize) -> &[usize] {
+        if i == 0 {
+            &self.input
+        } else {
+            &self.shapes[i - 1]
+        }
+    }
+
+    fn part(&self, part: &Part, out: &mut Vec<Action>) -> Result<(), ModelError> {
         match part {
-            Part::Whole(i) | Part::Local(i) => {
-                let layer = &model.layers[*i];
-                out.push(Action::Run(match &layer.op {
-                    Op::Conv { .. } | Op::Gemm { .. } => Step::load(layer, dtype)?,
-                    // On a split the shape constant would not fit this
-                    // rank's part; the plan keeps only reshapes that flatten.
-                    Op::Reshape { .. } if matches!(part, Part::Local(_)) => Step::Flatten(1),
-                    op => Step::plain(op),
-                }));
-            }
-            Part::ConvOut { layer, counts } => {
-                let l = &model.layers[*layer];
-                let Op::Conv { conv, weight, bias } = &l.op else {
-                    unreachable!()
-                };
-                let mine = range_of(counts, rank);
-                if mine.is_empty() {
-                    out.push(no_channels(l, &x_of(*layer))?);
-                    continue;
-                }
-                out.push(Action::Run(conv_rows(*conv, weight, bias, mine, dtype)?));
-            }
-            Part::ConvGroups { layer, groups } => {
-                let l = &model.layers[*layer];
-                let Op::Conv { conv, weight, bias } = &l.op else {
-                    unreachable!()
-                };
-                let mine = range_of(groups, rank);
-                if mine.is_empty() {
-                    out.push(no_channels(l, &x_of(*layer))?);
-                    continue;
-                }
-                let per_out = weight.shape[0] / conv.groups;
-                let per_in = weight.shape[1];
-                let rows = mine.start * per_out..mine.end * per_out;
-                out.push(Action::Run(Step::Channels(
-                    mine.start * per_in..mine.end * per_in,
-                )));
-                let mut c = *conv;
-                c.groups = mine.len();
-                out.push(Action::Run(conv_rows(c, weight, bias, rows, dtype)?));
-            }
-            Part::ConvIn { layer, counts } => {
-                let l = &model.layers[*layer];
-                let Op::Conv { conv, weight, bias } = &l.op else {
-                    unreachable!()
-                };
-                let mine = range_of(counts, rank);
-                let y = out_shape(l, &x_of(*layer))?;
-                if mine.is_empty() {
-                    out.push(Action::Zeros(y[1..].to_vec()));
-                } else {
-                    let mut c = *conv;
-                    c.relu = false;
-                    out.push(Action::Run(Step::Conv {
-                        conv: c,
-                        weight: slice(weight, 1, mine, dtype)?,
-                        bias: None,
-                    }));
-                }
-                reduce_then_bias(&mut out, bias.as_ref(), y[1], dtype)?;
-            }
-            Part::GemmColumns { layer, counts } => {
-                let l = &model.layers[*layer];
-                let Op::Gemm { gemm, weight, bias } = &l.op else {
-                    unreachable!()
-                };
-                let mine = range_of(counts, rank);
-                if mine.is_empty() {
-                    out.push(Action::Empty(vec![0]));
-                    continue;
-                }
-                let axis = if gemm.trans_b { 0 } else { 1 };
-                out.push(Action::Run(Step::Gemm {
-                    gemm: *gemm,
-                    weight: slice(weight, axis, mine.clone(), dtype)?,
-                    bias: bias
-                        .as_ref()
-                        .map(|b| slice(b, 0, mine.clone(), dtype))
-                        .transpose()?,
-                }));
-            }
-            Part::GemmRows { layer, counts } => {
-                let l = &model.layers[*layer];
-                let Op::Gemm { gemm, weight, bias } = &l.op else {
-                    unreachable!()
-                };
-                let mine = range_of(counts, rank);
-                let y = out_shape(l, &x_of(*layer))?;
-                if mine.is_empty() {
-                    out.push(Action::Zeros(y[1..].to_vec()));
-                } else {
-                    let axis = if gemm.trans_b { 1 } else { 0 };
-                    let mut g = *gemm;
-                    g.relu = false;
-                    out.push(Action::Run(Step::Gemm {
-                        gemm: g,
-                        weight: slice(weight, axis, mine, dtype)?,
-                        bias: None,
-                    }));
-                }
-                reduce_then_bias(&mut out, bias.as_ref(), y[1], dtype)?;
-            }
+            Part::Whole(i) | Part::Local(i) => out.push(self.whole(*i, part)?),
+            Part::ConvOut { layer, counts } => out.push(self.conv_out(*layer, counts)?),
+            Part::ConvGroups { layer, groups } => self.conv_groups(*layer, groups, out)?,
+            Part::ConvIn { layer, counts } => self.conv_in(*layer, counts, out)?,
+            Part::GemmColumns { layer, counts } => out.push(self.gemm_columns(*layer, counts)?),
+            Part::GemmRows { layer, counts } => self.gemm_rows(*layer, counts, out)?,
             Part::Gather {
                 counts,
                 inner,
@@ -435,22 +435,135 @@ fn actions(
                 to_root: *to_root,
             }),
         }
+        Ok(())
     }
-    Ok(fuse(out))
+
+    fn whole(&self, i: usize, part: &Part) -> Result<Action, ModelError> {
+        let layer = &self.model.layers[i];
+        Ok(Action::Run(match &layer.op {
+            Op::Conv { .. } | Op::Gemm { .. } => Step::load(layer, self.dtype)?,
+            // On a split the shape constant would not fit this rank's part;
+            // the plan keeps only reshapes that flatten.
+            Op::Reshape { .. } if matches!(part, Part::Local(_)) => Step::Flatten(1),
+            op => Step::plain(op),
+        }))
+    }
+
+    fn conv_out(&self, layer: usize, counts: &[usize]) -> Result<Action, ModelError> {
+        let l = &self.model.layers[layer];
+        let (conv, weight, bias) = conv_parts(l);
+        let mine = range_of(counts, self.rank);
+        if mine.is_empty() {
+            return no_channels(l, self.x(layer));
+        }
+        Ok(Action::Run(conv_rows(
+            *conv, weight, bias, mine, self.dtype,
+        )?))
+    }
+
+    fn conv_groups(
+        &self,
+        layer: usize,
+        groups: &[usize],
+        out: &mut Vec<Action>,
+    ) -> Result<(), ModelError> {
+        let l = &self.model.layers[layer];
+        let (conv, weight, bias) = conv_parts(l);
+        let mine = range_of(groups, self.rank);
+        if mine.is_empty() {
+            out.push(no_channels(l, self.x(layer))?);
+            return Ok(());
+        }
+        let per_out = weight.shape[0] / conv.groups;
+        let per_in = weight.shape[1];
+        let rows = mine.start * per_out..mine.end * per_out;
+        out.push(Action::Run(Step::Channels(
+            mine.start * per_in..mine.end * per_in,
+        )));
+        let mut c = *conv;
+        c.groups = mine.len();
+        out.push(Action::Run(conv_rows(c, weight, bias, rows, self.dtype)?));
+        Ok(())
+    }
+
+    fn conv_in(
+        &self,
+        layer: usize,
+        counts: &[usize],
+        out: &mut Vec<Action>,
+    ) -> Result<(), ModelError> {
+        let l = &self.model.layers[layer];
+        let (conv, weight, bias) = conv_parts(l);
+        let mine = range_of(counts, self.rank);
+        let y = l.output_shape(self.x(layer))?;
+        if mine.is_empty() {
+            out.push(Action::Zeros(y[1..].to_vec()));
+        } else {
+            let mut c = *conv;
+            c.relu = false;
+            out.push(Action::Run(Step::Conv {
+                conv: c,
+                weight: slice(weight, 1, mine, self.dtype)?,
+                bias: None,
+            }));
+        }
+        reduce_then_bias(out, bias, y[1], self.dtype)
+    }
+
+    fn gemm_columns(&self, layer: usize, counts: &[usize]) -> Result<Action, ModelError> {
+        let (gemm, weight, bias) = gemm_parts(&self.model.layers[layer]);
+        let mine = range_of(counts, self.rank);
+        if mine.is_empty() {
+            return Ok(Action::Empty(vec![0]));
+        }
+        let axis = if gemm.trans_b { 0 } else { 1 };
+        Ok(Action::Run(Step::Gemm {
+            gemm: *gemm,
+            weight: slice(weight, axis, mine.clone(), self.dtype)?,
+            bias: bias
+                .map(|b| slice(b, 0, mine.clone(), self.dtype))
+                .transpose()?,
+        }))
+    }
+
+    fn gemm_rows(
+        &self,
+        layer: usize,
+        counts: &[usize],
+        out: &mut Vec<Action>,
+    ) -> Result<(), ModelError> {
+        let l = &self.model.layers[layer];
+        let (gemm, weight, bias) = gemm_parts(l);
+        let mine = range_of(counts, self.rank);
+        let y = l.output_shape(self.x(layer))?;
+        if mine.is_empty() {
+            out.push(Action::Zeros(y[1..].to_vec()));
+        } else {
+            let axis = if gemm.trans_b { 1 } else { 0 };
+            let mut g = *gemm;
+            g.relu = false;
+            out.push(Action::Run(Step::Gemm {
+                gemm: g,
+                weight: slice(weight, axis, mine, self.dtype)?,
+                bias: None,
+            }));
+        }
+        reduce_then_bias(out, bias, y[1], self.dtype)
+    }
 }
 
 /// The output of a layer this rank holds no channel of.
 fn no_channels(layer: &Layer, x: &[usize]) -> Result<Action, ModelError> {
-    let mut s = out_shape(layer, x)?[1..].to_vec();
+    let mut s = layer.output_shape(x)?[1..].to_vec();
     s[0] = 0;
     Ok(Action::Empty(s))
 }
 
 /// The convolution restricted to output channels `rows`.
 fn conv_rows(
-    conv: mpinfer_kernels::cpu::Conv2d,
+    conv: Conv2d,
     weight: &Weight,
-    bias: &Option<Weight>,
+    bias: Option<&Weight>,
     rows: Range<usize>,
     dtype: StoredDType,
 ) -> Result<Step, ModelError> {
@@ -458,7 +571,6 @@ fn conv_rows(
         conv,
         weight: slice(weight, 0, rows.clone(), dtype)?,
         bias: bias
-            .as_ref()
             .map(|b| slice(b, 0, rows, dtype).map(|t| t.data))
             .transpose()?,
     })
