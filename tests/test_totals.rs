@@ -17,7 +17,11 @@ fn tally(log: &str, skips: &str) -> String {
         .arg(&skip_path)
         .output()
         .expect("run python3 scripts/tally.py");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -51,7 +55,10 @@ fn step(name: &str, body: &str, code: i32) -> String {
 #[test]
 fn passing_suites_are_summed() {
     let log = step("tests", &format!("{GOOD_SUITE}{GOOD_SUITE}"), 0);
-    assert_eq!(total(&tally(&log, "")), "all: 6 passed, 0 failed, 0 skipped");
+    assert_eq!(
+        total(&tally(&log, "")),
+        "all: 6 passed, 0 failed, 0 skipped"
+    );
 }
 
 #[test]
@@ -117,8 +124,14 @@ fn skips_move_from_passed_to_skipped_with_their_reason() {
     let skips = "SKIPPED cuda_ops::gemm_matches: no CUDA device (no libcuda)\n";
     let out = tally(&log, skips);
     assert_eq!(total(&out), "all: 3 passed, 0 failed, 2 skipped");
-    assert!(out.contains("skipped: cuda_ops::gemm_matches: no CUDA device"), "{out}");
-    assert!(out.contains("skipped: SLURM slurm job scripts: needs root"), "{out}");
+    assert!(
+        out.contains("skipped: cuda_ops::gemm_matches: no CUDA device"),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped: SLURM slurm job scripts: needs root"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -151,7 +151,7 @@ impl Outputs for Sink {
     fn collected(&mut self, _first: usize, y: &Tensor) -> Result<(), RunError> {
         if let Some(w) = self.writer.as_mut() {
             w.write_rows(&y.data)
-                .map_err(|e| RunError::Invalid(format!("{e:#}")))?;
+                .map_err(|e| RunError::Outputs(e.into()))?;
         }
         if let Some(p) = self.progress.as_mut() {
             p.advance(y.shape.first().copied().unwrap_or(0));
