@@ -13,10 +13,9 @@ pub use self::mpi::MpiTransport;
 pub use counting::{Counting, PeerTraffic};
 pub use local::{LocalTransport, LocalWorld};
 
+pub use crate::tags::Tag;
+use crate::watchdog::Watchdog;
 use thiserror::Error;
-
-/// Message tag. MPI guarantees at least 32767 tags.
-pub type Tag = u16;
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -65,6 +64,14 @@ pub trait Transport {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
 
+    /// From now on, mark every wait on `watchdog` (see
+    /// [`Watchdog::waiting`]), so that one that never ends is reported. The
+    /// communicator that takes this transport calls it. A transport whose
+    /// waits cannot outlast a timeout of their own may ignore it.
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        let _ = watchdog;
+    }
+
     /// Posts all `sends` and `recvs` (isend/irecv), runs `overlap` while they
     /// are in flight, then waits for every one of them. Without overlap work
     /// a transport may use cheaper blocking calls for a single message.
@@ -109,6 +116,8 @@ pub trait Transport {
     }
 }
 
+/// A borrowed transport cannot take a watchdog: the owner's waits are
+/// watched only if the owner gave it one.
 impl<T: Transport + ?Sized> Transport for &T {
     fn rank(&self) -> usize {
         (**self).rank()

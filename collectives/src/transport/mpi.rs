@@ -2,6 +2,7 @@
 //! the collectives are ours, MPI just moves bytes between two ranks.
 
 use super::{check_peer, Incoming, Outgoing, Transport, TransportError};
+use crate::watchdog::Watchdog;
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -22,6 +23,7 @@ pub struct MpiTransport {
     requests: RefCell<Vec<ffi::MPI_Request>>,
     statuses: RefCell<Vec<ffi::MPI_Status>>,
     eager_bytes: usize,
+    watchdog: Watchdog,
 }
 
 impl MpiTransport {
@@ -38,6 +40,7 @@ impl MpiTransport {
             requests: RefCell::new(Vec::new()),
             statuses: RefCell::new(Vec::new()),
             eager_bytes: crate::Tuning::default().eager_bytes,
+            watchdog: Watchdog::new(),
         }
     }
 
@@ -158,6 +161,10 @@ impl Transport for MpiTransport {
         self.size
     }
 
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        self.watchdog = watchdog;
+    }
+
     fn exchange(
         &self,
         sends: &[Outgoing<'_>],
@@ -176,7 +183,7 @@ impl Transport for MpiTransport {
             .first()
             .map(|r| (r.peer, r.tag))
             .or(sends.first().map(|s| (s.peer, s.tag)))
-            .and_then(|(peer, tag)| crate::watchdog::waiting(peer, tag));
+            .and_then(|(peer, tag)| self.watchdog.waiting(peer, tag));
         if overlap.is_none() {
             if let Some(done) = self.blocking(sends, recvs) {
                 return done;
