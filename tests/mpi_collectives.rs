@@ -30,6 +30,7 @@ fn main() {
         Some("panic") => rank_panic(),
         Some("error") => rank_error(),
         Some("mismatch") => rank_mismatch(),
+        Some("truncate") => rank_truncate(),
         Some(other) => panic!("unknown rank mode {other}"),
         None => launcher(),
     }
@@ -118,6 +119,15 @@ fn launcher() {
                 &o,
                 &["error: rank 1: injected failure: the input shard is unreadable"],
             ),
+        );
+        let o = mpirun(ranks, "truncate", &[]);
+        let said = format!(
+            "MPI_Irecv, completed by MPI_Waitall, failed on a message with rank 0 (tag {})",
+            tags::RESERVABLE.start() + 1
+        );
+        record(
+            &format!("an_mpi_error_ends_all_{ranks}_ranks_with_one_error_line"),
+            expect_abort(&o, &["error: rank 1:", &said]).and_then(|()| one_error_line(&o)),
         );
         let o = mpirun(ranks, "mismatch", &[("MPINFER_CHECK", "1")]);
         record(
@@ -380,6 +390,24 @@ fn expect_abort(o: &Outcome, needles: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Each rank that fails says so once; here only one rank fails.
+fn one_error_line(o: &Outcome) -> Result<(), String> {
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    if errors.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} `error:` lines, expected 1:\n{}",
+            errors.len(),
+            o.stderr
+        ))
+    }
+}
+
 // ---------------------------------------------------------------- rank modes
 
 fn rank_panic() {
@@ -422,6 +450,70 @@ fn rank_mismatch() {
     // Ranks not next to the disagreement wait in the collective until the abort.
     std::thread::sleep(Duration::from_secs(60));
     unreachable!("a mismatched allreduce went unnoticed");
+}
+
+/// MPI's own description of an error class, asked of MPI directly.
+fn mpi_error_string(class: u32) -> String {
+    let mut text = vec![0 as std::os::raw::c_char; mpi::ffi::MPI_MAX_ERROR_STRING as usize];
+    let mut len = 0;
+    // SAFETY: `text` has room for the MPI_MAX_ERROR_STRING characters MPI may write.
+    let code = unsafe { mpi::ffi::MPI_Error_string(class as i32, text.as_mut_ptr(), &mut len) };
+    assert_eq!(code, mpi::ffi::MPI_SUCCESS as i32);
+    text[..len as usize]
+        .iter()
+        .map(|&c| c as u8 as char)
+        .collect()
+}
+
+/// `e` must be MPI's truncation error, reported by `call` on a receive from
+/// rank 0 with `tag`, in MPI's own words.
+fn assert_truncated(e: &TransportError, call: &str, tag: Tag) {
+    let want = mpi_error_string(mpi::ffi::MPI_ERR_TRUNCATE);
+    match e {
+        TransportError::Mpi {
+            rank: 1,
+            call: got_call,
+            peer: 0,
+            tag: got_tag,
+            class,
+            message,
+        } if *got_call == call
+            && *got_tag == tag
+            && *class == mpi::ffi::MPI_ERR_TRUNCATE as i32
+            && *message == want => {}
+        _ => panic!("expected MPI_ERR_TRUNCATE (`{want}`) from {call} on tag {tag}, got {e:?}"),
+    }
+}
+
+/// Rank 0 sends 64 bytes where rank 1 posted 16: MPI_ERR_TRUNCATE, on the
+/// blocking path and on the nonblocking one. Rank 1 checks the typed errors,
+/// then fails the job the way the launcher fails it on any error.
+fn rank_truncate() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    let tags = comm.reserve_tags(2).unwrap();
+    let t = comm.transport();
+    if job.rank() == 0 {
+        let long = [7u8; 64];
+        t.send(1, tags.get(0), &long).unwrap();
+        t.send(1, tags.get(1), &long).unwrap();
+    } else if job.rank() == 1 {
+        let mut short = [0u8; 16];
+        let e = t.recv(0, tags.get(0), &mut short).unwrap_err();
+        assert_truncated(&e, "MPI_Recv", tags.get(0));
+        let mut recv = [transport::Incoming {
+            peer: 0,
+            tag: tags.get(1),
+            data: &mut short,
+        }];
+        // Work to overlap takes the nonblocking path.
+        let e = t.exchange(&[], &mut recv, Some(&mut || {})).unwrap_err();
+        assert_truncated(&e, "MPI_Irecv, completed by MPI_Waitall,", tags.get(1));
+        job::fail(&anyhow::Error::new(CollectiveError::from(e)));
+    }
+    // The others wait for rank 1 until the abort.
+    comm.barrier().unwrap();
+    unreachable!("a barrier with a failed rank returned");
 }
 
 struct Tally {

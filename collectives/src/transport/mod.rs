@@ -44,6 +44,19 @@ pub enum TransportError {
     },
     #[error("rank {rank}: peer rank {peer} is gone")]
     PeerGone { rank: usize, peer: usize },
+    /// An MPI call returned an error: `call` names it (for a nonblocking
+    /// message, the call that posted it and the one that reported the
+    /// failure), `class` is MPI's error class (`MPI_ERR_TRUNCATE`, ...), and
+    /// `message` is what `MPI_Error_string` says about the error.
+    #[error("rank {rank}: {call} failed on a message with rank {peer} (tag {tag}): {message}")]
+    Mpi {
+        rank: usize,
+        call: &'static str,
+        peer: usize,
+        tag: Tag,
+        class: i32,
+        message: String,
+    },
 }
 
 /// One outgoing message of an [`Transport::exchange`].
