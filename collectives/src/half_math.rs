@@ -203,20 +203,94 @@ mod tests {
         assert!(bf16_narrow(nan * 2.0).is_nan());
     }
 
+    /// Normal values of both signs over a range of exponents where neither
+    /// type overflows or goes subnormal in one step.
+    fn operands(n: usize, seed: u32) -> Vec<f64> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(0x9E37_79B9) ^ seed.rotate_left(7);
+                let mantissa = 1.0 + f64::from(h & 0xFFFF) / 65536.0;
+                let exponent = ((h >> 16) % 13) as i32 - 6;
+                let sign = if h >> 31 == 1 { -1.0 } else { 1.0 };
+                sign * mantissa * 2f64.powi(exponent)
+            })
+            .collect()
+    }
+
+    /// Bit for bit, naming the first element that differs.
+    fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{what}: element {i} is {:?}, expected {:?}",
+                got[i], want[i]
+            );
+        }
+    }
+
+    fn exact(op: ReduceOp, a: f64, b: f64) -> f64 {
+        match op {
+            ReduceOp::Sum | ReduceOp::Avg => a + b,
+            ReduceOp::Prod => a * b,
+            ReduceOp::Min => a.min(b),
+            ReduceOp::Max => a.max(b),
+        }
+    }
+
+    /// Sums and products of two 16-bit floats are exact in f64, and
+    /// rounding through f32 first cannot change the result (24 bits is
+    /// more than twice the 11 or 8 bits kept, plus two), so every step
+    /// must equal the exact result rounded once, by `half`.
     #[test]
-    fn f16_kernels_match_the_portable_path() {
-        let a: Vec<f16> = (0..1037)
-            .map(|i| f16::from_f32((i as f32 * 0.37).sin() * 3.0))
-            .collect();
-        let b: Vec<f16> = (0..1037)
-            .map(|i| f16::from_f32((i as f32 * 0.11).cos() * 2.0))
-            .collect();
+    fn each_step_is_the_exact_result_rounded_once() {
+        // Past the 1024-element blocks and the 8-lane tail of the kernels.
+        let (a, b) = (operands(1037, 3), operands(1037, 11));
+        let f16s = |v: &[f64]| v.iter().map(|&x| f16::from_f64(x)).collect::<Vec<_>>();
+        let bf16s = |v: &[f64]| v.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<_>>();
         for op in ReduceOp::ALL {
-            let mut fast = a.clone();
-            f16_combine(op, &mut fast, &b);
-            let mut slow = a.clone();
-            portable::f16_combine(op, &mut slow, &b);
-            assert_eq!(fast, slow, "{op}");
+            let (x, y) = (f16s(&a), f16s(&b));
+            let want: Vec<f16> = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| f16::from_f64(exact(op, p.to_f64(), q.to_f64())))
+                .collect();
+            let mut dispatched = x.clone();
+            f16_combine(op, &mut dispatched, &y);
+            let mut portable = x.clone();
+            portable::f16_combine(op, &mut portable, &y);
+            assert_same(&dispatched, &want, &format!("f16 {op}"));
+            assert_same(&portable, &want, &format!("f16 {op}, portable"));
+
+            let (x, y) = (bf16s(&a), bf16s(&b));
+            let want: Vec<bf16> = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| bf16::from_f64(exact(op, p.to_f64(), q.to_f64())))
+                .collect();
+            let mut got = x.clone();
+            bf16_combine(op, &mut got, &y);
+            assert_same(&got, &want, &format!("bf16 {op}"));
+        }
+    }
+
+    #[test]
+    fn division_is_the_exact_quotient_rounded_once() {
+        let a = operands(1500, 5);
+        for by in [1usize, 3, 7, 16] {
+            let mut h: Vec<f16> = a.iter().map(|&x| f16::from_f64(x)).collect();
+            let want: Vec<f16> = h
+                .iter()
+                .map(|x| f16::from_f64(x.to_f64() / by as f64))
+                .collect();
+            f16_divide(&mut h, by);
+            assert_same(&h, &want, &format!("f16 / {by}"));
+            let mut b: Vec<bf16> = a.iter().map(|&x| bf16::from_f64(x)).collect();
+            let want: Vec<bf16> = b
+                .iter()
+                .map(|x| bf16::from_f64(x.to_f64() / by as f64))
+                .collect();
+            bf16_divide(&mut b, by);
+            assert_same(&b, &want, &format!("bf16 / {by}"));
         }
     }
 }

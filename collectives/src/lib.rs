@@ -13,7 +13,6 @@ mod element;
 mod error;
 mod half_math;
 mod op;
-pub mod reference;
 mod select;
 pub mod tags;
 pub mod transport;
