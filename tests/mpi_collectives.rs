@@ -3,7 +3,8 @@
 //! MPI initialises once per process, so this is a plain program
 //! (`harness = false`). Started by `cargo test`, it relaunches itself under
 //! `mpirun -n 1..=4` (rank mode), where every algorithm is compared with
-//! MPI's built-in collective on random sizes, and it runs the fault cases:
+//! MPI's built-in collective on random sizes, for every reduction op on
+//! every element type MPI has, and it runs the fault cases:
 //! a panic or an error on one rank, and ranks that disagree in check mode,
 //! must end the whole job with a message naming the rank, never hang.
 
@@ -11,8 +12,7 @@ mod common;
 
 use common::Outcome;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
-use mpi::datatype::PartitionMut;
-use mpi::raw::AsRaw;
+use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::topology::Communicator as _;
 use mpinfer_collectives::*;
 use mpinfer_launcher::job::{self, Job};
@@ -30,6 +30,7 @@ fn main() {
         Some("panic") => rank_panic(),
         Some("error") => rank_error(),
         Some("mismatch") => rank_mismatch(),
+        Some("truncate") => rank_truncate(),
         Some(other) => panic!("unknown rank mode {other}"),
         None => launcher(),
     }
@@ -118,6 +119,15 @@ fn launcher() {
                 &o,
                 &["error: rank 1: injected failure: the input shard is unreadable"],
             ),
+        );
+        let o = mpirun(ranks, "truncate", &[]);
+        let said = format!(
+            "MPI_Irecv, completed by MPI_Waitall, failed on a message with rank 0 (tag {})",
+            tags::RESERVABLE.start() + 1
+        );
+        record(
+            &format!("an_mpi_error_ends_all_{ranks}_ranks_with_one_error_line"),
+            expect_abort(&o, &["error: rank 1:", &said]).and_then(|()| one_error_line(&o)),
         );
         let o = mpirun(ranks, "mismatch", &[("MPINFER_CHECK", "1")]);
         record(
@@ -380,6 +390,24 @@ fn expect_abort(o: &Outcome, needles: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Each rank that fails says so once; here only one rank fails.
+fn one_error_line(o: &Outcome) -> Result<(), String> {
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    if errors.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} `error:` lines, expected 1:\n{}",
+            errors.len(),
+            o.stderr
+        ))
+    }
+}
+
 // ---------------------------------------------------------------- rank modes
 
 fn rank_panic() {
@@ -424,6 +452,70 @@ fn rank_mismatch() {
     unreachable!("a mismatched allreduce went unnoticed");
 }
 
+/// MPI's own description of an error class, asked of MPI directly.
+fn mpi_error_string(class: u32) -> String {
+    let mut text = vec![0 as std::os::raw::c_char; mpi::ffi::MPI_MAX_ERROR_STRING as usize];
+    let mut len = 0;
+    // SAFETY: `text` has room for the MPI_MAX_ERROR_STRING characters MPI may write.
+    let code = unsafe { mpi::ffi::MPI_Error_string(class as i32, text.as_mut_ptr(), &mut len) };
+    assert_eq!(code, mpi::ffi::MPI_SUCCESS as i32);
+    text[..len as usize]
+        .iter()
+        .map(|&c| c as u8 as char)
+        .collect()
+}
+
+/// `e` must be MPI's truncation error, reported by `call` on a receive from
+/// rank 0 with `tag`, in MPI's own words.
+fn assert_truncated(e: &TransportError, call: &str, tag: Tag) {
+    let want = mpi_error_string(mpi::ffi::MPI_ERR_TRUNCATE);
+    match e {
+        TransportError::Mpi {
+            rank: 1,
+            call: got_call,
+            peer: 0,
+            tag: got_tag,
+            class,
+            message,
+        } if *got_call == call
+            && *got_tag == tag
+            && *class == mpi::ffi::MPI_ERR_TRUNCATE as i32
+            && *message == want => {}
+        _ => panic!("expected MPI_ERR_TRUNCATE (`{want}`) from {call} on tag {tag}, got {e:?}"),
+    }
+}
+
+/// Rank 0 sends 64 bytes where rank 1 posted 16: MPI_ERR_TRUNCATE, on the
+/// blocking path and on the nonblocking one. Rank 1 checks the typed errors,
+/// then fails the job the way the launcher fails it on any error.
+fn rank_truncate() {
+    let job = Job::start().unwrap();
+    let comm = job.communicator().unwrap();
+    let tags = comm.reserve_tags(2).unwrap();
+    let t = comm.transport();
+    if job.rank() == 0 {
+        let long = [7u8; 64];
+        t.send(1, tags.get(0), &long).unwrap();
+        t.send(1, tags.get(1), &long).unwrap();
+    } else if job.rank() == 1 {
+        let mut short = [0u8; 16];
+        let e = t.recv(0, tags.get(0), &mut short).unwrap_err();
+        assert_truncated(&e, "MPI_Recv", tags.get(0));
+        let mut recv = [transport::Incoming {
+            peer: 0,
+            tag: tags.get(1),
+            data: &mut short,
+        }];
+        // Work to overlap takes the nonblocking path.
+        let e = t.exchange(&[], &mut recv, Some(&mut || {})).unwrap_err();
+        assert_truncated(&e, "MPI_Irecv, completed by MPI_Waitall,", tags.get(1));
+        job::fail(&anyhow::Error::new(CollectiveError::from(e)));
+    }
+    // The others wait for rank 1 until the abort.
+    comm.barrier().unwrap();
+    unreachable!("a barrier with a failed rank returned");
+}
+
 struct Tally {
     rank: usize,
     checks: u64,
@@ -444,8 +536,167 @@ fn ints(n: usize, rng: &mut StdRng) -> Vec<i32> {
     (0..n).map(|_| rng.gen_range(-1000..1000)).collect()
 }
 
-fn floats(n: usize, rng: &mut StdRng) -> Vec<f64> {
-    (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+/// An element type MPI reduces too (it has no f16 or bf16).
+trait MpiReduced: Element + Equivalence {
+    fn sample(rng: &mut StdRng, op: ReduceOp, p: usize) -> Self;
+    /// MPI has no average: its sum, divided as `ReduceOp::Avg` divides.
+    fn mean(sum: Self, p: usize) -> Self;
+    /// Whether `got` is MPI's `want`: exactly, but for float sums and
+    /// products, which differ by the order of their roundings.
+    fn agrees(got: &[Self], want: &[Self], op: ReduceOp, p: usize) -> bool;
+}
+
+macro_rules! mpi_float {
+    ($t:ty) => {
+        impl MpiReduced for $t {
+            /// Sums over [-1, 1], products near 1; min and max meet infinities.
+            fn sample(rng: &mut StdRng, op: ReduceOp, _: usize) -> Self {
+                match op {
+                    ReduceOp::Prod => rng.gen_range(0.9..1.1),
+                    ReduceOp::Min | ReduceOp::Max if rng.gen_range(0..64) == 0 => {
+                        if rng.gen() {
+                            <$t>::INFINITY
+                        } else {
+                            <$t>::NEG_INFINITY
+                        }
+                    }
+                    _ => rng.gen_range(-1.0..1.0),
+                }
+            }
+            fn mean(sum: Self, p: usize) -> Self {
+                sum / p as $t
+            }
+            fn agrees(got: &[Self], want: &[Self], op: ReduceOp, p: usize) -> bool {
+                if matches!(op, ReduceOp::Min | ReduceOp::Max) {
+                    return got == want;
+                }
+                // Each side is within p + 1 roundings of the exact result,
+                // whose terms are below 1.1 in magnitude: for a product the
+                // result is below 1.1^p, for a sum p terms add up.
+                let p = p as i32;
+                let tol = 2.0
+                    * f64::from(p + 1)
+                    * f64::from(<$t>::EPSILON)
+                    * 1.1f64.powi(p)
+                    * f64::from(p);
+                got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(want)
+                        .all(|(g, w)| (f64::from(*g) - f64::from(*w)).abs() <= tol)
+            }
+        }
+    };
+}
+mpi_float!(f32);
+mpi_float!(f64);
+
+macro_rules! mpi_int {
+    ($t:ty) => {
+        impl MpiReduced for $t {
+            /// The whole range, so that sums and products wrap and signs
+            /// mix; but 8-bit sums stay in range: Open MPI's AVX reductions
+            /// saturate them instead of wrapping, a behaviour it keeps on
+            /// purpose. The local tests check our wrapping on their own.
+            fn sample(rng: &mut StdRng, op: ReduceOp, p: usize) -> Self {
+                if <$t>::BITS == 8 && matches!(op, ReduceOp::Sum | ReduceOp::Avg) {
+                    rng.gen_range(0..=<$t>::MAX / p as $t)
+                } else {
+                    rng.gen()
+                }
+            }
+            fn mean(sum: Self, p: usize) -> Self {
+                sum / p as $t
+            }
+            fn agrees(got: &[Self], want: &[Self], _: ReduceOp, _: usize) -> bool {
+                got == want
+            }
+        }
+    };
+}
+mpi_int!(i32);
+mpi_int!(i64);
+mpi_int!(u8);
+
+/// `len` zeros in memory of their own: the dangling pointer of an empty
+/// `Vec<u8>` is 1, which Open MPI takes for MPI_IN_PLACE.
+fn buffer<E: Element>(len: usize) -> Vec<E> {
+    let mut v = Vec::with_capacity(len.max(1));
+    v.resize(len, E::zeroed());
+    v
+}
+
+fn mpi_op(op: ReduceOp) -> SystemOperation {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => SystemOperation::sum(),
+        ReduceOp::Prod => SystemOperation::product(),
+        ReduceOp::Min => SystemOperation::min(),
+        ReduceOp::Max => SystemOperation::max(),
+    }
+}
+
+/// Every op of allreduce (every algorithm), reduce (every algorithm) and
+/// reduce-scatter against MPI's own, on `n` elements of `E` per rank.
+fn compare_reductions<E: MpiReduced>(
+    comm: &Communicator<MpiTransport>,
+    world: &mpi::topology::SimpleCommunicator,
+    n: usize,
+    root: usize,
+    rng: &mut StdRng,
+    t: &mut Tally,
+) {
+    let (p, rank) = (comm.size(), comm.rank());
+    let dtype = E::DTYPE;
+    let at_root = |len: usize| buffer::<E>(if rank == root { len } else { 0 });
+    for op in ReduceOp::ALL {
+        let mut x = buffer::<E>(n);
+        x.iter_mut().for_each(|e| *e = E::sample(rng, op, p));
+        let finish = |v: &mut [E]| {
+            if op == ReduceOp::Avg {
+                v.iter_mut().for_each(|e| *e = E::mean(*e, p));
+            }
+        };
+        let mut want = buffer::<E>(n);
+        world.all_reduce_into(&x[..], &mut want[..], mpi_op(op));
+        finish(&mut want);
+        for &algo in AllreduceAlgo::CONCRETE {
+            let mut got = buffer::<E>(n);
+            comm.allreduce_into_with(&x, &mut got, op, algo).unwrap();
+            t.check(E::agrees(&got, &want, op, p), || {
+                format!("allreduce {algo} {op} {dtype} n={n}")
+            });
+            let mut first = got.clone();
+            comm.broadcast(&mut first, 0).unwrap();
+            t.check(first == got, || {
+                format!("allreduce {algo} {op} {dtype} n={n}: ranks disagree bitwise")
+            });
+        }
+        let mut want_root = at_root(n);
+        let rp = world.process_at_rank(root as i32);
+        if rank == root {
+            rp.reduce_into_root(&x[..], &mut want_root[..], mpi_op(op));
+            finish(&mut want_root);
+        } else {
+            rp.reduce_into(&x[..], mpi_op(op));
+        }
+        for &algo in ReduceAlgo::CONCRETE {
+            let mut got = at_root(n);
+            comm.reduce_into_with(&x, &mut got, op, root, algo).unwrap();
+            t.check(E::agrees(&got, &want_root, op, p), || {
+                format!("reduce {algo} {op} {dtype} n={n} root={root}")
+            });
+        }
+        let block = n / p;
+        let mut want_rs = buffer::<E>(block);
+        world.reduce_scatter_block_into(&x[..block * p], &mut want_rs[..], mpi_op(op));
+        finish(&mut want_rs);
+        let mut got_rs = buffer::<E>(block);
+        comm.reduce_scatter(&x[..block * p], &mut got_rs, op)
+            .unwrap();
+        t.check(E::agrees(&got_rs, &want_rs, op, p), || {
+            format!("reduce_scatter {op} {dtype} block={block}")
+        });
+    }
 }
 
 fn rank_compare() {
@@ -468,79 +719,11 @@ fn rank_compare() {
     for &n in &sizes {
         let root = shared.gen_range(0..p);
         let xi = ints(n, &mut mine);
-        let xf = floats(n, &mut mine);
-        for (op, mpi_op) in [
-            (ReduceOp::Sum, SystemOperation::sum()),
-            (ReduceOp::Max, SystemOperation::max()),
-            (ReduceOp::Min, SystemOperation::min()),
-            (ReduceOp::Prod, SystemOperation::product()),
-        ] {
-            let mut want = vec![0i32; n];
-            world.all_reduce_into(&xi[..], &mut want[..], mpi_op);
-            for &algo in AllreduceAlgo::CONCRETE {
-                let mut got = vec![0i32; n];
-                comm.allreduce_into_with(&xi, &mut got, op, algo).unwrap();
-                t.check(got == want, || format!("allreduce {algo} {op} i32 n={n}"));
-            }
-            let mut want_root = vec![0i32; if rank == root { n } else { 0 }];
-            if rank == root {
-                world.process_at_rank(root as i32).reduce_into_root(
-                    &xi[..],
-                    &mut want_root[..],
-                    mpi_op,
-                );
-            } else {
-                world
-                    .process_at_rank(root as i32)
-                    .reduce_into(&xi[..], mpi_op);
-            }
-            for &algo in ReduceAlgo::CONCRETE {
-                let mut got = vec![0i32; if rank == root { n } else { 0 }];
-                comm.reduce_into_with(&xi, &mut got, op, root, algo)
-                    .unwrap();
-                t.check(got == want_root, || {
-                    format!("reduce {algo} {op} i32 n={n} root={root}")
-                });
-            }
-        }
-        // Floats: every algorithm within rounding of MPI's sum, and exactly equal on every rank.
-        let mut want = vec![0f64; n];
-        world.all_reduce_into(&xf[..], &mut want[..], SystemOperation::sum());
-        for &algo in AllreduceAlgo::CONCRETE {
-            let mut got = vec![0f64; n];
-            comm.allreduce_into_with(&xf, &mut got, ReduceOp::Sum, algo)
-                .unwrap();
-            let close = got
-                .iter()
-                .zip(&want)
-                .all(|(g, w)| (g - w).abs() <= 1e-12 * p as f64);
-            t.check(close, || format!("allreduce {algo} sum f64 n={n}"));
-            let mut first = got.clone();
-            comm.broadcast(&mut first, 0).unwrap();
-            t.check(first == got, || {
-                format!("allreduce {algo} f64 n={n}: ranks disagree bitwise")
-            });
-        }
-        // Reduce-scatter of equal blocks against MPI_Reduce_scatter_block.
-        let block = n / p;
-        let mut want_rs = vec![0i32; block];
-        // SAFETY: buffers hold p*block and block ints; every rank calls.
-        unsafe {
-            mpi::ffi::MPI_Reduce_scatter_block(
-                xi.as_ptr() as *const _,
-                want_rs.as_mut_ptr() as *mut _,
-                block as i32,
-                mpi::ffi::RSMPI_INT32_T,
-                mpi::ffi::RSMPI_SUM,
-                world.as_raw(),
-            );
-        }
-        let mut got_rs = vec![0i32; block];
-        comm.reduce_scatter(&xi[..block * p], &mut got_rs, ReduceOp::Sum)
-            .unwrap();
-        t.check(got_rs == want_rs, || {
-            format!("reduce_scatter i32 block={block}")
-        });
+        compare_reductions::<f32>(&comm, world, n, root, &mut mine, &mut t);
+        compare_reductions::<f64>(&comm, world, n, root, &mut mine, &mut t);
+        compare_reductions::<i32>(&comm, world, n, root, &mut mine, &mut t);
+        compare_reductions::<i64>(&comm, world, n, root, &mut mine, &mut t);
+        compare_reductions::<u8>(&comm, world, n, root, &mut mine, &mut t);
         // Broadcast.
         for &algo in BroadcastAlgo::CONCRETE {
             let mut got = xi.clone();

@@ -21,7 +21,7 @@ pub enum Collective {
 }
 
 impl Collective {
-    const ALL: [Collective; 8] = [
+    pub(crate) const ALL: [Collective; 8] = [
         Collective::Allreduce,
         Collective::Reduce,
         Collective::Allgather,
@@ -31,11 +31,6 @@ impl Collective {
         Collective::Scatter,
         Collective::Barrier,
     ];
-
-    /// The collective whose messages carry `tag` (its discriminant).
-    pub fn from_tag(tag: u32) -> Option<Collective> {
-        Collective::ALL.into_iter().find(|c| *c as u32 == tag)
-    }
 
     pub fn name(self) -> &'static str {
         match self {

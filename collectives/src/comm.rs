@@ -8,12 +8,13 @@ use crate::element::Element;
 use crate::error::CollectiveError;
 use crate::op::ReduceOp;
 use crate::select::{AllgatherAlgo, AllreduceAlgo, BroadcastAlgo, ReduceAlgo, Tuning};
-use crate::transport::{Incoming, Outgoing, Tag, Transport};
+use crate::tags::{self, Reservations, TagRange};
+use crate::transport::{Incoming, Outgoing, Transport};
+use crate::watchdog::Watchdog;
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 type Result<T> = std::result::Result<T, CollectiveError>;
-
-pub(crate) const TAG_CHECK: Tag = 100;
 
 /// How a communicator chooses and checks. Defaults: `auto` everywhere,
 /// checking off; [`Config::from_env`] reads the overrides.
@@ -120,17 +121,41 @@ pub struct Communicator<T: Transport> {
     scratch: RefCell<Scratch>,
     /// Holds a private copy of the caller's input where an algorithm works in place.
     staging: RefCell<Scratch>,
+    /// Shared with the transport, which marks its waits on it.
+    watchdog: Watchdog,
+    tags: Reservations,
 }
 
 impl<T: Transport> Communicator<T> {
-    pub fn new(transport: T, config: Config) -> Self {
+    pub fn new(mut transport: T, config: Config) -> Self {
+        let watchdog = Watchdog::new();
+        transport.set_watchdog(watchdog.clone());
         Communicator {
             transport,
             config,
             seq: Cell::new(0),
             scratch: RefCell::default(),
             staging: RefCell::default(),
+            watchdog,
+            tags: Reservations::default(),
         }
+    }
+
+    /// Ends waits on this communicator's transport that last longer than
+    /// `timeout`: `expire` gets a report naming this rank, the rank waited
+    /// on, the collective and its sequence number, and is expected to end
+    /// the job. Point-to-point traffic of the caller on [`Self::transport`]
+    /// is watched too. A zero timeout turns the watch off.
+    pub fn watch(&self, timeout: Duration, expire: impl Fn(String) + Send + 'static) {
+        self.watchdog.arm(timeout, self.rank(), expire);
+    }
+
+    /// `n` message tags of [`tags::RESERVABLE`] that nothing else on this
+    /// communicator uses, for the caller's own messages on
+    /// [`Self::transport`]. No message is exchanged: every rank gets the
+    /// same tags as long as all ranks reserve in the same order.
+    pub fn reserve_tags(&self, n: usize) -> Result<TagRange> {
+        self.tags.reserve(n, self.rank())
     }
 
     pub fn rank(&self) -> usize {
@@ -157,7 +182,7 @@ impl<T: Transport> Communicator<T> {
     fn ctx(&self, c: Collective) -> Ctx<'_> {
         Ctx {
             transport: &self.transport,
-            tag: c as Tag,
+            tag: tags::collective(c),
             segment_bytes: self.config.tuning.segment_bytes,
         }
     }
@@ -168,7 +193,7 @@ impl<T: Transport> Communicator<T> {
     fn begin(&self, sig: impl FnOnce() -> Signature) -> Result<()> {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
-        crate::watchdog::set_sequence(seq);
+        self.watchdog.set_sequence(seq);
         let p = self.size();
         if !self.config.check || p == 1 {
             return Ok(());
@@ -184,24 +209,24 @@ impl<T: Transport> Communicator<T> {
             &[
                 Outgoing {
                     peer: right,
-                    tag: TAG_CHECK,
+                    tag: tags::CHECK,
                     data: &ours,
                 },
                 Outgoing {
                     peer: left,
-                    tag: TAG_CHECK,
+                    tag: tags::CHECK,
                     data: &ours,
                 },
             ],
             &mut [
                 Incoming {
                     peer: left,
-                    tag: TAG_CHECK,
+                    tag: tags::CHECK,
                     data: &mut from_left,
                 },
                 Incoming {
                     peer: right,
-                    tag: TAG_CHECK,
+                    tag: tags::CHECK,
                     data: &mut from_right,
                 },
             ],

@@ -144,9 +144,13 @@ macro_rules! int_element {
                     ReduceOp::Max => combine_with(acc, src, std::cmp::max),
                 }
             }
+            /// Rounds toward zero. A count past the type's range exceeds
+            /// every value, so each quotient is 0.
             fn divide(buf: &mut [Self], by: usize) {
-                let by = by as $t;
-                buf.iter_mut().for_each(|v| *v /= by);
+                match <$t>::try_from(by) {
+                    Ok(by) => buf.iter_mut().for_each(|v| *v /= by),
+                    Err(_) => buf.fill(0),
+                }
             }
             fn to_f64(self) -> f64 {
                 self as f64

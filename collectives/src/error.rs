@@ -32,6 +32,12 @@ pub enum CollectiveError {
         ours: Box<Signature>,
         theirs: Box<Signature>,
     },
+    #[error("rank {rank}: {wanted} message tags asked for, but only {left} are left to reserve")]
+    TagsExhausted {
+        rank: usize,
+        wanted: usize,
+        left: usize,
+    },
     #[error("rank {rank}: rank {peer} sent bytes that are not a collective signature (is it running another program?)")]
     BadSignature { rank: usize, peer: usize },
 }

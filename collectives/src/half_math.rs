@@ -113,7 +113,8 @@ mod f16c {
         if !(std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx")) {
             return false;
         }
-        // SAFETY: the CPU features were just checked; the slices have equal length.
+        // SAFETY: the kernels need AVX and F16C, which the CPU was just
+        // found to have.
         unsafe {
             match op {
                 ReduceOp::Sum | ReduceOp::Avg => kernel::<false>(acc, src),
@@ -124,28 +125,32 @@ mod f16c {
         true
     }
 
+    /// `acc[i] = acc[i] op src[i]` (a product if `MUL`, else a sum), eight
+    /// lanes at a time in f32, each rounded once to f16.
     #[target_feature(enable = "avx,f16c")]
-    unsafe fn kernel<const MUL: bool>(acc: &mut [f16], src: &[f16]) {
-        let n = acc.len().min(src.len());
-        let (a, b) = (acc.as_mut_ptr(), src.as_ptr());
-        let mut i = 0;
-        while i + 8 <= n {
-            let x = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i) as *const __m128i));
-            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.add(i) as *const __m128i));
-            let r = if MUL {
-                _mm256_mul_ps(x, y)
-            } else {
-                _mm256_add_ps(x, y)
-            };
-            _mm_storeu_si128(
-                a.add(i) as *mut __m128i,
-                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r),
-            );
-            i += 8;
+    fn kernel<const MUL: bool>(acc: &mut [f16], src: &[f16]) {
+        let mut acc8 = acc.chunks_exact_mut(8);
+        let mut src8 = src.chunks_exact(8);
+        for (a, b) in (&mut acc8).zip(&mut src8) {
+            // SAFETY: each chunk is 8 f16, the 16 bytes an unaligned 128-bit
+            // load or store touches.
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().cast()));
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast()));
+                let r = if MUL {
+                    _mm256_mul_ps(x, y)
+                } else {
+                    _mm256_add_ps(x, y)
+                };
+                _mm_storeu_si128(
+                    a.as_mut_ptr().cast(),
+                    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r),
+                );
+            }
         }
-        for j in i..n {
-            let (x, y) = (acc[j].to_f32(), src[j].to_f32());
-            acc[j] = f16::from_f32(if MUL { x * y } else { x + y });
+        for (a, b) in acc8.into_remainder().iter_mut().zip(src8.remainder()) {
+            let (x, y) = (a.to_f32(), b.to_f32());
+            *a = f16::from_f32(if MUL { x * y } else { x + y });
         }
     }
 }
@@ -203,20 +208,94 @@ mod tests {
         assert!(bf16_narrow(nan * 2.0).is_nan());
     }
 
+    /// Normal values of both signs over a range of exponents where neither
+    /// type overflows or goes subnormal in one step.
+    fn operands(n: usize, seed: u32) -> Vec<f64> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(0x9E37_79B9) ^ seed.rotate_left(7);
+                let mantissa = 1.0 + f64::from(h & 0xFFFF) / 65536.0;
+                let exponent = ((h >> 16) % 13) as i32 - 6;
+                let sign = if h >> 31 == 1 { -1.0 } else { 1.0 };
+                sign * mantissa * 2f64.powi(exponent)
+            })
+            .collect()
+    }
+
+    /// Bit for bit, naming the first element that differs.
+    fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{what}: element {i} is {:?}, expected {:?}",
+                got[i], want[i]
+            );
+        }
+    }
+
+    fn exact(op: ReduceOp, a: f64, b: f64) -> f64 {
+        match op {
+            ReduceOp::Sum | ReduceOp::Avg => a + b,
+            ReduceOp::Prod => a * b,
+            ReduceOp::Min => a.min(b),
+            ReduceOp::Max => a.max(b),
+        }
+    }
+
+    /// Sums and products of two 16-bit floats are exact in f64, and
+    /// rounding through f32 first cannot change the result (24 bits is
+    /// more than twice the 11 or 8 bits kept, plus two), so every step
+    /// must equal the exact result rounded once, by `half`.
     #[test]
-    fn f16_kernels_match_the_portable_path() {
-        let a: Vec<f16> = (0..1037)
-            .map(|i| f16::from_f32((i as f32 * 0.37).sin() * 3.0))
-            .collect();
-        let b: Vec<f16> = (0..1037)
-            .map(|i| f16::from_f32((i as f32 * 0.11).cos() * 2.0))
-            .collect();
+    fn each_step_is_the_exact_result_rounded_once() {
+        // Past the 1024-element blocks and the 8-lane tail of the kernels.
+        let (a, b) = (operands(1037, 3), operands(1037, 11));
+        let f16s = |v: &[f64]| v.iter().map(|&x| f16::from_f64(x)).collect::<Vec<_>>();
+        let bf16s = |v: &[f64]| v.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<_>>();
         for op in ReduceOp::ALL {
-            let mut fast = a.clone();
-            f16_combine(op, &mut fast, &b);
-            let mut slow = a.clone();
-            portable::f16_combine(op, &mut slow, &b);
-            assert_eq!(fast, slow, "{op}");
+            let (x, y) = (f16s(&a), f16s(&b));
+            let want: Vec<f16> = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| f16::from_f64(exact(op, p.to_f64(), q.to_f64())))
+                .collect();
+            let mut dispatched = x.clone();
+            f16_combine(op, &mut dispatched, &y);
+            let mut portable = x.clone();
+            portable::f16_combine(op, &mut portable, &y);
+            assert_same(&dispatched, &want, &format!("f16 {op}"));
+            assert_same(&portable, &want, &format!("f16 {op}, portable"));
+
+            let (x, y) = (bf16s(&a), bf16s(&b));
+            let want: Vec<bf16> = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| bf16::from_f64(exact(op, p.to_f64(), q.to_f64())))
+                .collect();
+            let mut got = x.clone();
+            bf16_combine(op, &mut got, &y);
+            assert_same(&got, &want, &format!("bf16 {op}"));
+        }
+    }
+
+    #[test]
+    fn division_is_the_exact_quotient_rounded_once() {
+        let a = operands(1500, 5);
+        for by in [1usize, 3, 7, 16] {
+            let mut h: Vec<f16> = a.iter().map(|&x| f16::from_f64(x)).collect();
+            let want: Vec<f16> = h
+                .iter()
+                .map(|x| f16::from_f64(x.to_f64() / by as f64))
+                .collect();
+            f16_divide(&mut h, by);
+            assert_same(&h, &want, &format!("f16 / {by}"));
+            let mut b: Vec<bf16> = a.iter().map(|&x| bf16::from_f64(x)).collect();
+            let want: Vec<bf16> = b
+                .iter()
+                .map(|x| bf16::from_f64(x.to_f64() / by as f64))
+                .collect();
+            bf16_divide(&mut b, by);
+            assert_same(&b, &want, &format!("bf16 / {by}"));
         }
     }
 }

@@ -13,10 +13,10 @@ mod element;
 mod error;
 mod half_math;
 mod op;
-pub mod reference;
 mod select;
+pub mod tags;
 pub mod transport;
-pub mod watchdog;
+mod watchdog;
 
 pub use comm::{parse_bytes, Communicator, Config};
 pub use element::{DType, Element};
@@ -24,6 +24,8 @@ pub use error::CollectiveError;
 pub use half::{bf16, f16};
 pub use op::ReduceOp;
 pub use select::{AllgatherAlgo, AllreduceAlgo, BroadcastAlgo, ReduceAlgo, Tuning};
+pub use tags::{Tag, TagRange};
 pub use transport::{
     Counting, LocalTransport, LocalWorld, MpiTransport, Transport, TransportError,
 };
+pub use watchdog::{Waiting, Watchdog};

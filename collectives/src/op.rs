@@ -2,6 +2,13 @@
 
 use std::fmt;
 
+/// Reduction operators, element by element.
+///
+/// On integers `Sum` and `Prod` wrap around on overflow, so every algorithm
+/// gives exactly the same result whatever order it combines in; `Avg` divides
+/// that wrapped sum, rounding toward zero. On floats each combining step
+/// rounds in the element type (16-bit types compute each step in f32), and
+/// `Min`/`Max` return one of the operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ReduceOp {

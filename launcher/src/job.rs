@@ -5,7 +5,7 @@ use anyhow::{anyhow, Result};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator as _, SimpleCommunicator};
 use mpinfer_collectives::transport::Counting;
-use mpinfer_collectives::{Communicator, Config, MpiTransport};
+use mpinfer_collectives::{Communicator, Config, MpiTransport, Transport};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -24,6 +24,8 @@ pub struct Job {
     local_size: usize,
     /// Signature checks before every collective, whatever the environment says.
     check_collectives: bool,
+    /// Longest wait for a message before the job ends; zero: no limit.
+    timeout: std::time::Duration,
     // Dropped last: finalises MPI.
     _universe: Universe,
 }
@@ -61,6 +63,7 @@ impl Job {
             local_rank,
             local_size,
             check_collectives: false,
+            timeout: std::time::Duration::ZERO,
             _universe: universe,
         })
     }
@@ -103,12 +106,10 @@ impl Job {
         &self.world
     }
 
-    /// Ends the job when this rank waits longer than `timeout` for a message.
-    pub fn watch(&self, timeout: std::time::Duration) {
-        mpinfer_collectives::watchdog::arm(timeout, self.rank, |what| {
-            say(&format!("error: {what}"));
-            abort_job(1);
-        });
+    /// Ends the job when this rank waits longer than `timeout` for a message
+    /// on a communicator made after this call.
+    pub fn watch(&mut self, timeout: std::time::Duration) {
+        self.timeout = timeout;
     }
 
     pub fn check_collectives(&mut self, on: bool) {
@@ -119,13 +120,21 @@ impl Job {
     /// world communicator; settings from `MPINFER_*` variables.
     pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
         let (transport, config) = self.transport()?;
-        Ok(Communicator::new(transport, config))
+        Ok(self.watched(Communicator::new(transport, config)))
     }
 
     /// The same, counting the bytes and messages this rank sends.
     pub fn counting_communicator(&self) -> Result<Communicator<Counting<MpiTransport>>> {
         let (transport, config) = self.transport()?;
-        Ok(Communicator::new(Counting::new(transport), config))
+        Ok(self.watched(Communicator::new(Counting::new(transport), config)))
+    }
+
+    fn watched<T: Transport>(&self, comm: Communicator<T>) -> Communicator<T> {
+        comm.watch(self.timeout, |what| {
+            say(&format!("error: {what}"));
+            abort_job(1);
+        });
+        comm
     }
 
     fn transport(&self) -> Result<(MpiTransport, Config)> {

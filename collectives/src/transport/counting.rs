@@ -1,6 +1,7 @@
 //! A transport wrapper that counts bytes, messages and rounds per peer.
 
 use super::{Incoming, Outgoing, Transport, TransportError};
+use crate::watchdog::Watchdog;
 use std::cell::RefCell;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,6 +77,10 @@ impl<T: Transport> Transport for Counting<T> {
 
     fn size(&self) -> usize {
         self.inner.size()
+    }
+
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        self.inner.set_watchdog(watchdog);
     }
 
     fn exchange(

@@ -1,6 +1,7 @@
 //! Ranks as threads of one process: exhaustive tests and single-process runs.
 
 use super::{check_peer, Incoming, Outgoing, Tag, Transport, TransportError};
+use crate::watchdog::Watchdog;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +48,7 @@ impl LocalWorld {
         LocalTransport {
             rank,
             world: Arc::clone(self),
+            watchdog: Watchdog::new(),
         }
     }
 
@@ -82,6 +84,7 @@ impl LocalWorld {
 pub struct LocalTransport {
     rank: usize,
     world: Arc<LocalWorld>,
+    watchdog: Watchdog,
 }
 
 impl LocalTransport {
@@ -98,6 +101,7 @@ impl LocalTransport {
     fn take(&self, peer: usize, tag: Tag, out: &mut [u8]) -> Result<(), TransportError> {
         let mailbox = &self.world.mailboxes[self.rank];
         let deadline = Instant::now() + self.world.timeout;
+        let _waiting = self.watchdog.waiting(peer, tag);
         let mut queues = mailbox.queues.lock().unwrap();
         loop {
             if let Some(msg) = queues.get_mut(&(peer, tag)).and_then(|q| q.pop_front()) {
@@ -138,6 +142,10 @@ impl Transport for LocalTransport {
 
     fn size(&self) -> usize {
         self.world.size()
+    }
+
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        self.watchdog = watchdog;
     }
 
     fn exchange(

@@ -13,10 +13,9 @@ pub use self::mpi::MpiTransport;
 pub use counting::{Counting, PeerTraffic};
 pub use local::{LocalTransport, LocalWorld};
 
+pub use crate::tags::Tag;
+use crate::watchdog::Watchdog;
 use thiserror::Error;
-
-/// Message tag. MPI guarantees at least 32767 tags.
-pub type Tag = u16;
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -45,6 +44,19 @@ pub enum TransportError {
     },
     #[error("rank {rank}: peer rank {peer} is gone")]
     PeerGone { rank: usize, peer: usize },
+    /// An MPI call returned an error: `call` names it (for a nonblocking
+    /// message, the call that posted it and the one that reported the
+    /// failure), `class` is MPI's error class (`MPI_ERR_TRUNCATE`, ...), and
+    /// `message` is what `MPI_Error_string` says about the error.
+    #[error("rank {rank}: {call} failed on a message with rank {peer} (tag {tag}): {message}")]
+    Mpi {
+        rank: usize,
+        call: &'static str,
+        peer: usize,
+        tag: Tag,
+        class: i32,
+        message: String,
+    },
 }
 
 /// One outgoing message of an [`Transport::exchange`].
@@ -64,6 +76,14 @@ pub struct Incoming<'a> {
 pub trait Transport {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
+
+    /// From now on, mark every wait on `watchdog` (see
+    /// [`Watchdog::waiting`]), so that one that never ends is reported. The
+    /// communicator that takes this transport calls it. A transport whose
+    /// waits cannot outlast a timeout of their own may ignore it.
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        let _ = watchdog;
+    }
 
     /// Posts all `sends` and `recvs` (isend/irecv), runs `overlap` while they
     /// are in flight, then waits for every one of them. Without overlap work
@@ -109,6 +129,8 @@ pub trait Transport {
     }
 }
 
+/// A borrowed transport cannot take a watchdog: the owner's waits are
+/// watched only if the owner gave it one.
 impl<T: Transport + ?Sized> Transport for &T {
     fn rank(&self) -> usize {
         (**self).rank()

@@ -1,12 +1,19 @@
-//! MPI point-to-point as a transport. Only isend/irecv/waitall are used:
-//! the collectives are ours, MPI just moves bytes between two ranks.
+//! MPI point-to-point as a transport. Only send/recv/sendrecv and
+//! isend/irecv/waitall are used: the collectives are ours, MPI just moves
+//! bytes between two ranks.
+//!
+//! The communicator returns MPI's errors instead of aborting on them, and
+//! every call's code is checked: a failure becomes [`TransportError::Mpi`],
+//! naming the call, the peer and MPI's own description, so the launcher can
+//! report it like any other error of the job.
 
-use super::{check_peer, Incoming, Outgoing, Transport, TransportError};
+use super::{check_peer, Incoming, Outgoing, Tag, Transport, TransportError};
+use crate::watchdog::Watchdog;
 use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::cell::RefCell;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 
 /// MPI counts are `int`; larger messages travel as several pieces of this size.
 const PIECE: usize = 1 << 30;
@@ -21,23 +28,48 @@ pub struct MpiTransport {
     // Reused across calls: the hot loop allocates nothing.
     requests: RefCell<Vec<ffi::MPI_Request>>,
     statuses: RefCell<Vec<ffi::MPI_Status>>,
+    /// What each of `requests` carries, to name it in an error.
+    posted: RefCell<Vec<Posted>>,
     eager_bytes: usize,
+    watchdog: Watchdog,
+}
+
+#[derive(Clone, Copy)]
+struct Posted {
+    call: &'static str,
+    peer: usize,
+    tag: Tag,
 }
 
 impl MpiTransport {
     /// Our own communicator, duplicated from `parent`, so collective traffic can
     /// never match a message the application sends on `parent`.
+    ///
+    /// # Panics
+    ///
+    /// If MPI refuses to return errors on the duplicate (it cannot, on a
+    /// communicator it has just made).
     pub fn new<C: Communicator>(parent: &C) -> Self {
         let comm = parent.duplicate();
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
+        // SAFETY: `comm` is a valid communicator, and MPI_ERRORS_RETURN is a
+        // predefined error handler.
+        let code = unsafe { ffi::MPI_Comm_set_errhandler(comm.as_raw(), ffi::RSMPI_ERRORS_RETURN) };
+        assert!(
+            code == SUCCESS,
+            "rank {rank}: MPI_Comm_set_errhandler failed: {}",
+            error_string(code)
+        );
         MpiTransport {
             comm,
             rank,
             size,
             requests: RefCell::new(Vec::new()),
             statuses: RefCell::new(Vec::new()),
+            posted: RefCell::new(Vec::new()),
             eager_bytes: crate::Tuning::default().eager_bytes,
+            watchdog: Watchdog::new(),
         }
     }
 
@@ -47,6 +79,54 @@ impl MpiTransport {
     pub fn set_eager_bytes(&mut self, bytes: usize) {
         self.eager_bytes = bytes;
     }
+
+    /// `Ok` for MPI_SUCCESS; else the error, in MPI's words.
+    fn check(
+        &self,
+        code: c_int,
+        call: &'static str,
+        peer: usize,
+        tag: Tag,
+    ) -> Result<(), TransportError> {
+        if code == SUCCESS {
+            return Ok(());
+        }
+        let mut class = code;
+        // SAFETY: MPI_Error_class only writes the class of `code` into `class`.
+        if unsafe { ffi::MPI_Error_class(code, &mut class) } != SUCCESS {
+            class = code;
+        }
+        Err(TransportError::Mpi {
+            rank: self.rank,
+            call,
+            peer,
+            tag,
+            class,
+            message: error_string(code),
+        })
+    }
+}
+
+const SUCCESS: c_int = ffi::MPI_SUCCESS as c_int;
+const ERR_IN_STATUS: c_int = ffi::MPI_ERR_IN_STATUS as c_int;
+const ERR_PENDING: c_int = ffi::MPI_ERR_PENDING as c_int;
+
+/// MPI's description of an error code.
+fn error_string(code: c_int) -> String {
+    const MAX: usize = ffi::MPI_MAX_ERROR_STRING as usize;
+    let mut text: [c_char; MAX] = [0; MAX];
+    let mut len: c_int = 0;
+    // SAFETY: `text` has the MPI_MAX_ERROR_STRING characters MPI_Error_string
+    // may write; it writes the length it used into `len`.
+    let code_ok = unsafe { ffi::MPI_Error_string(code, text.as_mut_ptr(), &mut len) };
+    if code_ok != SUCCESS {
+        return format!("MPI error code {code}");
+    }
+    let bytes: Vec<u8> = text[..(len.max(0) as usize).min(MAX)]
+        .iter()
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// How one message of `len` bytes travels: nearly equal pieces, several when
@@ -72,11 +152,12 @@ impl MpiTransport {
         let comm = self.comm.as_raw();
         let fits = |len: usize| pieces(len, self.eager_bytes).nth(1).is_none();
         // SAFETY: the buffers are borrowed for the duration of each blocking
-        // call, which returns only when MPI is done with them.
+        // call, which returns only when MPI is done with them; a zeroed
+        // MPI_Status is a valid value of that plain C struct.
         unsafe {
             match (sends, &mut *recvs) {
                 ([s], []) if fits(s.data.len()) => {
-                    ffi::MPI_Send(
+                    let code = ffi::MPI_Send(
                         s.data.as_ptr() as *const c_void,
                         s.data.len() as c_int,
                         ffi::RSMPI_UINT8_T,
@@ -84,11 +165,11 @@ impl MpiTransport {
                         s.tag as c_int,
                         comm,
                     );
-                    Some(Ok(()))
+                    Some(self.check(code, "MPI_Send", s.peer, s.tag))
                 }
                 ([], [r]) if fits(r.data.len()) => {
                     let mut status: ffi::MPI_Status = std::mem::zeroed();
-                    ffi::MPI_Recv(
+                    let code = ffi::MPI_Recv(
                         r.data.as_mut_ptr() as *mut c_void,
                         r.data.len() as c_int,
                         ffi::RSMPI_UINT8_T,
@@ -97,11 +178,14 @@ impl MpiTransport {
                         comm,
                         &mut status,
                     );
-                    Some(self.check_count(&status, r, 0..r.data.len()))
+                    Some(
+                        self.check(code, "MPI_Recv", r.peer, r.tag)
+                            .and_then(|()| self.check_count(&status, r, 0..r.data.len())),
+                    )
                 }
                 ([s], [r]) if fits(s.data.len()) && fits(r.data.len()) => {
                     let mut status: ffi::MPI_Status = std::mem::zeroed();
-                    ffi::MPI_Sendrecv(
+                    let code = ffi::MPI_Sendrecv(
                         s.data.as_ptr() as *const c_void,
                         s.data.len() as c_int,
                         ffi::RSMPI_UINT8_T,
@@ -115,15 +199,21 @@ impl MpiTransport {
                         comm,
                         &mut status,
                     );
-                    Some(self.check_count(&status, r, 0..r.data.len()))
+                    // One code for both halves: named after the receive,
+                    // where the errors of a well-formed call arise (a
+                    // message longer than its buffer).
+                    Some(
+                        self.check(code, "MPI_Sendrecv", r.peer, r.tag)
+                            .and_then(|()| self.check_count(&status, r, 0..r.data.len())),
+                    )
                 }
                 _ => None,
             }
         }
     }
 
-    /// A longer message than posted is an MPI truncation error (fatal by
-    /// default); a shorter one completes quietly, so check it here.
+    /// A longer message than posted is an MPI truncation error; a shorter
+    /// one completes quietly, so check it here.
     fn check_count(
         &self,
         status: &ffi::MPI_Status,
@@ -132,10 +222,9 @@ impl MpiTransport {
     ) -> Result<(), TransportError> {
         let mut count: c_int = 0;
         // SAFETY: `status` belongs to a completed receive.
-        unsafe {
-            ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count);
-        }
-        if count as usize == piece.len() {
+        let code = unsafe { ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count) };
+        self.check(code, "MPI_Get_count", r.peer, r.tag)?;
+        if usize::try_from(count) == Ok(piece.len()) {
             Ok(())
         } else {
             Err(TransportError::LengthMismatch {
@@ -143,9 +232,155 @@ impl MpiTransport {
                 peer: r.peer,
                 tag: r.tag,
                 expected: r.data.len(),
-                got: piece.start + count as usize,
+                got: piece.start + count.max(0) as usize,
             })
         }
+    }
+
+    /// Posts every piece of every receive, then of every send, stopping at
+    /// the first call that fails. The requests posted are left in
+    /// `requests` either way: they must be completed before the buffers
+    /// they point into are released.
+    ///
+    /// # Safety
+    ///
+    /// The caller must complete every request left in `requests` before
+    /// `sends` or `recvs` are dropped, moved or touched again.
+    unsafe fn post(
+        &self,
+        sends: &[Outgoing<'_>],
+        recvs: &mut [Incoming<'_>],
+        requests: &mut Vec<ffi::MPI_Request>,
+        posted: &mut Vec<Posted>,
+    ) -> Result<(), TransportError> {
+        let comm = self.comm.as_raw();
+        // Receives first, so an arriving message finds its buffer posted.
+        for r in recvs.iter_mut() {
+            for p in pieces(r.data.len(), self.eager_bytes) {
+                let piece = &mut r.data[p];
+                // SAFETY: RSMPI_REQUEST_NULL and RSMPI_UINT8_T are constants
+                // of the MPI library; `piece` stays borrowed until the caller
+                // has completed the request.
+                let code = unsafe {
+                    let mut req = ffi::RSMPI_REQUEST_NULL;
+                    let code = ffi::MPI_Irecv(
+                        piece.as_mut_ptr() as *mut c_void,
+                        piece.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        r.peer as c_int,
+                        r.tag as c_int,
+                        comm,
+                        &mut req,
+                    );
+                    if code == SUCCESS {
+                        requests.push(req);
+                    }
+                    code
+                };
+                self.check(code, "MPI_Irecv", r.peer, r.tag)?;
+                posted.push(Posted {
+                    call: "MPI_Irecv, completed by MPI_Waitall,",
+                    peer: r.peer,
+                    tag: r.tag,
+                });
+            }
+        }
+        for s in sends {
+            for p in pieces(s.data.len(), self.eager_bytes) {
+                let piece = &s.data[p];
+                // SAFETY: as for the receives.
+                let code = unsafe {
+                    let mut req = ffi::RSMPI_REQUEST_NULL;
+                    let code = ffi::MPI_Isend(
+                        piece.as_ptr() as *const c_void,
+                        piece.len() as c_int,
+                        ffi::RSMPI_UINT8_T,
+                        s.peer as c_int,
+                        s.tag as c_int,
+                        comm,
+                        &mut req,
+                    );
+                    if code == SUCCESS {
+                        requests.push(req);
+                    }
+                    code
+                };
+                self.check(code, "MPI_Isend", s.peer, s.tag)?;
+                posted.push(Posted {
+                    call: "MPI_Isend, completed by MPI_Waitall,",
+                    peer: s.peer,
+                    tag: s.tag,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes every request, even after a failure: MPI may write into a
+    /// receive buffer until its request completes. Returns the first error.
+    fn wait_all(
+        &self,
+        requests: &mut [ffi::MPI_Request],
+        statuses: &mut Vec<ffi::MPI_Status>,
+        posted: &[Posted],
+    ) -> Result<(), TransportError> {
+        statuses.clear();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: a zeroed MPI_Status is a valid value of that plain C struct.
+        statuses.resize_with(requests.len(), || unsafe { std::mem::zeroed() });
+        // SAFETY: `requests` and `statuses` have the same length.
+        let code = unsafe {
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                statuses.as_mut_ptr(),
+            )
+        };
+        if code == SUCCESS {
+            return Ok(());
+        }
+        let failed = (code == ERR_IN_STATUS)
+            .then(|| {
+                statuses
+                    .iter()
+                    .position(|s| s.MPI_ERROR != SUCCESS && s.MPI_ERROR != ERR_PENDING)
+            })
+            .flatten();
+        let first = match failed {
+            Some(i) => {
+                let p = posted[i];
+                self.check(statuses[i].MPI_ERROR, p.call, p.peer, p.tag)
+            }
+            None => {
+                let p = posted[0];
+                self.check(code, "MPI_Waitall", p.peer, p.tag)
+            }
+        };
+        // Requests MPI completed are freed, or at least done; wait on the
+        // rest one by one (a request that never completes is the watchdog's).
+        for (i, p) in posted.iter().enumerate() {
+            let done = code == ERR_IN_STATUS && statuses[i].MPI_ERROR != ERR_PENDING;
+            let req = &mut requests[i];
+            // SAFETY: `req` is a request of this call or the null request;
+            // MPI_Wait completes and frees it, MPI_Request_free frees one
+            // that has completed.
+            let (call, code) = unsafe {
+                if *req == ffi::RSMPI_REQUEST_NULL {
+                    continue;
+                }
+                if done {
+                    ("MPI_Request_free", ffi::MPI_Request_free(req))
+                } else {
+                    ("MPI_Wait", ffi::MPI_Wait(req, ffi::RSMPI_STATUS_IGNORE))
+                }
+            };
+            if let Err(e) = self.check(code, call, p.peer, p.tag) {
+                log::warn!("after an earlier MPI error: {e}");
+            }
+        }
+        first
     }
 }
 
@@ -156,6 +391,10 @@ impl Transport for MpiTransport {
 
     fn size(&self) -> usize {
         self.size
+    }
+
+    fn set_watchdog(&mut self, watchdog: Watchdog) {
+        self.watchdog = watchdog;
     }
 
     fn exchange(
@@ -176,7 +415,7 @@ impl Transport for MpiTransport {
             .first()
             .map(|r| (r.peer, r.tag))
             .or(sends.first().map(|s| (s.peer, s.tag)))
-            .and_then(|(peer, tag)| crate::watchdog::waiting(peer, tag));
+            .and_then(|(peer, tag)| self.watchdog.waiting(peer, tag));
         if overlap.is_none() {
             if let Some(done) = self.blocking(sends, recvs) {
                 return done;
@@ -184,61 +423,26 @@ impl Transport for MpiTransport {
         }
         let mut requests = self.requests.borrow_mut();
         let mut statuses = self.statuses.borrow_mut();
+        let mut posted = self.posted.borrow_mut();
         requests.clear();
-        let comm = self.comm.as_raw();
-        // SAFETY: every buffer handed to MPI is borrowed for the whole call, and
-        // the call does not return before MPI_Waitall has completed every request.
-        unsafe {
-            // Receives first, so an arriving message finds its buffer posted.
-            for r in recvs.iter_mut() {
-                for p in pieces(r.data.len(), self.eager_bytes) {
-                    let mut req = ffi::RSMPI_REQUEST_NULL;
-                    ffi::MPI_Irecv(
-                        r.data[p.clone()].as_mut_ptr() as *mut c_void,
-                        p.len() as c_int,
-                        ffi::RSMPI_UINT8_T,
-                        r.peer as c_int,
-                        r.tag as c_int,
-                        comm,
-                        &mut req,
-                    );
-                    requests.push(req);
-                }
-            }
-            let recv_requests = requests.len();
-            for s in sends {
-                for p in pieces(s.data.len(), self.eager_bytes) {
-                    let mut req = ffi::RSMPI_REQUEST_NULL;
-                    ffi::MPI_Isend(
-                        s.data[p.clone()].as_ptr() as *const c_void,
-                        p.len() as c_int,
-                        ffi::RSMPI_UINT8_T,
-                        s.peer as c_int,
-                        s.tag as c_int,
-                        comm,
-                        &mut req,
-                    );
-                    requests.push(req);
-                }
-            }
+        posted.clear();
+        // SAFETY: every request posted is completed by `wait_all` below,
+        // before this function returns and the buffers' borrows end.
+        let posting = unsafe { self.post(sends, recvs, &mut requests, &mut posted) };
+        if posting.is_ok() {
             if let Some(work) = overlap {
                 work();
             }
-            statuses.clear();
-            statuses.resize_with(requests.len(), || std::mem::zeroed());
-            ffi::MPI_Waitall(
-                requests.len() as c_int,
-                requests.as_mut_ptr(),
-                statuses.as_mut_ptr(),
-            );
-            let mut i = 0;
-            for r in recvs.iter() {
-                for p in pieces(r.data.len(), self.eager_bytes) {
-                    self.check_count(&statuses[i], r, p)?;
-                    i += 1;
-                }
+        }
+        let waited = self.wait_all(&mut requests, &mut statuses, &posted);
+        posting?;
+        waited?;
+        let mut i = 0;
+        for r in recvs.iter() {
+            for p in pieces(r.data.len(), self.eager_bytes) {
+                self.check_count(&statuses[i], r, p)?;
+                i += 1;
             }
-            debug_assert_eq!(i, recv_requests);
         }
         Ok(())
     }
