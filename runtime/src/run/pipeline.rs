@@ -12,11 +12,9 @@ use crate::exec::{forward, fuse_relu, Step};
 use crate::model::Model;
 use crate::ModelError;
 use mpinfer_collectives::transport::{Incoming, Outgoing, Tag, Transport};
+use mpinfer_collectives::TagRange;
 use mpinfer_kernels::Tensor;
 use std::ops::Range;
-
-const TAG_ACTIVATION: Tag = 200;
-const TAG_RESULT: Tag = 201;
 
 /// Contiguous stages, at most one per rank, that minimise the largest
 /// stage's FLOPs per sample.
@@ -88,6 +86,9 @@ struct Pipe {
     in_sample: Vec<usize>,
     /// Per-sample shape of the last stage's output.
     last_sample: Vec<usize>,
+    /// Tags of activations sent stage to stage, and of results sent back to rank 0.
+    tag_activation: Tag,
+    tag_result: Tag,
 }
 
 impl Pipe {
@@ -95,6 +96,7 @@ impl Pipe {
         ctx: &Ctx<'_, T>,
         stages: &[Range<usize>],
         total: usize,
+        tags: &TagRange,
     ) -> Result<Pipe, ModelError> {
         let rank = ctx.comm.rank();
         let shapes = ctx.model.shapes(1)?;
@@ -117,6 +119,8 @@ impl Pipe {
             batches: total.div_ceil(micro),
             in_sample: sample(stages[rank].start),
             last_sample: sample(stages[stages.len() - 1].end),
+            tag_activation: tags.get(0),
+            tag_result: tags.get(1),
         })
     }
 
@@ -168,13 +172,15 @@ pub(crate) fn run<T: Transport>(
     outputs: &mut dyn Outputs,
 ) -> Result<(), RunError> {
     let rank = ctx.comm.rank();
+    // Before any rank can leave: every rank reserves, in the same order.
+    let tags = ctx.comm.reserve_tags(2)?;
     let stages = stages(ctx.model, ctx.comm.size())?;
     if rank >= stages.len() {
         log::info!("more ranks than layers: this rank holds no stage");
         return Ok(());
     }
     let steps = load_stage(ctx, stages[rank].clone())?;
-    let pipe = Pipe::new(ctx, &stages, input.rows())?;
+    let pipe = Pipe::new(ctx, &stages, input.rows(), &tags)?;
     if pipe.total == 0 && rank == 0 {
         outputs.computed(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
         outputs.collected(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
@@ -229,9 +235,9 @@ fn exchange<T: Transport>(
     let mut sends = Vec::new();
     if let Some(y) = pending {
         let (peer, tag) = if pipe.is_last() {
-            (0, TAG_RESULT)
+            (0, pipe.tag_result)
         } else {
-            (rank + 1, TAG_ACTIVATION)
+            (rank + 1, pipe.tag_activation)
         };
         sends.push(Outgoing {
             peer,
@@ -256,14 +262,14 @@ fn exchange<T: Transport>(
     if takes_input {
         recvs.push(Incoming {
             peer: rank - 1,
-            tag: TAG_ACTIVATION,
+            tag: pipe.tag_activation,
             data: bytemuck::cast_slice_mut::<f32, u8>(&mut in_buf),
         });
     }
     if takes_result {
         recvs.push(Incoming {
             peer: pipe.stages - 1,
-            tag: TAG_RESULT,
+            tag: pipe.tag_result,
             data: bytemuck::cast_slice_mut::<f32, u8>(&mut back_buf),
         });
     }
