@@ -2,14 +2,14 @@
 //!
 //! Each rank histograms its own share of a data set, the histograms are
 //! summed with an allreduce, and every rank's list of outliers (of a length
-//! only that rank knows) is gathered with an allgatherv.
+//! only that rank knows) is gathered with an uneven allgather.
 //!
 //! ```text
 //! cargo build --release --examples
 //! mpirun -n 4 target/release/examples/collectives
 //! ```
 
-use mpinfer_collectives::{AllreduceAlgo, Communicator, Config, MpiTransport, ReduceOp};
+use mpinfer_collectives::{AllreduceAlgo, Communicator, Config, MpiTransport, Opts, ReduceOp};
 
 fn main() {
     let universe = mpi::initialize().expect("MPI initialises once");
@@ -28,19 +28,23 @@ fn main() {
     for s in &samples {
         histogram[(*s / 100) as usize] += 1;
     }
-    comm.allreduce_with(&mut histogram, ReduceOp::Sum, AllreduceAlgo::Ring)
+    let ring = Opts::default().algorithm(AllreduceAlgo::Ring);
+    comm.allreduce(&mut histogram, ReduceOp::Sum, ring)
         .expect("allreduce");
 
     // Outliers: a different number on every rank, so first agree on the counts.
     let outliers: Vec<i32> = samples.iter().copied().filter(|s| *s >= 998).collect();
     let mut counts = vec![0i64; ranks];
     counts[rank] = outliers.len() as i64;
-    comm.allreduce(&mut counts, ReduceOp::Sum)
+    comm.allreduce(&mut counts, ReduceOp::Sum, Opts::default())
         .expect("allreduce of counts");
     let counts: Vec<usize> = counts.iter().map(|c| *c as usize).collect();
     let mut all_outliers = vec![0i32; counts.iter().sum()];
-    comm.allgatherv(&outliers, &mut all_outliers, &counts)
-        .expect("allgatherv");
+    comm.allgather(
+        &mut all_outliers,
+        Opts::default().send(&outliers).counts(&counts),
+    )
+    .expect("allgather of outliers");
 
     assert_eq!(
         histogram.iter().sum::<i64>(),

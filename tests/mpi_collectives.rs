@@ -419,7 +419,7 @@ fn rank_panic() {
     }
     // Everyone else waits for rank 1, which never sends: only the abort ends this.
     let mut v = vec![0f32; 16];
-    comm.broadcast(&mut v, 1).unwrap();
+    comm.broadcast(&mut v, Opts::default().root(1)).unwrap();
     unreachable!("the broadcast from a panicked rank returned");
 }
 
@@ -431,7 +431,7 @@ fn rank_error() {
         job::fail(&e);
     }
     let mut v = vec![0f32; 16];
-    comm.broadcast(&mut v, 1).unwrap();
+    comm.broadcast(&mut v, Opts::default().root(1)).unwrap();
     unreachable!("the broadcast from a failed rank returned");
 }
 
@@ -444,7 +444,7 @@ fn rank_mismatch() {
     );
     let n = if job.rank() == 0 { 10 } else { 11 };
     let mut v = vec![1.0f32; n];
-    if let Err(e) = comm.allreduce(&mut v, ReduceOp::Sum) {
+    if let Err(e) = comm.allreduce(&mut v, ReduceOp::Sum, Opts::default()) {
         job::fail(&anyhow::Error::new(e));
     }
     // Ranks not next to the disagreement wait in the collective until the abort.
@@ -661,12 +661,13 @@ fn compare_reductions<E: MpiReduced>(
         finish(&mut want);
         for &algo in AllreduceAlgo::CONCRETE {
             let mut got = buffer::<E>(n);
-            comm.allreduce_into_with(&x, &mut got, op, algo).unwrap();
+            let opts = Opts::default().send(&x).algorithm(algo);
+            comm.allreduce(&mut got, op, opts).unwrap();
             t.check(E::agrees(&got, &want, op, p), || {
                 format!("allreduce {algo} {op} {dtype} n={n}")
             });
             let mut first = got.clone();
-            comm.broadcast(&mut first, 0).unwrap();
+            comm.broadcast(&mut first, Opts::default()).unwrap();
             t.check(first == got, || {
                 format!("allreduce {algo} {op} {dtype} n={n}: ranks disagree bitwise")
             });
@@ -681,7 +682,8 @@ fn compare_reductions<E: MpiReduced>(
         }
         for &algo in ReduceAlgo::CONCRETE {
             let mut got = at_root(n);
-            comm.reduce_into_with(&x, &mut got, op, root, algo).unwrap();
+            let opts = Opts::default().send(&x).root(root).algorithm(algo);
+            comm.reduce(&mut got, op, opts).unwrap();
             t.check(E::agrees(&got, &want_root, op, p), || {
                 format!("reduce {algo} {op} {dtype} n={n} root={root}")
             });
@@ -691,7 +693,7 @@ fn compare_reductions<E: MpiReduced>(
         world.reduce_scatter_block_into(&x[..block * p], &mut want_rs[..], mpi_op(op));
         finish(&mut want_rs);
         let mut got_rs = buffer::<E>(block);
-        comm.reduce_scatter(&x[..block * p], &mut got_rs, op)
+        comm.reduce_scatter(&mut got_rs, op, Opts::default().send(&x[..block * p]))
             .unwrap();
         t.check(E::agrees(&got_rs, &want_rs, op, p), || {
             format!("reduce_scatter {op} {dtype} block={block}")
@@ -727,7 +729,8 @@ fn rank_compare() {
         // Broadcast.
         for &algo in BroadcastAlgo::CONCRETE {
             let mut got = xi.clone();
-            comm.broadcast_with(&mut got, root, algo).unwrap();
+            comm.broadcast(&mut got, Opts::default().root(root).algorithm(algo))
+                .unwrap();
             let mut want = xi.clone();
             world
                 .process_at_rank(root as i32)
@@ -759,13 +762,14 @@ fn rank_compare() {
         }
         for &algo in AllgatherAlgo::CONCRETE {
             let mut got = vec![0i32; per * p];
-            comm.allgather_with(send, &mut got, algo).unwrap();
+            let opts = Opts::default().algorithm(algo);
+            comm.allgather(&mut got, opts.send(send)).unwrap();
             t.check(got == want, || format!("allgather {algo} per-rank={per}"));
             let mut got_v = vec![0i32; total];
-            comm.allgatherv_with(&xi[..counts[rank]], &mut got_v, &counts, algo)
+            comm.allgather(&mut got_v, opts.send(&xi[..counts[rank]]).counts(&counts))
                 .unwrap();
             t.check(got_v == want_v, || {
-                format!("allgatherv {algo} counts={counts:?}")
+                format!("uneven allgather {algo} counts={counts:?}")
             });
         }
         // Gather and scatter.
@@ -777,7 +781,8 @@ fn rank_compare() {
             rp.gather_into(send);
         }
         let mut got_g = vec![0i32; if rank == root { per * p } else { 0 }];
-        comm.gather(send, &mut got_g, root).unwrap();
+        comm.gather(send, &mut got_g, Opts::default().root(root))
+            .unwrap();
         t.check(got_g == want_g, || {
             format!("gather per-rank={per} root={root}")
         });
@@ -788,7 +793,8 @@ fn rank_compare() {
             rp.scatter_into(&mut want_s[..]);
         }
         let mut got_s = vec![0i32; per];
-        comm.scatter(if rank == root { &want[..] } else { &[] }, &mut got_s, root)
+        let src = if rank == root { &want[..] } else { &[] };
+        comm.scatter(src, &mut got_s, Opts::default().root(root))
             .unwrap();
         t.check(got_s == want_s, || {
             format!("scatter per-rank={per} root={root}")

@@ -7,6 +7,7 @@ use crate::check::{layout_hash, Collective, Signature, WIRE_BYTES};
 use crate::element::Element;
 use crate::error::CollectiveError;
 use crate::op::ReduceOp;
+use crate::opts::{Allgather, Allreduce, Broadcast, Gather, Opts, Reduce, ReduceScatter, Scatter};
 use crate::select::{AllgatherAlgo, AllreduceAlgo, BroadcastAlgo, ReduceAlgo, Tuning};
 use crate::tags::{self, Reservations, TagRange};
 use crate::transport::{Incoming, Outgoing, Transport};
@@ -303,41 +304,29 @@ impl<T: Transport> Communicator<T> {
         }
     }
 
-    // ---- allreduce ----
-
-    pub fn allreduce<E: Element>(&self, buf: &mut [E], op: ReduceOp) -> Result<()> {
-        self.allreduce_with(buf, op, self.config.allreduce)
+    /// `counts`' blocks, or `p` even blocks of `total` elements.
+    fn blocks(&self, counts: Option<&[usize]>, total: usize) -> Result<Blocks> {
+        match counts {
+            Some(counts) => self.check_counts(counts),
+            None => Ok(Blocks::even(total, self.size())),
+        }
     }
 
-    pub fn allreduce_with<E: Element>(
+    // ---- allreduce ----
+
+    /// Every rank's `buf` ends with the reduction over all ranks. In place,
+    /// unless [`Opts::send`] gives the input (then `buf.len() == send.len()`).
+    pub fn allreduce<E: Element>(
         &self,
         buf: &mut [E],
         op: ReduceOp,
-        algo: AllreduceAlgo,
+        opts: Opts<'_, E, Allreduce>,
     ) -> Result<()> {
-        self.allreduce_impl(None, buf, op, algo)
-    }
-
-    /// Out of place: `send` is read where the algorithm first needs it, never
-    /// copied up front.
-    pub fn allreduce_into<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        op: ReduceOp,
-    ) -> Result<()> {
-        self.allreduce_into_with(send, recv, op, self.config.allreduce)
-    }
-
-    pub fn allreduce_into_with<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        op: ReduceOp,
-        algo: AllreduceAlgo,
-    ) -> Result<()> {
-        self.check_len("allreduce receive buffer", recv.len(), send.len())?;
-        self.allreduce_impl(Some(send), recv, op, algo)
+        if let Some(send) = opts.send {
+            self.check_len("allreduce receive buffer", buf.len(), send.len())?;
+        }
+        let algo = opts.algorithm.unwrap_or(self.config.allreduce);
+        self.allreduce_impl(opts.send, buf, op, algo)
     }
 
     fn allreduce_impl<E: Element>(
@@ -378,46 +367,25 @@ impl<T: Transport> Communicator<T> {
 
     // ---- reduce ----
 
-    /// In place: the root's `buf` ends with the reduction; other ranks' `buf`
-    /// contents are unspecified afterwards (they carry partial results).
-    pub fn reduce<E: Element>(&self, buf: &mut [E], op: ReduceOp, root: usize) -> Result<()> {
-        self.reduce_with(buf, op, root, self.config.reduce)
-    }
-
-    pub fn reduce_with<E: Element>(
+    /// The root's `buf` ends with the reduction over all ranks. In place, the
+    /// other ranks' `buf` contents are unspecified afterwards (they carry
+    /// partial results). With [`Opts::send`], `send` is left untouched and
+    /// `buf` is written at the root only (`buf.len() == send.len()` there;
+    /// other ranks may pass an empty slice).
+    pub fn reduce<E: Element>(
         &self,
         buf: &mut [E],
         op: ReduceOp,
-        root: usize,
-        algo: ReduceAlgo,
+        opts: Opts<'_, E, Reduce>,
     ) -> Result<()> {
-        self.reduce_impl(None, buf, op, root, algo)
-    }
-
-    /// `send` is left untouched; `recv` is written at the root only (other
-    /// ranks may pass an empty slice).
-    pub fn reduce_into<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        op: ReduceOp,
-        root: usize,
-    ) -> Result<()> {
-        self.reduce_into_with(send, recv, op, root, self.config.reduce)
-    }
-
-    pub fn reduce_into_with<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        op: ReduceOp,
-        root: usize,
-        algo: ReduceAlgo,
-    ) -> Result<()> {
+        let (root, algo) = (opts.root, opts.algorithm.unwrap_or(self.config.reduce));
+        let Some(send) = opts.send else {
+            return self.reduce_impl(None, buf, op, root, algo);
+        };
         self.check_root(root)?;
         if self.rank() == root {
-            self.check_len("reduce receive buffer", recv.len(), send.len())?;
-            return self.reduce_impl(Some(send), recv, op, root, algo);
+            self.check_len("reduce receive buffer", buf.len(), send.len())?;
+            return self.reduce_impl(Some(send), buf, op, root, algo);
         }
         let mut staging = self.staging.borrow_mut();
         let acc = staging.get::<E>(send.len());
@@ -463,53 +431,29 @@ impl<T: Transport> Communicator<T> {
 
     // ---- allgather ----
 
-    /// `recv` gets every rank's `send`, in rank order (`recv.len() == p * send.len()`).
-    pub fn allgather<E: Element>(&self, send: &[E], recv: &mut [E]) -> Result<()> {
-        self.allgather_with(send, recv, self.config.allgather)
+    /// Every rank's block, in rank order, on every rank. Rank `i`'s block has
+    /// `counts[i]` elements with [`Opts::counts`]; without, blocks are even.
+    /// With [`Opts::send`], `send` is this rank's block and `buf` receives
+    /// all of them (`p * send.len()` elements for even blocks). In place,
+    /// this rank's block of `buf` is already where it belongs; even blocks
+    /// then split `buf` as evenly as they can, the first `buf.len() % p`
+    /// one element longer.
+    pub fn allgather<E: Element>(&self, buf: &mut [E], opts: Opts<'_, E, Allgather>) -> Result<()> {
+        let total = opts.send.map_or(buf.len(), |s| s.len() * self.size());
+        let blocks = self.blocks(opts.counts, total)?;
+        match opts.send {
+            Some(send) => {
+                let mine = blocks.count(self.rank());
+                self.check_len("allgather send buffer", send.len(), mine)?;
+                self.check_len("allgather receive buffer", buf.len(), blocks.total())?;
+            }
+            None => self.check_len("allgather buffer", buf.len(), blocks.total())?,
+        }
+        let algo = opts.algorithm.unwrap_or(self.config.allgather);
+        self.allgather_blocks(opts.send, buf, &blocks, algo)
     }
 
-    pub fn allgather_with<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        algo: AllgatherAlgo,
-    ) -> Result<()> {
-        let blocks = Blocks::even(send.len() * self.size(), self.size());
-        self.check_len("allgather receive buffer", recv.len(), blocks.total())?;
-        self.allgatherv_blocks(Some(send), recv, &blocks, algo)
-    }
-
-    /// Uneven allgather: rank `i` contributes `counts[i]` elements.
-    pub fn allgatherv<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        counts: &[usize],
-    ) -> Result<()> {
-        self.allgatherv_with(send, recv, counts, self.config.allgather)
-    }
-
-    pub fn allgatherv_with<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        counts: &[usize],
-        algo: AllgatherAlgo,
-    ) -> Result<()> {
-        let blocks = self.check_counts(counts)?;
-        self.check_len("allgather send buffer", send.len(), counts[self.rank()])?;
-        self.check_len("allgather receive buffer", recv.len(), blocks.total())?;
-        self.allgatherv_blocks(Some(send), recv, &blocks, algo)
-    }
-
-    /// In place: this rank's block of `buf` is already where it belongs.
-    pub fn allgatherv_in_place<E: Element>(&self, buf: &mut [E], counts: &[usize]) -> Result<()> {
-        let blocks = self.check_counts(counts)?;
-        self.check_len("allgather buffer", buf.len(), blocks.total())?;
-        self.allgatherv_blocks(None, buf, &blocks, self.config.allgather)
-    }
-
-    fn allgatherv_blocks<E: Element>(
+    fn allgather_blocks<E: Element>(
         &self,
         own: Option<&[E]>,
         buf: &mut [E],
@@ -549,18 +493,11 @@ impl<T: Transport> Communicator<T> {
 
     // ---- broadcast ----
 
-    pub fn broadcast<E: Element>(&self, buf: &mut [E], root: usize) -> Result<()> {
-        self.broadcast_with(buf, root, self.config.broadcast)
-    }
-
-    pub fn broadcast_with<E: Element>(
-        &self,
-        buf: &mut [E],
-        root: usize,
-        algo: BroadcastAlgo,
-    ) -> Result<()> {
+    /// The root's `buf` on every rank.
+    pub fn broadcast<E: Element>(&self, buf: &mut [E], opts: Opts<'_, E, Broadcast>) -> Result<()> {
+        let root = opts.root;
         self.check_root(root)?;
-        let algo = match algo {
+        let algo = match opts.algorithm.unwrap_or(self.config.broadcast) {
             BroadcastAlgo::Auto => self
                 .config
                 .tuning
@@ -585,63 +522,34 @@ impl<T: Transport> Communicator<T> {
 
     // ---- reduce-scatter ----
 
-    /// Even reduce-scatter: `send.len() == p * recv.len()`; rank `i` gets block `i`.
+    /// Rank `i` ends with block `i` of the reduction over all ranks. Block
+    /// `i` has `counts[i]` elements with [`Opts::counts`]; without, blocks
+    /// are even. With [`Opts::send`], `send` holds every block and `buf` is
+    /// this rank's block only (`send.len() == p * buf.len()` for even
+    /// blocks). In place, `buf` holds every block; afterwards this rank's
+    /// block holds its result and the rest of `buf` partial sums. Even
+    /// blocks then split `buf` as evenly as they can, the first
+    /// `buf.len() % p` one element longer.
     pub fn reduce_scatter<E: Element>(
         &self,
-        send: &[E],
-        recv: &mut [E],
+        buf: &mut [E],
         op: ReduceOp,
+        opts: Opts<'_, E, ReduceScatter>,
     ) -> Result<()> {
-        self.reduce_scatter_out(
-            send,
-            recv,
-            &Blocks::even(recv.len() * self.size(), self.size()),
-            op,
-        )
-    }
-
-    /// Uneven reduce-scatter: rank `i` gets the `counts[i]` elements of block `i`.
-    pub fn reduce_scatterv<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        counts: &[usize],
-        op: ReduceOp,
-    ) -> Result<()> {
-        self.reduce_scatter_out(send, recv, &self.check_counts(counts)?, op)
-    }
-
-    fn reduce_scatter_out<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        blocks: &Blocks,
-        op: ReduceOp,
-    ) -> Result<()> {
+        let total = buf.len() * if opts.send.is_some() { self.size() } else { 1 };
+        let blocks = self.blocks(opts.counts, total)?;
+        let Some(send) = opts.send else {
+            self.check_len("reduce_scatter buffer", buf.len(), blocks.total())?;
+            return self.reduce_scatter_blocks(None, buf, &blocks, op);
+        };
         self.check_len("reduce_scatter send buffer", send.len(), blocks.total())?;
-        self.check_len(
-            "reduce_scatter receive buffer",
-            recv.len(),
-            blocks.count(self.rank()),
-        )?;
+        let mine = blocks.count(self.rank());
+        self.check_len("reduce_scatter receive buffer", buf.len(), mine)?;
         let mut staging = self.staging.borrow_mut();
         let work = staging.get::<E>(send.len());
-        self.reduce_scatter_blocks(Some(send), work, blocks, op)?;
-        recv.copy_from_slice(&work[blocks.range(self.rank())]);
+        self.reduce_scatter_blocks(Some(send), work, &blocks, op)?;
+        buf.copy_from_slice(&work[blocks.range(self.rank())]);
         Ok(())
-    }
-
-    /// In place: afterwards block `rank` of `buf` holds this rank's result;
-    /// the rest of `buf` holds partial sums.
-    pub fn reduce_scatter_in_place<E: Element>(
-        &self,
-        buf: &mut [E],
-        counts: &[usize],
-        op: ReduceOp,
-    ) -> Result<()> {
-        let blocks = self.check_counts(counts)?;
-        self.check_len("reduce_scatter buffer", buf.len(), blocks.total())?;
-        self.reduce_scatter_blocks(None, buf, &blocks, op)
     }
 
     fn reduce_scatter_blocks<E: Element>(
@@ -673,35 +581,19 @@ impl<T: Transport> Communicator<T> {
 
     // ---- gather / scatter ----
 
-    /// `recv` (root only, `p * send.len()`) gets every rank's `send` in rank order.
-    pub fn gather<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
-        self.gather_blocks(
-            send,
-            recv,
-            &Blocks::even(send.len() * self.size(), self.size()),
-            root,
-        )
-    }
-
-    pub fn gatherv<E: Element>(
+    /// Every rank's `send`, in rank order, in the root's `recv` (other ranks
+    /// may pass an empty one). Rank `i` sends `counts[i]` elements with
+    /// [`Opts::counts`]; without, every rank sends as many
+    /// (`recv.len() == p * send.len()`).
+    pub fn gather<E: Element>(
         &self,
         send: &[E],
         recv: &mut [E],
-        counts: &[usize],
-        root: usize,
+        opts: Opts<'_, E, Gather>,
     ) -> Result<()> {
-        self.gather_blocks(send, recv, &self.check_counts(counts)?, root)
-    }
-
-    fn gather_blocks<E: Element>(
-        &self,
-        send: &[E],
-        recv: &mut [E],
-        blocks: &Blocks,
-        root: usize,
-    ) -> Result<()> {
+        let blocks = self.blocks(opts.counts, send.len() * self.size())?;
+        let (root, rank) = (opts.root, self.rank());
         self.check_root(root)?;
-        let rank = self.rank();
         self.check_len("gather send buffer", send.len(), blocks.count(rank))?;
         if rank == root {
             self.check_len("gather receive buffer", recv.len(), blocks.total())?;
@@ -714,42 +606,25 @@ impl<T: Transport> Communicator<T> {
         let ctx = self.ctx(Collective::Gather);
         if rank == root {
             recv[blocks.range(rank)].copy_from_slice(send);
-            gather_linear::collect(ctx, recv, blocks)?;
+            gather_linear::collect(ctx, recv, &blocks)?;
         } else {
             gather_linear::send_block(ctx, send, root)?;
         }
         Ok(())
     }
 
-    /// Rank `i` gets block `i` of the root's `send` (`p * recv.len()` elements).
-    pub fn scatter<E: Element>(&self, send: &[E], recv: &mut [E], root: usize) -> Result<()> {
-        self.scatter_blocks(
-            send,
-            recv,
-            &Blocks::even(recv.len() * self.size(), self.size()),
-            root,
-        )
-    }
-
-    pub fn scatterv<E: Element>(
-        &self,
-        send: &[E],
-        counts: &[usize],
-        recv: &mut [E],
-        root: usize,
-    ) -> Result<()> {
-        self.scatter_blocks(send, recv, &self.check_counts(counts)?, root)
-    }
-
-    fn scatter_blocks<E: Element>(
+    /// Rank `i` gets block `i` of the root's `send` (other ranks may pass an
+    /// empty one). Block `i` has `counts[i]` elements with [`Opts::counts`];
+    /// without, blocks are even (`send.len() == p * recv.len()`).
+    pub fn scatter<E: Element>(
         &self,
         send: &[E],
         recv: &mut [E],
-        blocks: &Blocks,
-        root: usize,
+        opts: Opts<'_, E, Scatter>,
     ) -> Result<()> {
+        let blocks = self.blocks(opts.counts, recv.len() * self.size())?;
+        let (root, rank) = (opts.root, self.rank());
         self.check_root(root)?;
-        let rank = self.rank();
         self.check_len("scatter receive buffer", recv.len(), blocks.count(rank))?;
         if rank == root {
             self.check_len("scatter send buffer", send.len(), blocks.total())?;
@@ -762,7 +637,7 @@ impl<T: Transport> Communicator<T> {
         let ctx = self.ctx(Collective::Scatter);
         if rank == root {
             recv.copy_from_slice(&send[blocks.range(rank)]);
-            scatter_linear::distribute(ctx, send, blocks)?;
+            scatter_linear::distribute(ctx, send, &blocks)?;
         } else {
             scatter_linear::receive_block(ctx, recv, root)?;
         }

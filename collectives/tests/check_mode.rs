@@ -25,7 +25,7 @@ fn matching_calls_pass_the_check() {
     let out = LocalWorld::run(3, |t| {
         let c = checked(t);
         let mut v = vec![c.rank() as i64; 10];
-        c.allreduce(&mut v, ReduceOp::Sum).unwrap();
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default()).unwrap();
         c.barrier().unwrap();
         (v[0], c.sequence())
     });
@@ -38,7 +38,7 @@ fn a_different_count_is_reported_with_both_ranks() {
         let c = checked(t);
         let n = if c.rank() == 1 { 10 } else { 11 };
         let mut v = vec![1.0f32; n];
-        c.allreduce(&mut v, ReduceOp::Sum)
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default())
             .map_err(|e| e.to_string())
     });
     for (rank, r) in out.iter().enumerate() {
@@ -57,9 +57,9 @@ fn a_different_collective_or_root_is_reported() {
         let c = checked(t);
         let mut v = vec![0u8; 4];
         let r = if c.rank() == 0 {
-            c.broadcast(&mut v, 0)
+            c.broadcast(&mut v, Opts::default().root(0))
         } else {
-            c.broadcast(&mut v, 1)
+            c.broadcast(&mut v, Opts::default().root(1))
         };
         r.map_err(|e| e.to_string())
     });
@@ -70,9 +70,9 @@ fn a_different_collective_or_root_is_reported() {
         let c = checked(t);
         let mut v = vec![0f64; 4];
         let r = if c.rank() == 0 {
-            c.allreduce(&mut v, ReduceOp::Max)
+            c.allreduce(&mut v, ReduceOp::Max, Opts::default())
         } else {
-            c.reduce(&mut v, ReduceOp::Max, 0)
+            c.reduce(&mut v, ReduceOp::Max, Opts::default())
         };
         r.map_err(|e| e.to_string())
     });
@@ -91,7 +91,7 @@ fn a_rank_one_call_ahead_is_reported_by_sequence_number() {
             c.barrier().unwrap_err();
         }
         let mut v = vec![1i32; 8];
-        c.allreduce(&mut v, ReduceOp::Sum)
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default())
             .map_err(|e| e.to_string())
     });
     // Rank 1's allreduce #0 meets rank 0's barrier #0.

@@ -165,12 +165,13 @@ fn allreduce_all<E: Reference>() {
                         let c = comm(t);
                         let mine = &data[c.rank()];
                         let mut a = mine.clone();
-                        c.allreduce_with(&mut a, op, algo).unwrap();
+                        let opts = Opts::default().algorithm(algo);
+                        c.allreduce(&mut a, op, opts).unwrap();
                         let mut b = vec![E::zeroed(); n];
-                        c.allreduce_into_with(mine, &mut b, op, algo).unwrap();
+                        c.allreduce(&mut b, op, opts.send(mine)).unwrap();
                         assert!(a == b, "{what}: out of place differs from in place");
                         let mut again = mine.clone();
-                        c.allreduce_with(&mut again, op, algo).unwrap();
+                        c.allreduce(&mut again, op, opts).unwrap();
                         assert!(a == again, "{what}: a repeated run gave different bits");
                         a
                     });
@@ -224,14 +225,14 @@ fn reduce_all<E: Reference>() {
                     let results = LocalWorld::run(p, |t| {
                         let c = comm(t);
                         let mut buf = data[c.rank()].clone();
-                        c.reduce_with(&mut buf, op, root, algo).unwrap();
+                        let opts = Opts::default().root(root).algorithm(algo);
+                        c.reduce(&mut buf, op, opts).unwrap();
                         let mut out = if c.rank() == root {
                             vec![E::zeroed(); n]
                         } else {
                             Vec::new()
                         };
-                        c.reduce_into_with(&data[c.rank()], &mut out, op, root, algo)
-                            .unwrap();
+                        c.reduce(&mut out, op, opts.send(&data[c.rank()])).unwrap();
                         (buf, out)
                     });
                     assert_reduced(&results[root].0, &data, op, &what);
@@ -272,11 +273,11 @@ fn reduce_scatter_all<E: Reference>() {
                 let results = LocalWorld::run(p, |t| {
                     let c = comm(t);
                     let mut out = vec![E::zeroed(); counts[c.rank()]];
-                    c.reduce_scatterv(&data[c.rank()], &mut out, &counts, op)
+                    let opts = Opts::default().counts(&counts);
+                    c.reduce_scatter(&mut out, op, opts.send(&data[c.rank()]))
                         .unwrap();
                     let mut inplace = data[c.rank()].clone();
-                    c.reduce_scatter_in_place(&mut inplace, &counts, op)
-                        .unwrap();
+                    c.reduce_scatter(&mut inplace, op, opts).unwrap();
                     let start: usize = counts[..c.rank()].iter().sum();
                     assert!(
                         out.as_slice() == &inplace[start..start + out.len()],
@@ -303,7 +304,7 @@ fn reduce_scatter_every_type() {
     reduce_scatter_all::<u8>();
 }
 
-/// Per-rank counts for the v-variants: uneven, with empty ranks.
+/// Per-rank counts for uneven blocks, with empty ranks.
 fn uneven(p: usize, n: usize) -> Vec<usize> {
     (0..p)
         .map(|r| {
@@ -328,10 +329,12 @@ fn movement_all<E: Reference>() {
                 let results = LocalWorld::run(p, |t| {
                     let c = comm(t);
                     let mut even = vec![E::zeroed(); p * n];
-                    c.allgather_with(&data[c.rank()], &mut even, algo).unwrap();
+                    let opts = Opts::default().algorithm(algo);
+                    c.allgather(&mut even, opts.send(&data[c.rank()])).unwrap();
                     let mine = &data[c.rank()][..counts[c.rank()]];
                     let mut v = vec![E::zeroed(); counts.iter().sum()];
-                    c.allgatherv_with(mine, &mut v, &counts, algo).unwrap();
+                    c.allgather(&mut v, opts.send(mine).counts(&counts))
+                        .unwrap();
                     (even, v)
                 });
                 let want_even: Vec<E> = data.concat();
@@ -347,14 +350,15 @@ fn movement_all<E: Reference>() {
                 let results = LocalWorld::run(p, |t| {
                     let c = comm(t);
                     let mut buf = data[c.rank()].clone();
-                    c.broadcast_with(&mut buf, root, algo).unwrap();
+                    c.broadcast(&mut buf, Opts::default().root(root).algorithm(algo))
+                        .unwrap();
                     buf
                 });
                 for (r, b) in results.iter().enumerate() {
                     assert!(b == &data[root], "{what}: rank {r}");
                 }
             }
-            // gatherv, then scatterv of the gathered vector back to its owners
+            // uneven gather, then scatter of the gathered vector back to its owners
             let counts = uneven(p, n);
             let want_g: Vec<E> = (0..p).flat_map(|r| data[r][..counts[r]].to_vec()).collect();
             let results = LocalWorld::run(p, |t| {
@@ -365,22 +369,23 @@ fn movement_all<E: Reference>() {
                 } else {
                     vec![]
                 };
-                c.gatherv(&data[r][..counts[r]], &mut g, &counts, root)
-                    .unwrap();
+                let opts = Opts::default().root(root).counts(&counts);
+                c.gather(&data[r][..counts[r]], &mut g, opts).unwrap();
                 let src = if r == root { want_g.clone() } else { vec![] };
                 let mut back = vec![E::zeroed(); counts[r]];
-                c.scatterv(&src, &counts, &mut back, root).unwrap();
+                c.scatter(&src, &mut back, Opts::default().root(root).counts(&counts))
+                    .unwrap();
                 (g, back)
             });
             assert!(
                 results[root].0 == want_g,
-                "gatherv {} p={p} n={n}",
+                "uneven gather {} p={p} n={n}",
                 E::DTYPE
             );
             for (r, res) in results.iter().enumerate() {
                 assert!(
                     res.1.as_slice() == &data[r][..counts[r]],
-                    "scatterv {} p={p} n={n} rank {r}",
+                    "uneven scatter {} p={p} n={n} rank {r}",
                     E::DTYPE
                 );
             }
@@ -422,11 +427,15 @@ fn wrong_lengths_and_roots_are_errors() {
     LocalWorld::run(2, |t| {
         let c = comm(t);
         let mut out = vec![0f32; 3];
-        let e = c.allgather(&[1.0f32, 2.0], &mut out).unwrap_err();
+        let e = c
+            .allgather(&mut out, Opts::default().send(&[1.0f32, 2.0]))
+            .unwrap_err();
         assert!(e.to_string().contains("expected 4"), "{e}");
-        let e = c.broadcast(&mut out, 5).unwrap_err();
+        let e = c.broadcast(&mut out, Opts::default().root(5)).unwrap_err();
         assert!(e.to_string().contains("root 5 is out of range"), "{e}");
-        let e = c.allgatherv(&[1.0f32], &mut out, &[1, 1, 1]).unwrap_err();
+        let e = c
+            .allgather(&mut out, Opts::default().send(&[1.0f32]).counts(&[1, 1, 1]))
+            .unwrap_err();
         assert!(e.to_string().contains("3 entries for 2 ranks"), "{e}");
     });
 }
@@ -468,8 +477,8 @@ fn small_segments_still_pipeline_correctly() {
                 cfg.tuning.segment_bytes = 64;
                 let c = Communicator::new(t, cfg);
                 let mut a = data[c.rank()].clone();
-                c.allreduce_with(&mut a, ReduceOp::Sum, AllreduceAlgo::Ring)
-                    .unwrap();
+                let ring = Opts::default().algorithm(AllreduceAlgo::Ring);
+                c.allreduce(&mut a, ReduceOp::Sum, ring).unwrap();
                 a
             });
             assert_reduced(

@@ -15,7 +15,8 @@ fn allreduce_traffic(p: usize, n: usize, algo: AllreduceAlgo) -> Vec<(u64, u64)>
     LocalWorld::run(p, |t| {
         let c = counted(t);
         let mut v = vec![1.0f32; n];
-        c.allreduce_with(&mut v, ReduceOp::Sum, algo).unwrap();
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default().algorithm(algo))
+            .unwrap();
         assert!(v.iter().all(|x| *x == p as f32));
         (c.transport().bytes_sent(), c.transport().rounds())
     })
@@ -32,8 +33,8 @@ fn ring_traffic_goes_to_the_right_neighbour_only() {
     let per_rank = LocalWorld::run(p, |t| {
         let c = counted(t);
         let mut v = vec![1i32; n];
-        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::Ring)
-            .unwrap();
+        let ring = Opts::default().algorithm(AllreduceAlgo::Ring);
+        c.allreduce(&mut v, ReduceOp::Sum, ring).unwrap();
         (c.rank(), c.transport().per_peer())
     });
     for (rank, peers) in per_rank {
@@ -124,8 +125,8 @@ fn segmenting_adds_rounds_but_not_bytes() {
         config.tuning.segment_bytes = 64 << 10;
         let c = Communicator::new(Counting::new(t), config);
         let mut v = vec![1.0f32; n];
-        c.allreduce_with(&mut v, ReduceOp::Sum, AllreduceAlgo::RecursiveDoubling)
-            .unwrap();
+        let rd = Opts::default().algorithm(AllreduceAlgo::RecursiveDoubling);
+        c.allreduce(&mut v, ReduceOp::Sum, rd).unwrap();
         (c.transport().bytes_sent(), c.transport().rounds())
     });
     for (w, s) in whole.iter().zip(&segmented) {
@@ -169,7 +170,8 @@ fn allgathers_take_their_rounds_and_bytes() {
             let mut out = Vec::new();
             for &algo in AllgatherAlgo::CONCRETE {
                 c.transport().reset();
-                c.allgather_with(&mine, &mut all, algo).unwrap();
+                c.allgather(&mut all, Opts::default().send(&mine).algorithm(algo))
+                    .unwrap();
                 out.push((algo, c.transport().bytes_received(), c.transport().rounds()));
             }
             out
@@ -203,13 +205,13 @@ fn reduce_scatter_gather_moves_less_than_a_tree_at_large_sizes() {
     let results = LocalWorld::run(p, |t| {
         let c = counted(t);
         let mut v = vec![1i32; n];
-        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::ReduceScatterGather)
-            .unwrap();
+        let split = Opts::default().algorithm(ReduceAlgo::ReduceScatterGather);
+        c.reduce(&mut v, ReduceOp::Sum, split).unwrap();
         let rsg = c.transport().bytes_received();
         c.transport().reset();
         let mut v = vec![1i32; n];
-        c.reduce_with(&mut v, ReduceOp::Sum, 0, ReduceAlgo::Binomial)
-            .unwrap();
+        let tree = Opts::default().algorithm(ReduceAlgo::Binomial);
+        c.reduce(&mut v, ReduceOp::Sum, tree).unwrap();
         (rsg, c.transport().bytes_received())
     });
     // The binomial root receives the vector once per level; the ring pipeline

@@ -17,7 +17,7 @@ fn reports_while(stuck: impl Fn(&Communicator<LocalTransport>) + Sync) -> Vec<St
     LocalWorld::run(2, |t| {
         let c = Communicator::new(t, Config::default());
         let mut v = [1i32; 4];
-        c.allreduce(&mut v, ReduceOp::Sum).unwrap();
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default()).unwrap();
         if c.rank() == 0 {
             let tx = tx.clone();
             c.watch(TIMEOUT, move |what| {
@@ -36,7 +36,7 @@ fn reports_while(stuck: impl Fn(&Communicator<LocalTransport>) + Sync) -> Vec<St
 fn a_late_rank_is_named_with_the_collective_and_its_number() {
     let reports = reports_while(|c| {
         let mut v = [0f32; 16];
-        c.broadcast(&mut v, 1).unwrap();
+        c.broadcast(&mut v, Opts::default().root(1)).unwrap();
     });
     assert!(!reports.is_empty(), "no report of a wait of {LATE:?}");
     for r in &reports {
@@ -104,7 +104,7 @@ fn reserved_tags_agree_across_ranks_and_do_not_meet_collective_traffic() {
             .send((rank + 1) % p, second.get(2), &note)
             .unwrap();
         let mut v = vec![rank as i64 + 1; 100];
-        c.allreduce(&mut v, ReduceOp::Sum).unwrap();
+        c.allreduce(&mut v, ReduceOp::Sum, Opts::default()).unwrap();
         let mut got = [0u8; 5];
         c.transport()
             .recv((rank + p - 1) % p, second.get(2), &mut got)

@@ -4,6 +4,7 @@
 use crate::job::Job;
 use crate::launch::{launcher, launcher_local_rank, mpi_library};
 use anyhow::Result;
+use mpinfer_collectives::Opts;
 
 fn host() -> String {
     mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
@@ -36,7 +37,7 @@ pub fn run(
     let mine = line.into_bytes();
     let p = job.size();
     let mut lens = vec![0i64; p];
-    comm.allgather(&[mine.len() as i64], &mut lens)?;
+    comm.allgather(&mut lens, Opts::default().send(&[mine.len() as i64]))?;
     let counts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
     let mut all = vec![
         0u8;
@@ -46,7 +47,7 @@ pub fn run(
             0
         }
     ];
-    comm.gatherv(&mine, &mut all, &counts, 0)?;
+    comm.gather(&mine, &mut all, Opts::default().counts(&counts))?;
     if job.rank() == 0 {
         println!("MPI: {}; {p} ranks", mpi_library());
         println!(

@@ -5,7 +5,7 @@ use crate::output::{self, Output};
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
-use mpinfer_collectives::ReduceOp;
+use mpinfer_collectives::{Opts, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{device, Device, DeviceRequest, StoredDType, Tensor};
 use mpinfer_runtime::model::Model;
@@ -273,7 +273,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         writer = Some(Output::open(&args.output, &shape, identity, resume_rows)?);
     }
     if job.size() > 1 {
-        comm.broadcast(&mut first_row, 0)?;
+        comm.broadcast(&mut first_row, Opts::default())?;
     }
     input.start = first_row[0] as usize;
     let progress = (rank == 0).then(|| Progress::new(rows - input.start));
@@ -304,7 +304,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     }
     if sink.labels.is_some() {
         let mut counts = [sink.correct as i64, sink.counted as i64];
-        comm.reduce(&mut counts, ReduceOp::Sum, 0)?;
+        comm.reduce(&mut counts, ReduceOp::Sum, Opts::default())?;
         if rank == 0 {
             let [correct, total] = counts;
             println!(
@@ -353,7 +353,7 @@ fn report(
         start.elapsed().as_secs_f64(),
     ];
     let mut all = vec![0.0f64; if job.rank() == 0 { p * FIELDS.len() } else { 0 }];
-    comm.gather(&mine, &mut all, 0)?;
+    comm.gather(&mine, &mut all, Opts::default())?;
     if job.rank() != 0 {
         return Ok(());
     }
@@ -466,7 +466,7 @@ fn same_files_everywhere(comm: &RunComm, paths: &[&Path]) -> Result<Vec<u64>> {
     }
     let mine: Vec<i64> = mine_u.iter().map(|&v| v as i64).collect();
     let mut all = vec![0i64; mine.len() * p];
-    comm.allgather(&mine, &mut all)?;
+    comm.allgather(&mut all, Opts::default().send(&mine))?;
     for (i, path) in paths.iter().enumerate() {
         let of = |r: usize| [all[r * mine.len() + 2 * i], all[r * mine.len() + 2 * i + 1]];
         let differ: Vec<usize> = (1..p).filter(|&r| of(r) != of(0)).collect();

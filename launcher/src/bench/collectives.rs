@@ -649,18 +649,24 @@ fn run_once<E: Element>(case: &Case<'_>, algo: Algo, b: &mut Buffers<E>) -> Resu
         root,
         mpi_type,
     } = *case;
-    let sum = ReduceOp::Sum;
+    let (sum, send) = (ReduceOp::Sum, &b.send[..]);
+    let recv = &mut b.recv[..];
     match (op, algo) {
         (Op::Allreduce, Algo::Allreduce(a)) => {
-            comm.allreduce_into_with(&b.send, &mut b.recv, sum, a)?
+            comm.allreduce(recv, sum, Opts::default().send(send).algorithm(a))?
         }
-        (Op::Allgather, Algo::Allgather(a)) => comm.allgather_with(&b.send, &mut b.recv, a)?,
+        (Op::Allgather, Algo::Allgather(a)) => {
+            comm.allgather(recv, Opts::default().send(send).algorithm(a))?
+        }
         (Op::Reduce, Algo::Reduce(a)) => {
-            comm.reduce_into_with(&b.send, &mut b.recv, sum, root, a)?
+            let opts = Opts::default().send(send).root(root).algorithm(a);
+            comm.reduce(recv, sum, opts)?
         }
-        (Op::Broadcast, Algo::Broadcast(a)) => comm.broadcast_with(&mut b.recv, root, a)?,
+        (Op::Broadcast, Algo::Broadcast(a)) => {
+            comm.broadcast(recv, Opts::default().root(root).algorithm(a))?
+        }
         (Op::ReduceScatter, Algo::ReduceScatter) => {
-            comm.reduce_scatter(&b.send, &mut b.recv, sum)?
+            comm.reduce_scatter(recv, sum, Opts::default().send(send))?
         }
         (_, Algo::Mpi) => mpi_builtin(
             job,

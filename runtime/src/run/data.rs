@@ -5,6 +5,7 @@ use super::{Ctx, Outputs, RankWeights, Rows, RunError, Schedule};
 use crate::exec::{forward, load_all, Step};
 use crate::split;
 use mpinfer_collectives::transport::Transport;
+use mpinfer_collectives::Opts;
 use mpinfer_kernels::cpu::ROW_BLOCK;
 use mpinfer_kernels::Tensor;
 use std::time::Instant;
@@ -112,8 +113,9 @@ pub(crate) fn run<T: Transport>(
             // same split for the next round.
             let mut pace = vec![0.0f64; 2 * p];
             let comm = ctx.comm;
+            let send = [mine.len() as f64, took];
             ctx.clock
-                .comm(|| comm.allgather(&[mine.len() as f64, took], &mut pace))?;
+                .comm(|| comm.allgather(&mut pace, Opts::default().send(&send)))?;
             for r in 0..p {
                 done_rows[r] += pace[2 * r];
                 busy[r] += pace[2 * r + 1];
@@ -149,7 +151,8 @@ fn calibrate<T: Transport>(
     }
     let mut all = vec![0.0f64; p];
     let comm = ctx.comm;
-    ctx.clock.comm(|| comm.allgather(&[speed], &mut all))?;
+    ctx.clock
+        .comm(|| comm.allgather(&mut all, Opts::default().send(&[speed])))?;
     Ok(all)
 }
 

@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::ModelError;
 use clap::ValueEnum;
 use mpinfer_collectives::transport::{Counting, Transport, TransportError};
-use mpinfer_collectives::{bf16, f16, CollectiveError, Communicator, ReduceOp};
+use mpinfer_collectives::{bf16, f16, CollectiveError, Communicator, Opts, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::ops::Range;
@@ -277,10 +277,10 @@ impl<T: Transport> Ctx<'_, T> {
         let comm = self.comm;
         let kind = self.opts.comm_dtype;
         self.clock.comm(|| match kind {
-            CommDType::F32 => comm.allreduce(buf, ReduceOp::Sum),
+            CommDType::F32 => comm.allreduce(buf, ReduceOp::Sum, Opts::default()),
             CommDType::BF16 => {
                 let mut narrow: Vec<bf16> = buf.iter().map(|&v| bf16::from_f32(v)).collect();
-                comm.allreduce(&mut narrow, ReduceOp::Sum)?;
+                comm.allreduce(&mut narrow, ReduceOp::Sum, Opts::default())?;
                 buf.iter_mut()
                     .zip(&narrow)
                     .for_each(|(o, v)| *o = v.to_f32());
@@ -288,7 +288,7 @@ impl<T: Transport> Ctx<'_, T> {
             }
             CommDType::F16 => {
                 let mut narrow: Vec<f16> = buf.iter().map(|&v| f16::from_f32(v)).collect();
-                comm.allreduce(&mut narrow, ReduceOp::Sum)?;
+                comm.allreduce(&mut narrow, ReduceOp::Sum, Opts::default())?;
                 buf.iter_mut()
                     .zip(&narrow)
                     .for_each(|(o, v)| *o = v.to_f32());
@@ -319,8 +319,8 @@ impl<T: Transport> Ctx<'_, T> {
             root: Option<usize>,
         ) -> Result<(), CollectiveError> {
             match root {
-                Some(r) => comm.gatherv(send, out, counts, r),
-                None => comm.allgatherv(send, out, counts),
+                Some(r) => comm.gather(send, out, Opts::default().root(r).counts(counts)),
+                None => comm.allgather(out, Opts::default().send(send).counts(counts)),
             }
         }
         self.clock.comm(|| -> Result<(), CollectiveError> {
