@@ -335,6 +335,12 @@ fn movement_all<E: Reference>() {
                     let mut v = vec![E::zeroed(); counts.iter().sum()];
                     c.allgather(&mut v, opts.send(mine).counts(&counts))
                         .unwrap();
+                    // In place: this rank's block already sits in the buffer.
+                    let mut inplace = vec![E::zeroed(); v.len()];
+                    let start: usize = counts[..c.rank()].iter().sum();
+                    inplace[start..start + mine.len()].copy_from_slice(mine);
+                    c.allgather(&mut inplace, opts.counts(&counts)).unwrap();
+                    assert!(inplace == v, "{what}: in place differs");
                     (even, v)
                 });
                 let want_even: Vec<E> = data.concat();
@@ -438,6 +444,40 @@ fn wrong_lengths_and_roots_are_errors() {
             .unwrap_err();
         assert!(e.to_string().contains("3 entries for 2 ranks"), "{e}");
     });
+}
+
+#[test]
+fn even_blocks_in_place_split_the_buffer_first_blocks_longer() {
+    for p in [2, 3, 5] {
+        for n in [0usize, 1, 7, 64] {
+            // Block r of the near-even split: the first n % p blocks one longer.
+            let counts: Vec<usize> = (0..p).map(|r| n / p + usize::from(r < n % p)).collect();
+            let data = inputs::<i64>(p, n, ReduceOp::Sum, 29);
+            LocalWorld::run(p, |t| {
+                let c = comm(t);
+                let mine = &data[c.rank()];
+                let mut even = mine.clone();
+                c.allgather(&mut even, Opts::default()).unwrap();
+                let mut listed = mine.clone();
+                c.allgather(&mut listed, Opts::default().counts(&counts))
+                    .unwrap();
+                assert_eq!(even, listed, "allgather p={p} n={n}");
+                let mut even = mine.clone();
+                c.reduce_scatter(&mut even, ReduceOp::Sum, Opts::default())
+                    .unwrap();
+                let mut listed = mine.clone();
+                let opts = Opts::default().counts(&counts);
+                c.reduce_scatter(&mut listed, ReduceOp::Sum, opts).unwrap();
+                let start: usize = counts[..c.rank()].iter().sum();
+                let block = start..start + counts[c.rank()];
+                assert_eq!(
+                    even[block.clone()],
+                    listed[block],
+                    "reduce_scatter p={p} n={n}"
+                );
+            });
+        }
+    }
 }
 
 #[test]
