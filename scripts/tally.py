@@ -14,6 +14,8 @@ LOG holds every step's output between `== step NAME` and
     are skipped.
   - `error: could not compile` (a suite that did not build): one failure.
   - the SLURM test's PASS, FAIL and SKIP lines.
+  - the multi-rank binaries' `test NAME ... skipped: REASON` lines, listed
+    (their closing line counts them).
   - a step that exited non-zero with no failure counted: one failure.
 SKIP_LOG holds one `SKIPPED test: reason` line per libtest test that
 skipped (mpinfer-testkit's `skip`); libtest counted those as passed, so they
@@ -27,6 +29,7 @@ SUITE = re.compile(r"^\s+(?:Running|Doc-tests) (.*)")
 LIBTEST = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
 PLAIN = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
 NO_BUILD = re.compile(r"^error: could not compile `([^`]+)`")
+NAMED_SKIP = re.compile(r"^test (\S+) \.\.\. skipped: (.*)")
 SLURM = re.compile(r"^(PASS|FAIL|SKIP) (.*)")
 STEP = re.compile(r"^== step (.*)")
 STEP_EXIT = re.compile(r"^== step-exit (.*) (\d+)$")
@@ -74,6 +77,9 @@ class Tally:
             self.suite = m.group(1)
         elif m := NO_BUILD.match(line):
             self.fail(f"`{m.group(1)}` did not build")
+        elif self.suite is not None and (m := NAMED_SKIP.match(line)):
+            # Counted by the suite's closing line; listed here by name.
+            self.skips.append(f"{m.group(1)}: {m.group(2)}")
         elif self.suite is not None and (m := LIBTEST.match(line) or PLAIN.match(line)):
             self.totals = tuple(int(g or 0) for g in m.groups())
         elif self.suite is None and (m := SLURM.match(line)):

@@ -138,9 +138,11 @@ fn skips_move_from_passed_to_skipped_with_their_reason() {
 fn multi_rank_binaries_report_their_own_skips() {
     let body = "     Running tests/mpi_run.rs (target/release/deps/mpi_run-0123)
 test a ... ok
+test b ... skipped: MPICH aborts there
 
 4 passed, 1 failed, 2 skipped
 ";
     let out = tally(&step("tests", body, 1), "");
     assert_eq!(total(&out), "all: 4 passed, 1 failed, 2 skipped");
+    assert!(out.contains("skipped: b: MPICH aborts there"), "{out}");
 }

@@ -111,7 +111,8 @@ const SUCCESS: c_int = ffi::MPI_SUCCESS as c_int;
 const ERR_IN_STATUS: c_int = ffi::MPI_ERR_IN_STATUS as c_int;
 const ERR_PENDING: c_int = ffi::MPI_ERR_PENDING as c_int;
 
-/// MPI's description of an error code.
+/// MPI's description of an error code, on one line: MPICH appends an error
+/// stack of several lines, and the job's report is one `error:` line.
 fn error_string(code: c_int) -> String {
     const MAX: usize = ffi::MPI_MAX_ERROR_STRING as usize;
     let mut text: [c_char; MAX] = [0; MAX];
@@ -126,7 +127,12 @@ fn error_string(code: c_int) -> String {
         .iter()
         .map(|&c| c as u8)
         .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// How one message of `len` bytes travels: nearly equal pieces, several when
