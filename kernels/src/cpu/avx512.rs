@@ -183,88 +183,164 @@ unsafe fn conv_images(
     let mut start = 0;
     while start < total {
         let end = (start + BLOCK).min(total);
-        segs.clear();
-        let mut t = start;
-        while t < end {
-            let (img, rest) = (t / tiles, t % tiles);
-            let (ty, tx) = (rest / tw, rest % tw);
-            let len = (tw - tx).min(end - t).min(16);
-            segs.push(Segment {
-                lane: t - start,
-                img,
-                ty,
-                tx,
-                len,
-            });
-            t += len;
-        }
+        block_segments(start, end, tiles, tw, &mut segs);
         for s in &segs {
             // SAFETY: the segment's lanes lie in the block's BLOCK lanes of
             // each of the 16 · C rows of `v`, and its image in `x`.
             unsafe { transform_segment(g, x, s, vp.add(s.lane), vstride) };
         }
-        // The next block's tile rows, per image.
-        spans.clear();
-        let next_end = (end + BLOCK).min(total);
-        let mut t = end;
-        while t < next_end {
-            let img = t / tiles;
-            let last = next_end.min((img + 1) * tiles) - 1;
-            spans.push((img, (t % tiles) / tw, (last % tiles) / tw));
-            t = last + 1;
-        }
+        next_block_spans(end, total, tiles, tw, &mut spans);
         for mc in 0..chunks {
-            // Fetch what the next block reads and writes while this one
-            // computes: its inputs are spread over C planes and its outputs
-            // over M, more streams than the hardware prefetchers follow.
-            for &(img, ty0, ty1) in &spans {
-                let r0 = (2 * ty0).saturating_sub(g.pt);
-                let r1 = (2 * ty1 + 4).saturating_sub(g.pt).min(g.h);
-                for ic in (mc * g.c / chunks)..((mc + 1) * g.c / chunks) {
-                    let plane = x.as_ptr().wrapping_add((img * g.c + ic) * g.h * g.w);
-                    prefetch(
-                        plane.wrapping_add(r0 * g.w),
-                        r1.saturating_sub(r0) * g.w,
-                        false,
-                    );
-                }
-                let (o0, o1) = (2 * ty0, (2 * ty1 + 2).min(g.oh));
-                for oc in mc * ROWS..g.m.min((mc + 1) * ROWS) {
-                    let plane = yp.wrapping_add((img * g.m + oc) * g.oh * g.ow);
-                    prefetch(plane.wrapping_add(o0 * g.ow), (o1 - o0) * g.ow, true);
-                }
-            }
-            // SAFETY: chunk `mc` of `packed` is its 16 · C · ROWS values
-            // from here; ξ's share of it is C · ROWS values, of `v` a plane
-            // of C · BLOCK and of `prod` ROWS · BLOCK, at offsets that are
-            // multiples of 16 values from 64-byte aligned starts, as
-            // micro_kernel's aligned accesses need.
-            unsafe {
-                let u = packed.as_ptr().add(mc * 16 * g.c * ROWS);
-                for xi in 0..16 {
-                    micro_kernel(
-                        g.c,
-                        u.add(xi * g.c * ROWS),
-                        vp.add(xi * vstride),
-                        pp.add(xi * ROWS * BLOCK),
-                    );
-                }
-            }
-            for r in 0..ROWS.min(g.m - mc * ROWS) {
-                let oc = mc * ROWS + r;
-                let b = bias.map_or(0.0, |b| b[oc]);
-                for s in &segs {
-                    // SAFETY: channel `oc` < M of image `s.img` is an
-                    // [OH, OW] plane of `y`, and the segment's products are
-                    // lanes `s.lane..` of row `r` of every ξ in `prod`.
-                    unsafe {
-                        let plane = yp.add((s.img * g.m + oc) * g.oh * g.ow);
-                        untransform_segment(g, s, pp.add(r * BLOCK + s.lane), b, relu, plane);
-                    }
-                }
-            }
+            prefetch_next_block(g, x, yp, &spans, mc, chunks);
+            // SAFETY: `packed` has the size the caller guarantees, and `v`
+            // and `prod` are the 64-byte aligned block buffers sized above.
+            unsafe { multiply_chunk(g, packed, mc, vp, vstride, pp) };
+            // SAFETY: `prod` holds chunk `mc`'s products of this block's
+            // segments, whose tiles and images lie inside `y`.
+            unsafe { untransform_chunk(g, &segs, mc, pp, bias, relu, yp) };
         }
         start = end;
+    }
+}
+
+/// Splits the block of tiles `start..end` into segments: runs of at most 16
+/// tiles that stay in one row of tiles of one image.
+fn block_segments(start: usize, end: usize, tiles: usize, tw: usize, segs: &mut Vec<Segment>) {
+    segs.clear();
+    let mut t = start;
+    while t < end {
+        let (img, rest) = (t / tiles, t % tiles);
+        let (ty, tx) = (rest / tw, rest % tw);
+        let len = (tw - tx).min(end - t).min(16);
+        segs.push(Segment {
+            lane: t - start,
+            img,
+            ty,
+            tx,
+            len,
+        });
+        t += len;
+    }
+}
+
+/// The tile rows of the block that starts at `end`, per image, as
+/// `(image, first row, last row)`.
+fn next_block_spans(
+    end: usize,
+    total: usize,
+    tiles: usize,
+    tw: usize,
+    spans: &mut Vec<(usize, usize, usize)>,
+) {
+    spans.clear();
+    let next_end = (end + BLOCK).min(total);
+    let mut t = end;
+    while t < next_end {
+        let img = t / tiles;
+        let last = next_end.min((img + 1) * tiles) - 1;
+        spans.push((img, (t % tiles) / tw, (last % tiles) / tw));
+        t = last + 1;
+    }
+}
+
+/// Fetches chunk `mc`'s share of what the next block (`spans`) reads and
+/// writes while this one computes: its inputs are spread over C planes and
+/// its outputs over M, more streams than the hardware prefetchers follow.
+#[target_feature(enable = "avx512f")]
+fn prefetch_next_block(
+    g: Geometry,
+    x: &[f32],
+    yp: *mut f32,
+    spans: &[(usize, usize, usize)],
+    mc: usize,
+    chunks: usize,
+) {
+    for &(img, ty0, ty1) in spans {
+        let r0 = (2 * ty0).saturating_sub(g.pt);
+        let r1 = (2 * ty1 + 4).saturating_sub(g.pt).min(g.h);
+        for ic in (mc * g.c / chunks)..((mc + 1) * g.c / chunks) {
+            let plane = x.as_ptr().wrapping_add((img * g.c + ic) * g.h * g.w);
+            prefetch(
+                plane.wrapping_add(r0 * g.w),
+                r1.saturating_sub(r0) * g.w,
+                false,
+            );
+        }
+        let (o0, o1) = (2 * ty0, (2 * ty1 + 2).min(g.oh));
+        for oc in mc * ROWS..g.m.min((mc + 1) * ROWS) {
+            let plane = yp.wrapping_add((img * g.m + oc) * g.oh * g.ow);
+            prefetch(plane.wrapping_add(o0 * g.ow), (o1 - o0) * g.ow, true);
+        }
+    }
+}
+
+/// The products of chunk `mc` of output channels with the block's V, for
+/// every ξ, into `pp` (`[ξ][ROWS][BLOCK]`).
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `packed` is [`pack_filters`]' for `g` and holds
+/// chunk `mc`; `vp` (16 planes `vstride` apart of C · BLOCK values) and `pp`
+/// (16 · ROWS · BLOCK values, writable) are 64-byte aligned, with `vstride` a
+/// multiple of 16.
+#[target_feature(enable = "avx512f")]
+unsafe fn multiply_chunk(
+    g: Geometry,
+    packed: &[f32],
+    mc: usize,
+    vp: *const f32,
+    vstride: usize,
+    pp: *mut f32,
+) {
+    // SAFETY: chunk `mc` of `packed` is its 16 · C · ROWS values
+    // from here; ξ's share of it is C · ROWS values, of `v` a plane
+    // of C · BLOCK and of `prod` ROWS · BLOCK, at offsets that are
+    // multiples of 16 values from 64-byte aligned starts, as
+    // micro_kernel's aligned accesses need.
+    unsafe {
+        let u = packed.as_ptr().add(mc * 16 * g.c * ROWS);
+        for xi in 0..16 {
+            micro_kernel(
+                g.c,
+                u.add(xi * g.c * ROWS),
+                vp.add(xi * vstride),
+                pp.add(xi * ROWS * BLOCK),
+            );
+        }
+    }
+}
+
+/// Transforms chunk `mc`'s products back into the outputs of every segment
+/// of the block, with bias and ReLU.
+///
+/// # Safety
+///
+/// The CPU has `avx512f`; `pp` holds the block's products for chunk `mc`
+/// (`[ξ][ROWS][BLOCK]`), `bias`, if any, has M values, and `yp` points at
+/// the writable outputs (`[M, OH, OW]` each) of every image in `segs`, whose
+/// tiles lie inside them.
+#[target_feature(enable = "avx512f")]
+unsafe fn untransform_chunk(
+    g: Geometry,
+    segs: &[Segment],
+    mc: usize,
+    pp: *const f32,
+    bias: Option<&[f32]>,
+    relu: bool,
+    yp: *mut f32,
+) {
+    for r in 0..ROWS.min(g.m - mc * ROWS) {
+        let oc = mc * ROWS + r;
+        let b = bias.map_or(0.0, |b| b[oc]);
+        for s in segs {
+            // SAFETY: channel `oc` < M of image `s.img` is an
+            // [OH, OW] plane of `y`, and the segment's products are
+            // lanes `s.lane..` of row `r` of every ξ in `prod`.
+            unsafe {
+                let plane = yp.add((s.img * g.m + oc) * g.oh * g.ow);
+                untransform_segment(g, s, pp.add(r * BLOCK + s.lane), b, relu, plane);
+            }
+        }
     }
 }
 

@@ -99,13 +99,6 @@ impl Pool2d {
         }
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.strides;
-        let [dh, dw] = self.dilations;
-        let (pt, pl, pb, pr) = (
-            self.pads[0] as isize,
-            self.pads[1] as isize,
-            self.pads[2] as isize,
-            self.pads[3] as isize,
-        );
         // Windows that never leave the image need no bounds checks: the
         // common case (no padding, no dilation, floor mode).
         let simple = self.pads == [0; 4]
@@ -113,16 +106,7 @@ impl Pool2d {
             && (oh - 1) * sh + kh <= h
             && (ow - 1) * sw + kw <= w;
         #[cfg(target_arch = "x86_64")]
-        if simple
-            && self.kind == PoolKind::Average
-            && w <= avx512::POOL_MAX_WIDTH
-            && avx512::available()
-        {
-            cpu.for_each_run(y, oh * ow, |first, run| {
-                let planes = run.len() / (oh * ow);
-                let src = &x.data[first * h * w..(first + planes) * h * w];
-                avx512::average_pool(src, [h, w], [kh, kw], [sh, sw], [oh, ow], run);
-            });
+        if simple && self.average_avx512(cpu, x, [h, w], [oh, ow], y) {
             return Ok(());
         }
         let planes: Vec<(usize, &mut [f32])> = y.chunks_mut(oh * ow).enumerate().collect();
@@ -130,66 +114,111 @@ impl Pool2d {
             let src = &x.data[p * h * w..(p + 1) * h * w];
             if simple {
                 self.plane_inside(src, w, oh, ow, dst);
-                return;
-            }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut acc, mut valid, mut counted) = match self.kind {
-                        PoolKind::Max => (f32::NEG_INFINITY, 0usize, 0usize),
-                        PoolKind::Average => (0.0, 0, 0),
-                    };
-                    for i in 0..kh {
-                        let iy = (oy * sh + i * dh) as isize - pt;
-                        if iy >= h as isize + pb {
-                            continue;
-                        }
-                        for j in 0..kw {
-                            let ix = (ox * sw + j * dw) as isize - pl;
-                            if ix >= w as isize + pr {
-                                continue;
-                            }
-                            counted += 1;
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                continue;
-                            }
-                            let v = src[iy as usize * w + ix as usize];
-                            valid += 1;
-                            acc = match self.kind {
-                                // NaN wins, as in the reference implementations.
-                                PoolKind::Max => {
-                                    if v > acc || v.is_nan() {
-                                        v
-                                    } else {
-                                        acc
-                                    }
-                                }
-                                PoolKind::Average => acc + v,
-                            };
-                        }
-                    }
-                    dst[oy * ow + ox] = match self.kind {
-                        PoolKind::Max => acc,
-                        PoolKind::Average => {
-                            let div = if self.count_include_pad {
-                                counted
-                            } else {
-                                valid
-                            };
-                            if div == 0 {
-                                0.0
-                            } else {
-                                acc / div as f32
-                            }
-                        }
-                    };
-                }
+            } else {
+                self.plane_padded(src, [h, w], [oh, ow], dst);
             }
         });
         Ok(())
     }
+
+    /// Average pooling with the AVX-512 kernel, when it is one and the CPU
+    /// has it; false (nothing written) otherwise. Every window lies inside
+    /// its plane.
+    #[cfg(target_arch = "x86_64")]
+    fn average_avx512(
+        &self,
+        cpu: &Cpu,
+        x: &Tensor,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        y: &mut [f32],
+    ) -> bool {
+        if self.kind != PoolKind::Average || w > avx512::POOL_MAX_WIDTH || !avx512::available() {
+            return false;
+        }
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        cpu.for_each_run(y, oh * ow, |first, run| {
+            let planes = run.len() / (oh * ow);
+            let src = &x.data[first * h * w..(first + planes) * h * w];
+            avx512::average_pool(src, [h, w], [kh, kw], [sh, sw], [oh, ow], run);
+        });
+        true
+    }
 }
 
 impl Pool2d {
+    /// Windows that may reach into padding or past the plane: each tap is
+    /// bounds-checked.
+    fn plane_padded(&self, src: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], dst: &mut [f32]) {
+        let pads = self.pads.map(|p| p as isize);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                dst[oy * ow + ox] = self.window(src, [h, w], pads, [oy, ox]);
+            }
+        }
+    }
+
+    /// The pooled value of the window of output `[oy, ox]`.
+    fn window(
+        &self,
+        src: &[f32],
+        [h, w]: [usize; 2],
+        [pt, pl, pb, pr]: [isize; 4],
+        [oy, ox]: [usize; 2],
+    ) -> f32 {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        let [dh, dw] = self.dilations;
+        let (mut acc, mut valid, mut counted) = match self.kind {
+            PoolKind::Max => (f32::NEG_INFINITY, 0usize, 0usize),
+            PoolKind::Average => (0.0, 0, 0),
+        };
+        for i in 0..kh {
+            let iy = (oy * sh + i * dh) as isize - pt;
+            if iy >= h as isize + pb {
+                continue;
+            }
+            for j in 0..kw {
+                let ix = (ox * sw + j * dw) as isize - pl;
+                if ix >= w as isize + pr {
+                    continue;
+                }
+                counted += 1;
+                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                    continue;
+                }
+                let v = src[iy as usize * w + ix as usize];
+                valid += 1;
+                acc = match self.kind {
+                    // NaN wins, as in the reference implementations.
+                    PoolKind::Max => {
+                        if v > acc || v.is_nan() {
+                            v
+                        } else {
+                            acc
+                        }
+                    }
+                    PoolKind::Average => acc + v,
+                };
+            }
+        }
+        match self.kind {
+            PoolKind::Max => acc,
+            PoolKind::Average => {
+                let div = if self.count_include_pad {
+                    counted
+                } else {
+                    valid
+                };
+                if div == 0 {
+                    0.0
+                } else {
+                    acc / div as f32
+                }
+            }
+        }
+    }
     /// Every window lies inside the plane: plain index loops, no bounds
     /// logic, so the compiler can keep the sums in registers.
     fn plane_inside(&self, src: &[f32], w: usize, oh: usize, ow: usize, dst: &mut [f32]) {

@@ -98,10 +98,32 @@ impl Gpu {
         bias: Option<&GpuTensor>,
         y: &mut GpuTensor,
     ) -> Result<(), KernelError> {
+        let (dtype, dims) = self.check_conv(conv, x, w, bias, y)?;
+        if y.is_empty() {
+            return Ok(());
+        }
+        let mut p = self.conv_params(conv, &dims, x, w, bias, y)?;
+        if dims.m / conv.groups < DIRECT_BELOW_CHANNELS {
+            p.n = int("Conv", "N", dims.n)?;
+            return self.launch_direct(&p, dtype, y.len());
+        }
+        self.launch_gemm(p, dtype, &dims, conv.groups)
+    }
+
+    /// Checks that the operands live here, share a dtype, and that `y` and
+    /// `bias` have the shapes the convolution gives.
+    fn check_conv(
+        &self,
+        conv: &Conv2d,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        y: &GpuTensor,
+    ) -> Result<(StoredDType, ConvDims), KernelError> {
         let out = conv.output_shape(x.shape(), w.shape())?;
         let mut operands = vec![x, w];
         operands.extend(bias);
-        operands.push(&*y);
+        operands.push(y);
         self.check_owner("Conv", &operands)?;
         let dtype = check_dtypes("Conv", &operands)?;
         let [n, m, oh, ow] = out[..] else {
@@ -121,62 +143,98 @@ impl Gpu {
                 return Err(shape_err("Conv", "bias", b.shape(), format!("[{m}]")));
             }
         }
-        if y.is_empty() {
-            return Ok(());
-        }
-        let groups = conv.groups;
-        let mg = m / groups;
-        let ohw = oh * ow;
+        let dims = ConvDims {
+            n,
+            c,
+            h,
+            w: wd,
+            m,
+            cg,
+            kh,
+            kw,
+            oh,
+            ow,
+        };
+        Ok((dtype, dims))
+    }
+
+    /// The kernels' parameters for all images and groups at once; `n` is
+    /// left 0 for the launches to set.
+    fn conv_params(
+        &self,
+        conv: &Conv2d,
+        d: &ConvDims,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        y: &mut GpuTensor,
+    ) -> Result<ConvParams, KernelError> {
         let i = |what, v| int("Conv", what, v);
         // Offsets inside one image are 32-bit in the kernels.
-        i("input image size", c * h * wd)?;
-        i("output image size", m * ohw)?;
-        i("weight size", m * cg * kh * kw)?;
+        i("input image size", d.c * d.h * d.w)?;
+        i("output image size", d.m * (d.oh * d.ow))?;
+        i("weight size", d.m * d.cg * d.kh * d.kw)?;
         let stream = self.stream();
-        let mut p = ConvParams {
+        Ok(ConvParams {
             x: x.ptr(stream),
             weight: w.ptr(stream),
             bias: bias.map_or(0, |b| b.ptr(stream)),
             y: y.ptr_mut(stream),
             n: 0,
-            c: i("C", c)?,
-            h: i("H", h)?,
-            w: i("W", wd)?,
-            m: i("M", m)?,
-            cg: i("C/groups", cg)?,
-            mg: i("M/groups", mg)?,
-            kh: i("kH", kh)?,
-            kw: i("kW", kw)?,
+            c: i("C", d.c)?,
+            h: i("H", d.h)?,
+            w: i("W", d.w)?,
+            m: i("M", d.m)?,
+            cg: i("C/groups", d.cg)?,
+            mg: i("M/groups", d.m / conv.groups)?,
+            kh: i("kH", d.kh)?,
+            kw: i("kW", d.kw)?,
             sh: i("stride", conv.strides[0])?,
             sw: i("stride", conv.strides[1])?,
             dh: i("dilation", conv.dilations[0])?,
             dw: i("dilation", conv.dilations[1])?,
             pt: i("pad", conv.pads[0])?,
             pl: i("pad", conv.pads[1])?,
-            oh: i("OH", oh)?,
-            ow: i("OW", ow)?,
+            oh: i("OH", d.oh)?,
+            ow: i("OW", d.ow)?,
             relu: conv.relu as i32,
             group0: 0,
             unused: 0,
-        };
+        })
+    }
 
-        if mg < DIRECT_BELOW_CHANNELS {
-            p.n = i("N", n)?;
-            let name = kernel_name(Path::Direct, dtype);
-            let f = self.function(&nvrtc::CONV, &name)?;
-            let mut launch = stream.launch_builder(&f);
-            launch.arg(&p);
-            // SAFETY: the parameters match the kernel's and describe live
-            // buffers of this device.
-            unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(launch_error(&name))?;
-            return Ok(());
-        }
+    /// One thread per output element, all images and groups in one launch.
+    fn launch_direct(
+        &self,
+        p: &ConvParams,
+        dtype: StoredDType,
+        outputs: usize,
+    ) -> Result<(), KernelError> {
+        let name = kernel_name(Path::Direct, dtype);
+        let f = self.function(&nvrtc::CONV, &name)?;
+        let mut launch = self.stream().launch_builder(&f);
+        launch.arg(p);
+        // SAFETY: the parameters match the kernel's and describe live
+        // buffers of this device.
+        unsafe { launch.launch(launch_1d(outputs, 256)) }.map_err(launch_error(&name))?;
+        Ok(())
+    }
 
+    /// An implicit GEMM per group, on tensor cores where the dtype and the
+    /// device allow, in as many launches as the grid's limits need.
+    fn launch_gemm(
+        &self,
+        mut p: ConvParams,
+        dtype: StoredDType,
+        d: &ConvDims,
+        groups: usize,
+    ) -> Result<(), KernelError> {
         let path = if dtype != StoredDType::F32 && self.uses_tensor_cores() {
             Path::GemmTensorCores
         } else {
             Path::GemmSimt
         };
+        let mg = d.m / groups;
         let tiles_m = mg.div_ceil(TILE);
         if tiles_m > 65535 {
             return Err(KernelError::Invalid {
@@ -189,6 +247,8 @@ impl Gpu {
         }
         let name = kernel_name(path, dtype);
         let f = self.function(&nvrtc::CONV, &name)?;
+        let stream = self.stream();
+        let (n, ohw) = (d.n, d.oh * d.ow);
         // Images are folded into the GEMM's N dimension, a 32-bit index:
         // batches larger than that are split.
         let images_per_launch = ((i32::MAX as usize - TILE) / ohw).clamp(1, n);
@@ -197,8 +257,8 @@ impl Gpu {
         for first in (0..n).step_by(images_per_launch) {
             let images = images_per_launch.min(n - first);
             p.n = images as i32;
-            p.x = x0 + (first * c * h * wd) as u64 * elem;
-            p.y = y0 + (first * m * ohw) as u64 * elem;
+            p.x = x0 + (first * d.c * d.h * d.w) as u64 * elem;
+            p.y = y0 + (first * d.m * ohw) as u64 * elem;
             for group0 in (0..groups).step_by(MAX_GROUPS_PER_LAUNCH) {
                 let launch_groups = MAX_GROUPS_PER_LAUNCH.min(groups - group0);
                 p.group0 = group0 as i32;
@@ -213,10 +273,27 @@ impl Gpu {
                 };
                 let mut launch = stream.launch_builder(&f);
                 launch.arg(&p);
-                // SAFETY: as above; the image offsets stay inside x and y.
+                // SAFETY: the parameters match the kernel's and describe
+                // live buffers of this device; the image offsets stay inside
+                // x and y.
                 unsafe { launch.launch(cfg) }.map_err(launch_error(&name))?;
             }
         }
         Ok(())
     }
+}
+
+/// The sizes of one convolution, read from its checked shapes.
+#[derive(Clone, Copy, Debug)]
+struct ConvDims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
 }
