@@ -238,7 +238,11 @@ fn views<'v, E: Element>(
     // The halves alternate: segment j lands in one while j − 1 is reduced
     // from the other.
     let [ta, tb] = tmps;
-    let (incoming, previous) = if j.is_multiple_of(2) { (ta, tb) } else { (tb, ta) };
+    let (incoming, previous) = if j.is_multiple_of(2) {
+        (ta, tb)
+    } else {
+        (tb, ta)
+    };
     let landing: &mut [E] = if direct {
         landing
     } else {
