@@ -206,6 +206,39 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let rank = job.rank();
     let comm = job.counting_communicator()?;
     let threads = args.threads.unwrap_or_else(|| job.default_threads());
+    let cpu = cpu_device(job, args, threads)?;
+    let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
+    let model = onnx::load(&args.model)?;
+    let mut input = open_input(&args.input, &model, rank)?;
+    let rows = runner::Rows::rows(&input);
+    let labels = load_labels(args.labels.as_deref(), rows)?;
+    let out_sample = model.output_sample_shape()?;
+    let shape: Vec<usize> = std::iter::once(rows)
+        .chain(out_sample.iter().copied())
+        .collect();
+    let identity = format!(
+        "model {:x}-{:x} input {:x}-{:x} output {shape:?}",
+        fingerprints[0], fingerprints[1], fingerprints[2], fingerprints[3]
+    );
+    let (first_row, writer) = start_row(job, &comm, args, &shape, identity)?;
+    input.start = first_row;
+    let progress = (rank == 0).then(|| Progress::new(rows - input.start));
+    let mut sink = Sink {
+        writer,
+        progress,
+        labels,
+        start: input.start,
+        correct: 0,
+        counted: 0,
+    };
+    let opts = run_options(job, args)?;
+    let metrics = runner::run(&comm, &model, &cpu, &input, &mut sink, &opts)?;
+    finish_outputs(&comm, rank, sink)?;
+    report(job, &comm, &metrics, rows, threads, start, args)
+}
+
+/// The CPU the model runs on, with the device choice logged by rank 0.
+fn cpu_device(job: &Job, args: &Args, threads: usize) -> Result<Cpu> {
     let (device, why) = device::choose(args.device, job.local_rank())?;
     // The CUDA kernels exist, but the executor does not drive them yet:
     // asked for CUDA, say so; left to choose, use the CPU and say why.
@@ -216,76 +249,75 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         ),
         (gpu, _) => format!("{gpu:?} found, but models run on the CPU in this version"),
     };
-    if rank == 0 {
+    if job.rank() == 0 {
         log::info!("device: CPU with {threads} threads per rank ({why})");
     }
-    let cpu = Cpu::new(threads);
-    let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
-    let model = onnx::load(&args.model)?;
-    let mut input = open_input(&args.input, &model, rank)?;
-    let rows = runner::Rows::rows(&input);
-    let labels = match &args.labels {
-        Some(path) => {
-            let labels = npy::read_labels(path)?;
-            if labels.len() != rows {
-                bail!(
-                    "{}: {} labels for {rows} input rows",
-                    path.display(),
-                    labels.len()
-                );
-            }
-            Some(labels)
-        }
-        None => None,
+    Ok(Cpu::new(threads))
+}
+
+/// `--labels`, one per input row.
+fn load_labels(path: Option<&Path>, rows: usize) -> Result<Option<Vec<i64>>> {
+    let Some(path) = path else {
+        return Ok(None);
     };
-    let out_sample = model.output_sample_shape()?;
-    let shape: Vec<usize> = std::iter::once(rows)
-        .chain(out_sample.iter().copied())
-        .collect();
-    let identity = format!(
-        "model {:x}-{:x} input {:x}-{:x} output {shape:?}",
-        fingerprints[0], fingerprints[1], fingerprints[2], fingerprints[3]
-    );
-    // Rank 0 owns the output and decides where the run starts.
+    let labels = npy::read_labels(path)?;
+    if labels.len() != rows {
+        bail!(
+            "{}: {} labels for {rows} input rows",
+            path.display(),
+            labels.len()
+        );
+    }
+    Ok(Some(labels))
+}
+
+/// The first input row this run computes, and rank 0's output writer.
+/// Rank 0 owns the output and decides where the run starts.
+fn start_row(
+    job: &Job,
+    comm: &RunComm,
+    args: &Args,
+    shape: &[usize],
+    identity: String,
+) -> Result<(usize, Option<Output>)> {
     let mut first_row = [0i64];
     let mut writer = None;
-    if rank == 0 {
+    if job.rank() == 0 {
         let committed = output::committed_rows(&args.output, &identity)?;
-        let resume_rows = match (args.resume, committed) {
-            (true, Some(done)) => {
-                log::info!("resuming: {done} of {rows} rows were committed before");
-                Some(done)
-            }
-            (true, None) => {
-                log::info!(
-                    "nothing to resume for {}: starting from the first row",
-                    args.output.display()
-                );
-                None
-            }
-            (false, Some(done)) => {
-                log::info!("an interrupted run left {done} committed rows; starting over (--resume continues it)");
-                None
-            }
-            (false, None) => None,
-        };
+        let resume_rows = resume_from(args, committed, shape[0]);
         first_row[0] = resume_rows.unwrap_or(0) as i64;
-        writer = Some(Output::open(&args.output, &shape, identity, resume_rows)?);
+        writer = Some(Output::open(&args.output, shape, identity, resume_rows)?);
     }
     if job.size() > 1 {
         comm.broadcast(&mut first_row, Opts::default())?;
     }
-    input.start = first_row[0] as usize;
-    let progress = (rank == 0).then(|| Progress::new(rows - input.start));
-    let mut sink = Sink {
-        writer,
-        progress,
-        labels,
-        start: input.start,
-        correct: 0,
-        counted: 0,
-    };
-    let opts = RunOptions {
+    Ok((first_row[0] as usize, writer))
+}
+
+/// The committed rows to keep, saying why a run resumes or starts over.
+fn resume_from(args: &Args, committed: Option<usize>, rows: usize) -> Option<usize> {
+    match (args.resume, committed) {
+        (true, Some(done)) => {
+            log::info!("resuming: {done} of {rows} rows were committed before");
+            Some(done)
+        }
+        (true, None) => {
+            log::info!(
+                "nothing to resume for {}: starting from the first row",
+                args.output.display()
+            );
+            None
+        }
+        (false, Some(done)) => {
+            log::info!("an interrupted run left {done} committed rows; starting over (--resume continues it)");
+            None
+        }
+        (false, None) => None,
+    }
+}
+
+fn run_options(job: &Job, args: &Args) -> Result<RunOptions> {
+    Ok(RunOptions {
         strategy: args.strategy,
         schedule: args.schedule,
         batch_size: args.batch_size,
@@ -294,10 +326,14 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         comm_dtype: args.comm_dtype,
         mean: args.mean.clone(),
         std: args.std.clone(),
-        slowdown: slowdown(rank)?,
+        slowdown: slowdown(job.rank())?,
         local_ranks: job.local_size(),
-    };
-    let metrics = runner::run(&comm, &model, &cpu, &input, &mut sink, &opts)?;
+    })
+}
+
+/// Publishes the output and, with labels, has rank 0 print the accuracy
+/// over the rows every rank computed.
+fn finish_outputs(comm: &RunComm, rank: usize, mut sink: Sink) -> Result<()> {
     sink.progress.take();
     if let Some(w) = sink.writer.take() {
         w.finish()?;
@@ -313,7 +349,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
             );
         }
     }
-    report(job, &comm, &metrics, rows, threads, start, args)
+    Ok(())
 }
 
 /// Values each rank contributes to the summary, in this order.

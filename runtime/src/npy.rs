@@ -383,6 +383,34 @@ fn open_checked(
 ) -> Result<(File, Header), ModelError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let (prefix, header_len) = read_preamble(&file, path, len)?;
+    let text = read_header_text(&file, path, len, prefix, header_len)?;
+    let (descr, shape) = header_entries(path, &text)?;
+    let size = element_size(&descr).ok_or_else(|| {
+        format_err(
+            path,
+            format!("dtype '{descr}' is not supported: {expected}"),
+        )
+    })? as u64;
+    let data_offset = prefix + header_len;
+    check_data_size(path, &shape, &descr, size, len - data_offset)?;
+    check_row_width(path, &shape, size)?;
+    let shape = shape
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| format_err(path, "shape too large".into())))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        file,
+        Header {
+            descr,
+            shape,
+            data_offset,
+        },
+    ))
+}
+
+/// The magic and version: where the header text starts and how long it is.
+fn read_preamble(file: &File, path: &Path, len: u64) -> Result<(u64, u64), ModelError> {
     let mut head = [0u8; 12];
     let got = (len as usize).min(12);
     file.read_exact_at(&mut head[..got], 0)
@@ -390,19 +418,26 @@ fn open_checked(
     if got < 10 || &head[..6] != MAGIC {
         return Err(format_err(path, "not a .npy file (no NumPy magic)".into()));
     }
-    let (prefix, header_len) = match head[6] {
-        1 => (10u64, u16::from_le_bytes([head[8], head[9]]) as u64),
-        2 | 3 if got == 12 => (
+    match head[6] {
+        1 => Ok((10u64, u16::from_le_bytes([head[8], head[9]]) as u64)),
+        2 | 3 if got == 12 => Ok((
             12u64,
             u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64,
-        ),
-        v => {
-            return Err(format_err(
-                path,
-                format!("unsupported .npy version {v} (1, 2 and 3 are read)"),
-            ))
-        }
-    };
+        )),
+        v => Err(format_err(
+            path,
+            format!("unsupported .npy version {v} (1, 2 and 3 are read)"),
+        )),
+    }
+}
+
+fn read_header_text(
+    file: &File,
+    path: &Path,
+    len: u64,
+    prefix: u64,
+    header_len: u64,
+) -> Result<String, ModelError> {
     if prefix + header_len > len {
         return Err(format_err(
             path,
@@ -412,10 +447,14 @@ fn open_checked(
     let mut text = vec![0u8; header_len as usize];
     file.read_exact_at(&mut text, prefix)
         .map_err(|e| io_err(path, e))?;
-    let text =
-        String::from_utf8(text).map_err(|_| format_err(path, "the header is not text".into()))?;
+    String::from_utf8(text).map_err(|_| format_err(path, "the header is not text".into()))
+}
+
+/// The dtype and shape the header names, refusing unknown entries and
+/// Fortran order, which the row reads here do not handle.
+fn header_entries(path: &Path, text: &str) -> Result<(String, Vec<u64>), ModelError> {
     let dict =
-        parse_dict(&text).map_err(|m| format_err(path, format!("bad header {text:?}: {m}")))?;
+        parse_dict(text).map_err(|m| format_err(path, format!("bad header {text:?}: {m}")))?;
     let mut descr = None;
     let mut fortran = None;
     let mut shape = None;
@@ -444,27 +483,36 @@ fn open_checked(
             "fortran_order is True; C order is expected (save with np.ascontiguousarray)".into(),
         ));
     }
-    let size = element_size(&descr).ok_or_else(|| {
-        format_err(
-            path,
-            format!("dtype '{descr}' is not supported: {expected}"),
-        )
-    })? as u64;
-    let data_offset = prefix + header_len;
+    Ok((descr, shape))
+}
+
+/// A file cut short or with bytes appended would otherwise be read as if
+/// whole.
+fn check_data_size(
+    path: &Path,
+    shape: &[u64],
+    descr: &str,
+    size: u64,
+    follows: u64,
+) -> Result<(), ModelError> {
     let data = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
-    if data != Some(len - data_offset) {
+    if data != Some(follows) {
         return Err(format_err(
             path,
             format!(
                 "the header declares shape {shape:?} of '{descr}' ({} bytes of data) but {} \
                  bytes follow it",
                 data.map_or("more than 2^64".to_string(), |d| d.to_string()),
-                len - data_offset
+                follows
             ),
         ));
     }
-    // An empty array passes the size check whatever its other dimensions:
-    // cap its row width (zeros taken as ones) so sizing rows cannot overflow.
+    Ok(())
+}
+
+/// An empty array passes the size check whatever its other dimensions:
+/// cap its row width (zeros taken as ones) so sizing rows cannot overflow.
+fn check_row_width(path: &Path, shape: &[u64], size: u64) -> Result<(), ModelError> {
     let row = shape
         .iter()
         .skip(1)
@@ -475,18 +523,7 @@ fn open_checked(
             format!("the header declares shape {shape:?}: rows of more than 2^40 bytes"),
         ));
     }
-    let shape = shape
-        .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| format_err(path, "shape too large".into())))
-        .collect::<Result<_, _>>()?;
-    Ok((
-        file,
-        Header {
-            descr,
-            shape,
-            data_offset,
-        },
-    ))
+    Ok(())
 }
 
 enum Value {

@@ -526,7 +526,6 @@ fn bench_size<E: Element>(
     plan: &Plan,
 ) -> Result<Option<Vec<Row>>> {
     let p = job.size();
-    let rank = job.rank();
     let root = args.root;
     let esize = std::mem::size_of::<E>();
     let per_rank = matches!(op, Op::Allgather | Op::ReduceScatter);
@@ -539,37 +538,7 @@ fn bench_size<E: Element>(
         return Ok(None);
     }
     let n = if per_rank { count * p } else { count };
-    let mut b = match op {
-        Op::Allreduce => Buffers {
-            send: vec![E::zeroed(); n],
-            recv: vec![E::zeroed(); n],
-            count,
-        },
-        Op::Allgather => Buffers {
-            send: vec![E::zeroed(); count],
-            recv: vec![E::zeroed(); n],
-            count,
-        },
-        Op::Reduce => Buffers {
-            send: vec![E::zeroed(); n],
-            recv: vec![E::zeroed(); if rank == root { n } else { 0 }],
-            count,
-        },
-        Op::Broadcast => Buffers {
-            send: Vec::new(),
-            recv: vec![E::zeroed(); n],
-            count,
-        },
-        Op::ReduceScatter => Buffers {
-            send: vec![E::zeroed(); n],
-            recv: vec![E::zeroed(); count],
-            count,
-        },
-    };
-    // Touch every page with real values: never-written buffers map the
-    // kernel's shared zero page, which makes copies from them misleadingly
-    // slow (single-copy transfers) or fast (reductions).
-    fill(&mut b, rank);
+    let mut b = buffers::<E>(op, count, n, job.rank(), root);
     // MPI's time is always taken, for the ratio, when MPI has the type.
     let mut cands: Vec<Algo> = algos.iter().copied().filter(|a| *a != Algo::Mpi).collect();
     let show_mpi = algos.contains(&Algo::Mpi);
@@ -583,17 +552,7 @@ fn bench_size<E: Element>(
         root,
         mpi_type,
     };
-    let mut failure: Option<anyhow::Error> = None;
-    let times = interleaved(job.world(), plan, cands.len(), |i| {
-        if failure.is_none() {
-            if let Err(e) = run_once(&case, cands[i], &mut b) {
-                failure = Some(e);
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let times = time_all(&case, plan, &cands, &mut b)?;
     let mpi_time = mpi_type.map(|_| times[cands.len() - 1]);
     let mut rows = Vec::new();
     for (i, a) in cands.iter().enumerate() {
@@ -605,22 +564,9 @@ fn bench_size<E: Element>(
         } else {
             None
         };
-        let mut name = a.name().to_string();
-        if a.is_auto() {
-            let t = &comm.config().tuning;
-            let bytes = n * esize;
-            let picked = match op {
-                Op::Allreduce => t.allreduce(bytes, p).name(),
-                Op::Allgather => t.allgather(bytes, p).name(),
-                Op::Reduce => t.reduce(bytes, p).name(),
-                Op::Broadcast => t.broadcast(bytes, p).name(),
-                Op::ReduceScatter => "ring",
-            };
-            name = format!("auto({picked})");
-        }
         rows.push(Row {
             op,
-            algo: name,
+            algo: row_name(comm, op, *a, n * esize, p),
             bytes: n * esize,
             count: b.count,
             time: times[i],
@@ -629,6 +575,66 @@ fn bench_size<E: Element>(
         });
     }
     Ok(Some(rows))
+}
+
+/// The buffers of `op` with `count` elements per rank or in all, the
+/// whole vector `n` long, filled with this rank's pattern.
+fn buffers<E: Element>(op: Op, count: usize, n: usize, rank: usize, root: usize) -> Buffers<E> {
+    let (send, recv) = match op {
+        Op::Allreduce => (n, n),
+        Op::Allgather => (count, n),
+        Op::Reduce => (n, if rank == root { n } else { 0 }),
+        Op::Broadcast => (0, n),
+        Op::ReduceScatter => (n, count),
+    };
+    let mut b = Buffers {
+        send: vec![E::zeroed(); send],
+        recv: vec![E::zeroed(); recv],
+        count,
+    };
+    // Touch every page with real values: never-written buffers map the
+    // kernel's shared zero page, which makes copies from them misleadingly
+    // slow (single-copy transfers) or fast (reductions).
+    fill(&mut b, rank);
+    b
+}
+
+/// The median time of every candidate, batches interleaved; the first
+/// error of a call ends the measurement.
+fn time_all<E: Element>(
+    case: &Case<'_>,
+    plan: &Plan,
+    cands: &[Algo],
+    b: &mut Buffers<E>,
+) -> Result<Vec<f64>> {
+    let mut failure: Option<anyhow::Error> = None;
+    let times = interleaved(case.job.world(), plan, cands.len(), |i| {
+        if failure.is_none() {
+            if let Err(e) = run_once(case, cands[i], b) {
+                failure = Some(e);
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(times),
+    }
+}
+
+/// The algorithm's name in a row; `auto` names what it picked at `bytes`.
+fn row_name(comm: &Communicator<MpiTransport>, op: Op, a: Algo, bytes: usize, p: usize) -> String {
+    if !a.is_auto() {
+        return a.name().to_string();
+    }
+    let t = &comm.config().tuning;
+    let picked = match op {
+        Op::Allreduce => t.allreduce(bytes, p).name(),
+        Op::Allgather => t.allgather(bytes, p).name(),
+        Op::Reduce => t.reduce(bytes, p).name(),
+        Op::Broadcast => t.broadcast(bytes, p).name(),
+        Op::ReduceScatter => "ring",
+    };
+    format!("auto({picked})")
 }
 
 /// What every call of one op at one size shares.
