@@ -14,18 +14,20 @@ use crate::tensor::Tensor;
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// The sizes of one convolution: input `[N, C, H, W]`, weight
-/// `[M, C/groups, kH, kW]`, output `[N, M, OH, OW]`.
-#[derive(Clone, Copy)]
-struct Dims {
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
+/// `[M, C/groups, kH, kW]`, output `[N, M, OH, OW]`. Both backends check
+/// their operands against these.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub cg: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 /// How a convolution is computed; each writes every output element.
@@ -89,6 +91,27 @@ pub(crate) fn out_len(
 
 impl Conv2d {
     /// `[N, M, OH, OW]` for input `[N, C, H, W]` and weight `[M, C/groups, kH, kW]`.
+    /// The sizes of a convolution of an input shaped `x` by a weight shaped
+    /// `w`, once they agree with each other and with these attributes.
+    pub(crate) fn dims(&self, x: &[usize], w: &[usize]) -> Result<Dims, KernelError> {
+        let out = self.output_shape(x, w)?;
+        let (&[n, m, oh, ow], &[_, c, h, wd], &[_, cg, kh, kw]) = (&out[..], x, w) else {
+            unreachable!("output_shape checked the ranks")
+        };
+        Ok(Dims {
+            n,
+            c,
+            h,
+            w: wd,
+            m,
+            cg,
+            kh,
+            kw,
+            oh,
+            ow,
+        })
+    }
+
     pub fn output_shape(&self, x: &[usize], w: &[usize]) -> Result<Vec<usize>, KernelError> {
         let [n, c, h, wd] = *x else {
             return Err(shape_err("Conv", "input", x, "[N, C, H, W]"));
@@ -169,31 +192,17 @@ impl Conv2d {
         bias: Option<&[f32]>,
         y: &[f32],
     ) -> Result<Dims, KernelError> {
-        let out = self.output_shape(&x.shape, &w.shape)?;
-        let (&[_, m, oh, ow], &[_, c, h, wd], &[_, cg, kh, kw]) =
-            (&out[..], &x.shape[..], &w.shape[..])
-        else {
-            unreachable!("output_shape checked the ranks")
-        };
+        let d = self.dims(&x.shape, &w.shape)?;
+        let out = [d.n, d.m, d.oh, d.ow];
         if y.len() != out.iter().product::<usize>() {
             return Err(shape_err("Conv", "output", &[y.len()], format!("{out:?}")));
         }
         if let Some(b) = bias {
-            if b.len() != m {
-                return Err(shape_err("Conv", "bias", &[b.len()], format!("[{m}]")));
+            if b.len() != d.m {
+                return Err(shape_err("Conv", "bias", &[b.len()], format!("[{}]", d.m)));
             }
         }
-        Ok(Dims {
-            c,
-            h,
-            w: wd,
-            m,
-            cg,
-            kh,
-            kw,
-            oh,
-            ow,
-        })
+        Ok(d)
     }
 
     fn algorithm(&self, d: &Dims) -> Algorithm {

@@ -10,6 +10,7 @@ mod pool;
 mod winograd;
 
 pub use conv::Conv2d;
+pub(crate) use conv::Dims as ConvDims;
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
 pub use linear::{Gemm, ROW_BLOCK};
 pub use pool::{global_average_pool, Pool2d, PoolKind};

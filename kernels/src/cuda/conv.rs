@@ -7,6 +7,7 @@ use super::tensor::dtype_size;
 use super::{
     check_dtypes, dtype_suffix, int, launch_1d, launch_error, nvrtc, Conv2d, Gpu, GpuTensor,
 };
+use crate::cpu::ConvDims as Dims;
 use crate::error::{shape_err, KernelError};
 use crate::tensor::StoredDType;
 
@@ -119,42 +120,27 @@ impl Gpu {
         w: &GpuTensor,
         bias: Option<&GpuTensor>,
         y: &GpuTensor,
-    ) -> Result<(StoredDType, ConvDims), KernelError> {
-        let out = conv.output_shape(x.shape(), w.shape())?;
+    ) -> Result<(StoredDType, Dims), KernelError> {
+        let dims = conv.dims(x.shape(), w.shape())?;
         let mut operands = vec![x, w];
         operands.extend(bias);
         operands.push(y);
         self.check_owner("Conv", &operands)?;
         let dtype = check_dtypes("Conv", &operands)?;
-        let [n, m, oh, ow] = out[..] else {
-            unreachable!()
-        };
-        let [_, c, h, wd] = x.shape()[..] else {
-            unreachable!()
-        };
-        let [_, cg, kh, kw] = w.shape()[..] else {
-            unreachable!()
-        };
+        let out = [dims.n, dims.m, dims.oh, dims.ow];
         if y.shape() != out.as_slice() {
             return Err(shape_err("Conv", "output", y.shape(), format!("{out:?}")));
         }
         if let Some(b) = bias {
-            if b.shape() != [m] {
-                return Err(shape_err("Conv", "bias", b.shape(), format!("[{m}]")));
+            if b.shape() != [dims.m] {
+                return Err(shape_err(
+                    "Conv",
+                    "bias",
+                    b.shape(),
+                    format!("[{}]", dims.m),
+                ));
             }
         }
-        let dims = ConvDims {
-            n,
-            c,
-            h,
-            w: wd,
-            m,
-            cg,
-            kh,
-            kw,
-            oh,
-            ow,
-        };
         Ok((dtype, dims))
     }
 
@@ -163,7 +149,7 @@ impl Gpu {
     fn conv_params(
         &self,
         conv: &Conv2d,
-        d: &ConvDims,
+        d: &Dims,
         x: &GpuTensor,
         w: &GpuTensor,
         bias: Option<&GpuTensor>,
@@ -226,7 +212,7 @@ impl Gpu {
         &self,
         mut p: ConvParams,
         dtype: StoredDType,
-        d: &ConvDims,
+        d: &Dims,
         groups: usize,
     ) -> Result<(), KernelError> {
         let path = if dtype != StoredDType::F32 && self.uses_tensor_cores() {
@@ -281,19 +267,4 @@ impl Gpu {
         }
         Ok(())
     }
-}
-
-/// The sizes of one convolution, read from its checked shapes.
-#[derive(Clone, Copy, Debug)]
-struct ConvDims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
 }
