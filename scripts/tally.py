@@ -28,7 +28,7 @@ import sys
 SUITE = re.compile(r"^\s+(?:Running|Doc-tests) (.*)")
 LIBTEST = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored")
 PLAIN = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
-NO_BUILD = re.compile(r"^error: could not compile `([^`]+)`")
+NO_BUILD = re.compile(r"^error: could not compile (`[^`]+`(?: \([^)]*\))?)")
 NAMED_SKIP = re.compile(r"^test (\S+) \.\.\. skipped: (.*)")
 SLURM = re.compile(r"^(PASS|FAIL|SKIP) (.*)")
 STEP = re.compile(r"^== step (.*)")
@@ -76,7 +76,7 @@ class Tally:
             self.close_suite()
             self.suite = m.group(1)
         elif m := NO_BUILD.match(line):
-            self.fail(f"`{m.group(1)}` did not build")
+            self.fail(f"{m.group(1)} did not build")
         elif self.suite is not None and (m := NAMED_SKIP.match(line)):
             # Counted by the suite's closing line; listed here by name.
             self.skips.append(f"{m.group(1)}: {m.group(2)}")

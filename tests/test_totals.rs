@@ -69,7 +69,10 @@ fn a_suite_that_does_not_build_is_a_failure() {
     );
     let out = tally(&step("tests", &body, 101), "");
     assert_eq!(total(&out), "all: 3 passed, 1 failed, 0 skipped");
-    assert!(out.contains("`mpinfer-kernels` did not build"), "{out}");
+    assert!(
+        out.contains("`mpinfer-kernels` (test \"cpu_ops\") did not build"),
+        "{out}"
+    );
 }
 
 #[test]
