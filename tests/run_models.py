@@ -198,6 +198,16 @@ def main(out, seed):
         onnx.save(model, os.path.join(out, f"{name}.onnx"))
         return f"{name}.onnx"
 
+    def external_file(name, model):
+        """Every tensor in NAME.onnx.data beside the model, as the default
+        torch.onnx exporter writes them."""
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        onnx.save_model(m, os.path.join(out, f"{name}.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=f"{name}.onnx.data",
+                        size_threshold=0)
+        return f"{name}.onnx"
+
     def case(name, model, x, rtol=1e-4, nan_rows=(), variants=False):
         np.save(os.path.join(out, f"{name}.in.npy"), x)
         y = run_ort(os.path.join(out, model), x)
@@ -225,7 +235,9 @@ def main(out, seed):
     mlp = model_file("mlp_matmul", mlp)
     grp, grp_shape = grouped(rng)
     grp = model_file("grouped", grp)
-    seed = model_file("seed_net", seed_net.build(seed_net.weights()))
+    seed_model = seed_net.build(seed_net.weights())
+    seed = model_file("seed_net", seed_model)
+    seed_external = external_file("seed_net_external", seed_model)
 
     case("conv_odd_b13", conv, inputs(conv_shape, 13), variants=True)
     case("conv_odd_b1", conv, inputs(conv_shape, 1))
@@ -236,6 +248,7 @@ def main(out, seed):
     case("mlp_nan_b7", mlp, x, nan_rows=[4])
     x = rng.uniform(0, 1, size=(5, 1, 32, 32)).astype(np.float32)
     case("seed_net_b5", seed, x, variants=True)
+    case("seed_net_external_b5", seed_external, x)
     case("grouped_b11", grp, inputs(grp_shape, 11))
 
     # `mentions`: an `error:` line must name one of these (the file, node or

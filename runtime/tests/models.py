@@ -390,11 +390,54 @@ def bad_models():
         build(name, [node("MatMul", ["x", "big"], "mm")], [t], ["N", 4], "mm", 13,
               check=False, run=False)
 
+    external_data()
+
+
+def external_tensor(location, offset=None, length=None):
     t = TensorProto(name="ext", data_type=TensorProto.FLOAT, dims=[4, 3],
                     data_location=TensorProto.EXTERNAL)
-    t.external_data.add(key="location", value="weights.bin")
-    build("external", [node("MatMul", ["x", "ext"], "mm")], [t], ["N", 4], "mm", 13,
-          check=False, run=False)
+    t.external_data.add(key="location", value=location)
+    if offset is not None:
+        t.external_data.add(key="offset", value=str(offset))
+    if length is not None:
+        t.external_data.add(key="length", value=str(length))
+    return t
+
+
+def external_data():
+    """Weights in files beside the model: one that loads (its values behind
+    another tensor's, at an offset, in a shared file; the Reshape target in
+    the same file), and the ways a location can be wrong."""
+    w = rand(4, 3)
+    save_npy("external", "w", w)
+    pad = b"\x7f" * 20  # another tensor's bytes before ours
+    shape = np.array([0, 3], dtype=np.int64).tobytes()
+    with open(os.path.join(OUT, "external.data"), "wb") as f:
+        f.write(pad + w.tobytes() + shape)
+    t = external_tensor("external.data", offset=len(pad), length=w.nbytes)
+    s = TensorProto(name="shape", data_type=TensorProto.INT64, dims=[2],
+                    data_location=TensorProto.EXTERNAL)
+    s.external_data.add(key="location", value="./external.data")
+    s.external_data.add(key="offset", value=str(len(pad) + w.nbytes))
+    build("external", [node("MatMul", ["x", "ext"], "mm"), node("Reshape", ["mm", "shape"], "r")],
+          [t, s], ["N", 4], "r", 13, check=False, run=False)
+
+    def broken(name, location, **kw):
+        build(name, [node("MatMul", ["x", "ext"], "mm")], [external_tensor(location, **kw)],
+              ["N", 4], "mm", 13, check=False, run=False)
+
+    broken("external_missing", "no_such.data")
+    broken("external_climbs", "../external.data")
+    broken("external_absolute", os.path.abspath(os.path.join(OUT, "external.data")))
+    outside = os.path.join(os.path.dirname(os.path.abspath(OUT)), "outside.data")
+    with open(outside, "wb") as f:
+        f.write(w.tobytes())
+    link = os.path.join(OUT, "link.data")
+    if not os.path.lexists(link):
+        os.symlink(outside, link)
+    broken("external_link", "link.data")
+    broken("external_short", "external.data", offset=20 + w.nbytes)
+    broken("external_length", "external.data", offset=20, length=12)
 
 
 conv_stack()

@@ -581,9 +581,54 @@ fn damaged_files_are_format_errors_naming_the_file() {
 #[test]
 fn lengths_are_checked_before_anything_is_allocated() {
     assert_format("huge_dims", "overflows");
-    assert_format("huge_count", "more than the file's");
+    assert_format("huge_count", "elements, more than the");
     assert_format("short_raw", "needs 48 bytes, raw_data has 8");
-    assert_format("external", "external data");
+}
+
+#[test]
+fn external_data_stays_in_its_file_until_read() {
+    let m = load("external");
+    let (_, w, _) = gemm_parts(&m.layers[0]);
+    match &w.source {
+        Source::File { file, offset, .. } => {
+            assert_eq!(file.path, models_dir().join("external.data"));
+            assert_eq!(*offset, 20);
+        }
+        Source::Values(_) => panic!("the external weight was read at load time"),
+    }
+    check_weight(w, &expected("external", "w"), 0.0);
+    // The Reshape target came from the same file: [0, 3] keeps the batch.
+    assert_eq!(m.shapes(5).unwrap().last().unwrap(), &vec![5, 3]);
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    assert_format("external_climbs", "climbs out");
+    assert_format("external_absolute", "is absolute");
+    assert_format("external_link", "through a link");
+    match load_err("external_missing") {
+        ModelError::Io { path: p, .. } => assert_eq!(p, models_dir().join("no_such.data")),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn external_data_lengths_are_checked_against_its_file() {
+    for (name, needle) in [
+        ("external_short", "run past the end of the file"),
+        (
+            "external_length",
+            "needs 48 bytes, its external data says length 12",
+        ),
+    ] {
+        match load_err(name) {
+            ModelError::Format { path: p, message } => {
+                assert_eq!(p, models_dir().join("external.data"), "{name}");
+                assert!(message.contains(needle), "{name}: {message}");
+            }
+            e => panic!("{name}: {e:?}"),
+        }
+    }
 }
 
 #[test]

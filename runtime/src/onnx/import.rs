@@ -1,3 +1,4 @@
+use super::external::DataFiles;
 use super::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
@@ -113,6 +114,7 @@ struct ShapeValue {
 struct Importer<'a> {
     path: &'a Path,
     file: Arc<ModelFile>,
+    external: DataFiles,
     base: usize,
     map_len: usize,
     opset: i64,
@@ -151,6 +153,7 @@ impl<'a> Importer<'a> {
         Ok(Importer {
             path,
             file,
+            external: DataFiles::new(path),
             base,
             map_len,
             opset,
@@ -534,14 +537,10 @@ impl<'a> Importer<'a> {
     /// Checks a tensor's dimensions and element count against what it holds.
     fn dims(&self, t: &TensorProto) -> Result<(Vec<usize>, usize), ModelError> {
         let bad = |m: String| format_err(self.path, format!("tensor {}: {m}", t.name));
-        if t.data_location == 1 || !t.external_data.is_empty() {
-            return Err(bad(
-                "its values are in an external data file, which mpinfer does not read; \
-                 save the model with its weights inside (onnx.save_model(..., \
-                 save_as_external_data=False))"
-                    .into(),
-            ));
-        }
+        let holder = match self.external.locate(t)? {
+            Some(at) => at.file,
+            None => self.file.clone(),
+        };
         let mut dims = Vec::with_capacity(t.dims.len());
         let mut count = 1usize;
         // The count with zeros taken as ones: an empty tensor must not let
@@ -562,10 +561,12 @@ impl<'a> Importer<'a> {
         // No tensor can hold more elements than the file has bytes (the
         // narrowest element is one byte): refuse before anything is sized
         // from the count.
-        if span as u64 > self.file.len {
+        if span as u64 > holder.len {
             return Err(bad(format!(
-                "shape {:?} has {count} elements, more than the file's {} bytes",
-                t.dims, self.file.len
+                "shape {:?} has {count} elements, more than the {} bytes of {}",
+                t.dims,
+                holder.len,
+                holder.path.display()
             )));
         }
         Ok((dims, count))
@@ -598,6 +599,19 @@ impl<'a> Importer<'a> {
             StoredDType::F16 | StoredDType::BF16 => 2,
         };
         let values = |v: Vec<f32>| Weight::from_values(name, shape.clone(), v);
+        if let Some(at) = self.external.locate(t)? {
+            at.check(name, (count * width) as u64)?;
+            return Ok(Weight {
+                name: name.to_string(),
+                shape,
+                source: Source::File {
+                    file: at.file,
+                    offset: at.offset,
+                    dtype,
+                },
+                row_scale: None,
+            });
+        }
         if !t.raw_data.is_empty() {
             self.check_raw(t, count, width)?;
             let raw = &t.raw_data;
@@ -680,9 +694,18 @@ impl<'a> Importer<'a> {
                 ))
             }
         };
-        if !t.raw_data.is_empty() {
-            self.check_raw(t, count, width)?;
-            let raw = &t.raw_data;
+        let external = match self.external.locate(t)? {
+            Some(at) => Some(at.read(&t.name, (count * width) as u64)?),
+            None => None,
+        };
+        if external.is_some() || !t.raw_data.is_empty() {
+            let raw: &[u8] = match &external {
+                Some(bytes) => bytes,
+                None => {
+                    self.check_raw(t, count, width)?;
+                    &t.raw_data
+                }
+            };
             return Ok(match (t.data_type, width) {
                 (_, 8) => raw
                     .chunks_exact(8)

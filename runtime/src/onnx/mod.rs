@@ -2,7 +2,8 @@
 //!
 //! The file is memory-mapped and decoded in place: an initializer stored as
 //! `raw_data` is not read at load time, only located, so that each rank later
-//! reads the slice of it that it holds (see [`Source::File`]).
+//! reads the slice of it that it holds (see [`Source::File`]). So is one
+//! stored as external data, in a file beside the model (`external.rs`).
 //!
 //! Only sequential graphs are read: every node takes the previous node's
 //! output as its one computed input, and constants (initializers, Constant
@@ -28,6 +29,7 @@
 //!
 //! [`Source::File`]: crate::model::Source::File
 
+mod external;
 mod import;
 mod proto;
 
