@@ -1,4 +1,4 @@
-use super::external::DataFiles;
+use super::external::{DataFiles, Location};
 use super::proto::{
     attribute_type, data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
@@ -534,13 +534,13 @@ impl<'a> Importer<'a> {
         self.set_output(node)
     }
 
-    /// Checks a tensor's dimensions and element count against what it holds.
-    fn dims(&self, t: &TensorProto) -> Result<(Vec<usize>, usize), ModelError> {
+    /// Checks a tensor's dimensions and element count against the file that
+    /// holds its values; with them, where those are when that is a data file
+    /// beside the model.
+    fn dims(&self, t: &TensorProto) -> Result<(Vec<usize>, usize, Option<Location>), ModelError> {
         let bad = |m: String| format_err(self.path, format!("tensor {}: {m}", t.name));
-        let holder = match self.external.locate(t)? {
-            Some(at) => at.file,
-            None => self.file.clone(),
-        };
+        let external = self.external.locate(t)?;
+        let holder = external.as_ref().map_or(&self.file, |at| &at.file);
         let mut dims = Vec::with_capacity(t.dims.len());
         let mut count = 1usize;
         // The count with zeros taken as ones: an empty tensor must not let
@@ -569,7 +569,7 @@ impl<'a> Importer<'a> {
                 holder.path.display()
             )));
         }
-        Ok((dims, count))
+        Ok((dims, count, external))
     }
 
     /// A float constant as a weight: `raw_data` of an initializer stays in
@@ -579,7 +579,7 @@ impl<'a> Importer<'a> {
         let t = c.tensor.as_ref();
         // Named after the initializer itself, not an Identity's alias of it.
         let name = if t.name.is_empty() { name } else { &t.name };
-        let (shape, count) = self.dims(t)?;
+        let (shape, count, external) = self.dims(t)?;
         let dtype = match t.data_type {
             data_type::FLOAT => StoredDType::F32,
             data_type::FLOAT16 => StoredDType::F16,
@@ -599,7 +599,7 @@ impl<'a> Importer<'a> {
             StoredDType::F16 | StoredDType::BF16 => 2,
         };
         let values = |v: Vec<f32>| Weight::from_values(name, shape.clone(), v);
-        if let Some(at) = self.external.locate(t)? {
+        if let Some(at) = external {
             at.check(name, (count * width) as u64)?;
             return Ok(Weight {
                 name: name.to_string(),
@@ -679,7 +679,7 @@ impl<'a> Importer<'a> {
     /// An integer constant (shapes, indices, axes).
     fn ints(&self, node: &NodeProto, name: &str) -> Result<Vec<i64>, ModelError> {
         let t = self.constant(node, name)?.tensor.as_ref();
-        let (_, count) = self.dims(t)?;
+        let (_, count, external) = self.dims(t)?;
         let (width, typed) = match t.data_type {
             data_type::INT64 => (8, t.int64_data.len()),
             data_type::INT32 => (4, t.int32_data.len()),
@@ -694,7 +694,7 @@ impl<'a> Importer<'a> {
                 ))
             }
         };
-        let external = match self.external.locate(t)? {
+        let external = match external {
             Some(at) => Some(at.read(&t.name, (count * width) as u64)?),
             None => None,
         };

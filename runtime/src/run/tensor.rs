@@ -492,22 +492,16 @@ impl Shard<'_> {
         counts: &[usize],
         out: &mut Vec<Action>,
     ) -> Result<(), ModelError> {
-        let l = &self.model.layers[layer];
-        let (conv, weight, bias) = conv_parts(l);
-        let mine = range_of(counts, self.rank);
-        let y = l.output_shape(self.x(layer))?;
-        if mine.is_empty() {
-            out.push(Action::Zeros(y[1..].to_vec()));
-        } else {
+        let (conv, weight, bias) = conv_parts(&self.model.layers[layer]);
+        self.partial_sum(layer, counts, bias, out, |mine| {
             let mut c = *conv;
             c.relu = false;
-            out.push(Action::Run(Step::Conv {
+            Ok(Step::Conv {
                 conv: c,
                 weight: slice(weight, 1, mine, self.dtype)?,
                 bias: None,
-            }));
-        }
-        reduce_then_bias(out, bias, y[1], self.dtype)
+            })
+        })
     }
 
     fn gemm_columns(&self, layer: usize, counts: &[usize]) -> Result<Action, ModelError> {
@@ -532,22 +526,37 @@ impl Shard<'_> {
         counts: &[usize],
         out: &mut Vec<Action>,
     ) -> Result<(), ModelError> {
-        let l = &self.model.layers[layer];
-        let (gemm, weight, bias) = gemm_parts(l);
-        let mine = range_of(counts, self.rank);
-        let y = l.output_shape(self.x(layer))?;
-        if mine.is_empty() {
-            out.push(Action::Zeros(y[1..].to_vec()));
-        } else {
+        let (gemm, weight, bias) = gemm_parts(&self.model.layers[layer]);
+        self.partial_sum(layer, counts, bias, out, |mine| {
             let axis = if gemm.trans_b { 1 } else { 0 };
             let mut g = *gemm;
             g.relu = false;
-            out.push(Action::Run(Step::Gemm {
+            Ok(Step::Gemm {
                 gemm: g,
                 weight: slice(weight, axis, mine, self.dtype)?,
                 bias: None,
-            }));
-        }
+            })
+        })
+    }
+
+    /// A layer split along its input: this rank's partial sum over its
+    /// share (zeros when it holds none), then the allreduce and the bias.
+    /// The layer's ReLU waits until the sum is whole.
+    fn partial_sum(
+        &self,
+        layer: usize,
+        counts: &[usize],
+        bias: Option<&Weight>,
+        out: &mut Vec<Action>,
+        step: impl FnOnce(Range<usize>) -> Result<Step, ModelError>,
+    ) -> Result<(), ModelError> {
+        let mine = range_of(counts, self.rank);
+        let y = self.model.layers[layer].output_shape(self.x(layer))?;
+        out.push(if mine.is_empty() {
+            Action::Zeros(y[1..].to_vec())
+        } else {
+            Action::Run(step(mine)?)
+        });
         reduce_then_bias(out, bias, y[1], self.dtype)
     }
 }
