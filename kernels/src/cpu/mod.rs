@@ -2,18 +2,23 @@
 //! output (the tests poison outputs to prove it).
 
 mod avx512;
+mod broadcast;
 mod conv;
 mod elementwise;
 mod linear;
 mod matmul;
 mod pool;
+mod strided;
+mod unary;
 mod winograd;
 
+pub use broadcast::{binary, binary_in_place, binary_into, broadcast_shape, Binary};
 pub use conv::Conv2d;
 pub(crate) use conv::Dims as ConvDims;
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
 pub use linear::{Gemm, ROW_BLOCK};
 pub use pool::{global_average_pool, Pool2d, PoolKind};
+pub use unary::{erf, unary, unary_tensor, Unary};
 
 /// Where CPU kernels run: how many threads one rank may use. Ranks sharing a
 /// node should split its cores (cores ÷ ranks on the node). The threads live
