@@ -5,9 +5,12 @@ mod avx512;
 mod broadcast;
 mod conv;
 mod elementwise;
+mod layout;
 mod linear;
 mod matmul;
+mod norm;
 mod pool;
+mod reduce;
 mod strided;
 mod unary;
 mod winograd;
@@ -16,8 +19,11 @@ pub use broadcast::{binary, binary_in_place, binary_into, broadcast_shape, Binar
 pub use conv::Conv2d;
 pub(crate) use conv::Dims as ConvDims;
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
+pub use layout::{concat, expand, gather, slice, split, transpose};
 pub use linear::{Gemm, ROW_BLOCK};
+pub use norm::{channel_affine, layer_norm};
 pub use pool::{global_average_pool, Pool2d, PoolKind};
+pub use reduce::{reduce, Reduce};
 pub use unary::{erf, unary, unary_tensor, Unary};
 
 /// Where CPU kernels run: how many threads one rank may use. Ranks sharing a
