@@ -2,6 +2,7 @@
 //! output (the tests poison outputs to prove it).
 
 mod avx512;
+mod batched;
 mod broadcast;
 mod conv;
 mod elementwise;
@@ -15,6 +16,7 @@ mod strided;
 mod unary;
 mod winograd;
 
+pub use batched::batched_matmul;
 pub use broadcast::{binary, binary_in_place, binary_into, broadcast_shape, Binary};
 pub use conv::Conv2d;
 pub(crate) use conv::Dims as ConvDims;
