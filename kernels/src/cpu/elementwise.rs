@@ -48,23 +48,43 @@ pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
     if dim == 0 || x.data.is_empty() {
         return Ok(());
     }
+    if inner == 1 {
+        x.data.chunks_mut(dim).for_each(softmax_row);
+        return Ok(());
+    }
+    // Along a middle axis, the values of one softmax lie `inner` apart;
+    // sweeping whole rows of `inner` at a time, with a running max and sum
+    // per column, reads memory in order (same operations per column, in
+    // the same order, as one softmax at a time).
+    let mut max = vec![0.0f32; inner];
+    let mut sum = vec![0.0f32; inner];
     for block in x.data.chunks_mut(dim * inner) {
-        for i in 0..inner {
-            let max = (0..dim)
-                .map(|d| block[d * inner + i])
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for d in 0..dim {
-                let e = (block[d * inner + i] - max).exp();
-                block[d * inner + i] = e;
-                sum += e;
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
+        for row in block.chunks(inner) {
+            max.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(*v));
+        }
+        for row in block.chunks_mut(inner) {
+            for ((v, m), s) in row.iter_mut().zip(&max).zip(&mut sum) {
+                *v = (*v - m).exp();
+                *s += *v;
             }
-            for d in 0..dim {
-                block[d * inner + i] /= sum;
-            }
+        }
+        for row in block.chunks_mut(inner) {
+            row.iter_mut().zip(&sum).for_each(|(v, s)| *v /= s);
         }
     }
     Ok(())
+}
+
+fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// Softmax before opset 13: the input is seen as 2-D, split at `axis`, and
