@@ -72,6 +72,25 @@ pub(crate) fn shape_err(
     }
 }
 
+/// Refuses an `axis` that `shape` does not have.
+pub(crate) fn check_axis(
+    op: &'static str,
+    what: &'static str,
+    shape: &[usize],
+    axis: usize,
+) -> Result<(), KernelError> {
+    if axis < shape.len() {
+        Ok(())
+    } else {
+        Err(shape_err(
+            op,
+            what,
+            shape,
+            format!("more than {axis} dimensions"),
+        ))
+    }
+}
+
 impl KernelError {
     /// The message and each source's, joined by ": ": for messages that are
     /// strings (a device choice's reason, a list of what was tried).

@@ -1,6 +1,6 @@
 //! ReLU, softmax and flatten.
 
-use crate::error::{shape_err, KernelError};
+use crate::error::{check_axis, shape_err, KernelError};
 use crate::tensor::Tensor;
 
 pub fn relu(x: &mut Tensor) {
@@ -35,14 +35,7 @@ pub fn flatten(x: Tensor, axis: usize) -> Result<Tensor, KernelError> {
 
 /// Softmax along one axis (ONNX opset 13 and later).
 pub fn softmax(x: &mut Tensor, axis: usize) -> Result<(), KernelError> {
-    if axis >= x.shape.len() {
-        return Err(shape_err(
-            "Softmax",
-            "input",
-            &x.shape,
-            format!("more than {axis} dimensions"),
-        ));
-    }
+    check_axis("Softmax", "input", &x.shape, axis)?;
     let dim = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     if dim == 0 || x.data.is_empty() {

@@ -9,7 +9,7 @@ use super::broadcast::broadcast_shape_for;
 use super::strided::{
     broadcast_strides, check_len, collapse, contiguous_strides, for_each_offset, split_run,
 };
-use crate::error::{shape_err, KernelError};
+use crate::error::{check_axis, shape_err, KernelError};
 use crate::tensor::Tensor;
 
 /// ONNX Transpose: output axis `i` is input axis `perm[i]`.
@@ -117,14 +117,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor, KernelError> {
         op: OP,
         what: "no inputs".into(),
     })?;
-    if axis >= first.shape.len() {
-        return Err(shape_err(
-            OP,
-            "input",
-            &first.shape,
-            format!("more than {axis} dimensions"),
-        ));
-    }
+    check_axis(OP, "input", &first.shape, axis)?;
     let mut shape = first.shape.clone();
     shape[axis] = 0;
     for t in inputs {
@@ -159,14 +152,7 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor, KernelError> {
 pub fn split(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>, KernelError> {
     const OP: &str = "Split";
     check_len(OP, "input", x)?;
-    if axis >= x.shape.len() {
-        return Err(shape_err(
-            OP,
-            "input",
-            &x.shape,
-            format!("more than {axis} dimensions"),
-        ));
-    }
+    check_axis(OP, "input", &x.shape, axis)?;
     let dim = x.shape[axis];
     if sizes.iter().sum::<usize>() != dim {
         return Err(KernelError::Invalid {
@@ -205,14 +191,7 @@ pub fn gather(
 ) -> Result<Tensor, KernelError> {
     const OP: &str = "Gather";
     check_len(OP, "data", x)?;
-    if axis >= x.shape.len() {
-        return Err(shape_err(
-            OP,
-            "data",
-            &x.shape,
-            format!("more than {axis} dimensions"),
-        ));
-    }
+    check_axis(OP, "data", &x.shape, axis)?;
     if indices_shape.iter().product::<usize>() != indices.len() {
         return Err(shape_err(
             OP,

@@ -2,7 +2,7 @@
 //! per-channel affine map it is at inference when no convolution absorbed it.
 
 use super::strided::check_len;
-use crate::error::{shape_err, KernelError};
+use crate::error::{check_axis, shape_err, KernelError};
 use crate::tensor::Tensor;
 
 /// ONNX LayerNormalization: each block over axes `axis..rank` becomes
@@ -20,14 +20,7 @@ pub fn layer_norm(
 ) -> Result<Tensor, KernelError> {
     const OP: &str = "LayerNormalization";
     check_len(OP, "X", x)?;
-    if axis >= x.shape.len() {
-        return Err(shape_err(
-            OP,
-            "X",
-            &x.shape,
-            format!("more than {axis} dimensions"),
-        ));
-    }
+    check_axis(OP, "X", &x.shape, axis)?;
     let block: usize = x.shape[axis..].iter().product();
     for (what, p) in [("scale", scale), ("bias", bias)] {
         if let Some(p) = p.filter(|p| p.len() != block) {
