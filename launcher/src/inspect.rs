@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use mpinfer_runtime::model::{Model, Op};
+use mpinfer_runtime::graph::Op;
+use mpinfer_runtime::model::Model;
 use mpinfer_runtime::onnx;
 use mpinfer_runtime::run::{self as runner, human_bytes, Strategy};
 use std::path::PathBuf;
@@ -36,39 +37,51 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Parameters node `i` reads.
 fn params(model: &Model, i: usize) -> usize {
-    model.layers[i].weights().iter().map(|w| w.len()).sum()
+    model.nodes[i]
+        .inputs
+        .iter()
+        .flatten()
+        .filter_map(|&v| model.weight(v))
+        .map(|w| w.len())
+        .sum()
 }
 
-/// One line per layer: shape, parameters, FLOPs per sample.
+fn dims(s: &[usize]) -> String {
+    let d: Vec<String> = s.iter().map(|v| v.to_string()).collect();
+    format!("[N, {}]", d.join(", "))
+}
+
+/// One line per node run at run time: output, parameters, FLOPs per sample.
 pub fn describe(model: &Model) -> Result<String> {
-    let shapes = model.shapes(1)?;
+    let spec = model.spec(1)?;
     let mut out = String::new();
-    let dims = |s: &[usize]| {
-        let d: Vec<String> = s.iter().map(|v| v.to_string()).collect();
-        format!("[N, {}]", d.join(", "))
-    };
-    let input: Vec<usize> = std::iter::once(1)
-        .chain(model.sample_shape.iter().copied())
+    let outputs: Vec<String> = model
+        .outputs
+        .iter()
+        .map(|&v| format!("{} {}", model.values[v].name, dims(&spec.shape(v)[1..])))
         .collect();
     out += &format!(
-        "model: {} (opset {})\ninput: {} {}\noutput: {} {}\n\n",
+        "model: {} (opset {})\ninput: {} {}\noutput: {}\n\n",
         model.path.display(),
         model.opset,
-        model.input_name,
+        model.input_name(),
         dims(&model.sample_shape),
-        model.output_name,
-        dims(&model.output_sample_shape()?)
+        outputs.join(", ")
     );
     out += &format!(
-        "{:<3} {:<24} {:<26} {:<20} {:>10} {:>12}\n",
-        "#", "layer", "op", "output", "params", "MFLOP/row"
+        "{:<4} {:<28} {:<26} {:<22} {:>10} {:>12}\n",
+        "#", "node", "op", "output", "params", "MFLOP/row"
     );
     let (mut total_params, mut total_flops) = (0usize, 0u64);
-    for (i, layer) in model.layers.iter().enumerate() {
-        let x = if i == 0 { &input } else { &shapes[i - 1] };
-        let flops = if matches!(layer.op, Op::Conv { .. } | Op::Gemm { .. }) {
-            layer.flops(x)
+    for (i, node) in model.nodes.iter().enumerate() {
+        if !spec.runs[i] {
+            continue;
+        }
+        let heavy = matches!(node.op, Op::Conv { .. } | Op::Gemm(_) | Op::MatMul);
+        let flops = if heavy {
+            runner::node_flops(model, &spec, i)
         } else {
             0
         };
@@ -76,11 +89,11 @@ pub fn describe(model: &Model) -> Result<String> {
         total_params += p;
         total_flops += flops;
         out += &format!(
-            "{:<3} {:<24} {:<26} {:<20} {:>10} {:>12.3}\n",
+            "{:<4} {:<28} {:<26} {:<22} {:>10} {:>12.3}\n",
             i,
-            layer.name,
-            layer.op_type,
-            dims(&shapes[i][1..]),
+            node.name,
+            node.op_type,
+            dims(&spec.shape(node.outputs[0])[1..]),
             p,
             flops as f64 / 1e6
         );
@@ -95,14 +108,14 @@ pub fn describe(model: &Model) -> Result<String> {
 
 /// Per-rank weights, activations and traffic for one strategy.
 pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> Result<String> {
-    let shapes = model.shapes(1)?;
-    let out_row = 4 * model.output_sample_shape()?.iter().product::<usize>() as u64;
-    let largest_act = 4 * shapes
-        .iter()
-        .map(|s| s.iter().product::<usize>())
-        .chain(std::iter::once(model.sample_shape.iter().product()))
-        .max()
-        .unwrap_or(0) as u64;
+    let spec = model.spec(1)?;
+    let out_row = 4 * model.output_sample_shapes()?[0].iter().product::<usize>() as u64;
+    let largest_act = 4
+        * (0..model.values.len())
+            .filter(|&v| spec.batched[v])
+            .map(|v| spec.shape(v).iter().product::<usize>())
+            .max()
+            .unwrap_or(0) as u64;
     let all_weights = runner::weight_bytes(model);
     let strategy = match strategy {
         Strategy::Auto => {
@@ -129,7 +142,7 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
             for (r, n) in rows.iter().enumerate() {
                 let sent = if r == 0 { 0 } else { out_row * *n as u64 };
                 out += &format!(
-                    "{r:<5} {:>12} {:>16} {:>18}  all layers, {n} rows\n",
+                    "{r:<5} {:>12} {:>16} {:>18}  all nodes, {n} rows\n",
                     human_bytes(all_weights),
                     human_bytes(largest_act * *n as u64),
                     human_bytes(sent)
@@ -141,11 +154,14 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
             let per_row = plan.comm_bytes_per_row();
             for r in 0..ranks {
                 out += &format!(
-                    "{r:<5} {:>12} {:>16} {:>18}  a 1/{ranks} slice of every layer\n",
+                    "{r:<5} {:>12} {:>16} {:>18}  a 1/{ranks} slice of the convolutions and linear layers\n",
                     human_bytes(4 * plan.rank_weights[r]),
                     human_bytes(largest_act * batch as u64),
                     human_bytes(per_row * batch as u64)
                 );
+            }
+            for line in plan.describe(model) {
+                out += &format!("  {line}\n");
             }
         }
         Strategy::Pipeline => {
@@ -156,17 +172,30 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
                     continue;
                 };
                 let w: u64 = stage.clone().map(|i| 4 * params(model, i) as u64).sum();
-                let sent_row = if stage.is_empty() {
-                    0
-                } else {
-                    4 * shapes[stage.end - 1].iter().product::<usize>() as u64
+                let sends = match stages.get(r + 1) {
+                    Some(next) => runner::live_at(model, &spec, next.start),
+                    None => model.outputs.clone(),
                 };
+                let sent_row: u64 = sends
+                    .iter()
+                    .map(|&v| 4 * spec.shape(v)[1..].iter().product::<usize>() as u64)
+                    .sum();
                 let names: Vec<&str> = stage
                     .clone()
-                    .map(|i| model.layers[i].name.as_str())
+                    .filter(|&i| spec.runs[i])
+                    .map(|i| model.nodes[i].name.as_str())
                     .collect();
+                let names = if names.len() > 6 {
+                    format!(
+                        "{} … {}",
+                        names[..3].join(", "),
+                        names[names.len() - 2..].join(", ")
+                    )
+                } else {
+                    names.join(", ")
+                };
                 out += &format!(
-                    "{r:<5} {:>12} {:>16} {:>18}  layers {}..{} ({})\n",
+                    "{r:<5} {:>12} {:>16} {:>18}  nodes {}..{} ({})\n",
                     human_bytes(w),
                     human_bytes(largest_act * batch as u64),
                     human_bytes(if stages.len() > 1 {
@@ -176,7 +205,7 @@ pub fn divide(model: &Model, ranks: usize, strategy: Strategy, batch: usize) -> 
                     }),
                     stage.start,
                     stage.end,
-                    names.join(", ")
+                    names
                 );
             }
         }

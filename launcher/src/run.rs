@@ -187,7 +187,7 @@ fn open_input(path: &Path, model: &Model, rank: usize) -> Result<Input> {
         bail!(
             "{}: input has shape {shape:?}, but model input {:?} takes [{}]",
             path.display(),
-            model.input_name,
+            model.input_name(),
             want.join(", ")
         );
     }
@@ -212,7 +212,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let mut input = open_input(&args.input, &model, rank)?;
     let rows = runner::Rows::rows(&input);
     let labels = load_labels(args.labels.as_deref(), rows)?;
-    let out_sample = model.output_sample_shape()?;
+    let out_sample = model.output_sample_shapes()?.swap_remove(0);
     let shape: Vec<usize> = std::iter::once(rows)
         .chain(out_sample.iter().copied())
         .collect();

@@ -26,8 +26,8 @@ pub enum ModelError {
         opset: i64,
         supported: RangeInclusive<i64>,
     },
-    /// A well-formed ONNX graph of a shape mpinfer does not run: not one
-    /// input and one output, not sequential, or an input it cannot take.
+    /// A well-formed ONNX graph mpinfer does not run: not one input, an
+    /// output that is not computed, or an input it cannot take.
     #[error("{}: {}", path.display(), message)]
     Graph { path: PathBuf, message: String },
     /// A node mpinfer cannot run.
@@ -37,9 +37,11 @@ pub enum ModelError {
         op_type: String,
         message: String,
     },
-    #[error("layer {layer} ({op_type}): {message}")]
-    Layer {
-        layer: String,
+    /// A node whose inputs do not fit it (shapes, values), found while
+    /// planning.
+    #[error("node {node} ({op_type}): {message}")]
+    Node {
+        node: String,
         op_type: String,
         message: String,
     },

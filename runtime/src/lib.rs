@@ -3,6 +3,7 @@
 
 mod error;
 pub mod exec;
+pub mod graph;
 pub mod model;
 pub mod npy;
 pub mod onnx;

@@ -1,17 +1,18 @@
-//! A model as mpinfer runs it: a chain of layers, one input, one output.
+//! Weights as they lie in the model's files, and the graph that uses them.
 //!
 //! Weights are not read when the model is loaded. Each [`Weight`] knows where
-//! its values lie in the model file, so a rank that holds a shard of a layer
+//! its values lie in the model file, so a rank that holds a shard of a node
 //! reads that shard and nothing else.
 
 use crate::error::{ModelError, ReshapeError};
-use mpinfer_kernels::cpu::{Conv2d, Gemm, Pool2d};
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub use crate::graph::Model;
 
 /// The model file, kept open so that weights can be read from it later.
 #[derive(Debug)]
@@ -193,161 +194,6 @@ impl Weight {
                 }
                 Ok(())
             }
-        }
-    }
-}
-
-/// What one layer computes. Activations flow from one layer to the next.
-#[derive(Clone, Debug)]
-pub enum Op {
-    /// ONNX Conv; `weight` is `[M, C/groups, kH, kW]`, `bias` is `[M]`.
-    Conv {
-        conv: Conv2d,
-        weight: Weight,
-        bias: Option<Weight>,
-    },
-    /// ONNX Gemm (or MatMul followed by Add) with the activation as `A` and a
-    /// constant `B` as stored (`[K, N]`, or `[N, K]` when `gemm.trans_b`);
-    /// `bias` is `C` expanded to `[N]`, already multiplied by `beta`
-    /// (`gemm.beta` is then 1).
-    Gemm {
-        gemm: Gemm,
-        weight: Weight,
-        bias: Option<Weight>,
-    },
-    Relu,
-    Pool(Pool2d),
-    GlobalAveragePool,
-    Flatten {
-        axis: usize,
-    },
-    /// ONNX Reshape with a constant target shape (0 copies the input's
-    /// dimension, -1 is inferred); the batch dimension is usually 0 or -1.
-    Reshape {
-        shape: Vec<i64>,
-    },
-    /// `coerced`: the pre-opset-13 semantics (normalise the 2-D view split at
-    /// `axis`), else along the one axis. Negative axes count from the end.
-    Softmax {
-        axis: i64,
-        coerced: bool,
-    },
-}
-
-#[derive(Clone, Debug)]
-pub struct Layer {
-    /// The ONNX node's name (or its output's name when the node has none).
-    pub name: String,
-    /// The ONNX op type(s) it came from, e.g. "Conv+BatchNormalization".
-    pub op_type: String,
-    pub op: Op,
-}
-
-#[derive(Debug)]
-pub struct Model {
-    pub path: PathBuf,
-    pub opset: i64,
-    pub input_name: String,
-    /// Shape of one sample (without the batch dimension).
-    pub sample_shape: Vec<usize>,
-    pub output_name: String,
-    pub layers: Vec<Layer>,
-}
-
-impl Model {
-    /// Shape of every layer's output for a batch of `batch` samples:
-    /// `shapes[i]` is the output of layer `i`.
-    pub fn shapes(&self, batch: usize) -> Result<Vec<Vec<usize>>, ModelError> {
-        let mut shape: Vec<usize> = std::iter::once(batch)
-            .chain(self.sample_shape.iter().copied())
-            .collect();
-        let mut out = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            shape = layer.output_shape(&shape)?;
-            out.push(shape.clone());
-        }
-        Ok(out)
-    }
-
-    /// Shape of one output sample.
-    pub fn output_sample_shape(&self) -> Result<Vec<usize>, ModelError> {
-        let last = self.shapes(1)?.pop().unwrap_or_else(|| {
-            std::iter::once(1)
-                .chain(self.sample_shape.iter().copied())
-                .collect()
-        });
-        Ok(last[1..].to_vec())
-    }
-}
-
-impl Layer {
-    pub fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, ModelError> {
-        let at = |e: mpinfer_kernels::KernelError| ModelError::Layer {
-            layer: self.name.clone(),
-            op_type: self.op_type.clone(),
-            message: e.to_string(),
-        };
-        match &self.op {
-            Op::Conv { conv, weight, .. } => conv.output_shape(x, &weight.shape).map_err(at),
-            Op::Gemm { gemm, weight, .. } => {
-                let (m, _, n) = gemm.dims(x, &weight.shape).map_err(at)?;
-                Ok(vec![m, n])
-            }
-            Op::Relu | Op::Softmax { .. } => Ok(x.to_vec()),
-            Op::Pool(p) => p.output_shape(x).map_err(at),
-            Op::GlobalAveragePool => match x {
-                [n, c, _, _] => Ok(vec![*n, *c, 1, 1]),
-                _ => Err(self.error(format!("input has shape {x:?}, expected [N, C, H, W]"))),
-            },
-            Op::Flatten { axis } => {
-                if *axis > x.len() {
-                    return Err(self.error(format!("axis {axis} beyond input shape {x:?}")));
-                }
-                Ok(vec![
-                    x[..*axis].iter().product(),
-                    x[*axis..].iter().product(),
-                ])
-            }
-            Op::Reshape { shape } => {
-                reshape_target(x, shape).map_err(|e| self.error(e.to_string()))
-            }
-        }
-    }
-
-    pub fn error(&self, message: String) -> ModelError {
-        ModelError::Layer {
-            layer: self.name.clone(),
-            op_type: self.op_type.clone(),
-            message,
-        }
-    }
-
-    /// Multiply-adds ×2 for a batch of `batch` given the input shape.
-    pub fn flops(&self, x: &[usize]) -> u64 {
-        let Ok(y) = self.output_shape(x) else {
-            return 0;
-        };
-        match &self.op {
-            Op::Conv { weight, .. } => {
-                let per_output: usize = weight.shape[1..].iter().product();
-                2 * (y.iter().product::<usize>() * per_output) as u64
-            }
-            Op::Gemm { gemm, weight, .. } => {
-                let (m, k, n) = gemm.dims(x, &weight.shape).unwrap_or((0, 0, 0));
-                2 * (m * k * n) as u64
-            }
-            Op::Pool(p) => (y.iter().product::<usize>() * p.kernel[0] * p.kernel[1]) as u64,
-            _ => x.iter().product::<usize>() as u64,
-        }
-    }
-
-    /// The layer's weights, for sizes and hashes.
-    pub fn weights(&self) -> Vec<&Weight> {
-        match &self.op {
-            Op::Conv { weight, bias, .. } | Op::Gemm { weight, bias, .. } => {
-                std::iter::once(weight).chain(bias.as_ref()).collect()
-            }
-            _ => Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 /// wherever it falls (data parallelism) hand out rows in multiples of this.
 pub const ROW_BLOCK: usize = 64;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Gemm {
     pub trans_a: bool,
     pub trans_b: bool,

@@ -31,6 +31,8 @@
 
 mod external;
 mod import;
+mod ops;
 mod proto;
 
-pub use import::{load, SUPPORTED_OPS};
+pub use import::load;
+pub use ops::SUPPORTED_OPS;

@@ -2,7 +2,7 @@
 //! of each round of rows; rank 0 gathers the outputs in input order.
 
 use super::{Ctx, Outputs, RankWeights, Rows, RunError, Schedule};
-use crate::exec::{forward, load_all, Step};
+use crate::exec::Program;
 use crate::split;
 use mpinfer_collectives::transport::Transport;
 use mpinfer_collectives::Opts;
@@ -27,9 +27,9 @@ pub(crate) fn run<T: Transport>(
     chosen: bool,
 ) -> Result<(), RunError> {
     let p = ctx.comm.size();
-    let steps = load_all(&ctx.model.layers, ctx.opts.dtype)?;
-    ctx.weight_bytes = step_weight_bytes(&steps);
-    let out_sample = ctx.model.output_sample_shape()?;
+    let steps = ctx.whole_program()?;
+    ctx.weight_bytes = 4 * steps.weight_values();
+    let out_sample = ctx.output_sample()?;
     let total = input.rows();
     let dynamic = ctx.opts.schedule == Schedule::Dynamic && p > 1;
     let round = round_len(ctx.opts.batch_size, p, dynamic);
@@ -76,7 +76,7 @@ fn round_len(batch_size: Option<usize>, p: usize, dynamic: bool) -> usize {
 /// The weights the first round is split by; rank 0 logs them when unequal.
 fn initial_weights<T: Transport>(
     ctx: &mut Ctx<'_, T>,
-    steps: &[Step],
+    steps: &Program,
     input: &dyn Rows,
     chosen: bool,
     dynamic: bool,
@@ -132,7 +132,7 @@ fn block_counts(len: usize, weights: &[f64]) -> Vec<usize> {
 /// computed and the seconds it took.
 fn compute_round<T: Transport>(
     ctx: &mut Ctx<'_, T>,
-    steps: &[Step],
+    steps: &Program,
     input: &dyn Rows,
     outputs: &mut dyn Outputs,
     out_sample: &[usize],
@@ -146,7 +146,7 @@ fn compute_round<T: Transport>(
     let mine = first + offsets[rank]..first + offsets[rank + 1];
     let x = ctx.read(input, mine.clone())?;
     let started = Instant::now();
-    let y = ctx.clock.compute(|| forward(steps, ctx.cpu, x))?;
+    let y = ctx.forward(steps, x)?;
     let took = started.elapsed().as_secs_f64();
     ctx.rows_done += mine.len() as u64;
     if !mine.is_empty() {
@@ -211,7 +211,7 @@ impl Pace {
 /// Each rank's speed on a short batch of the real input, as rank weights.
 fn calibrate<T: Transport>(
     ctx: &mut Ctx<'_, T>,
-    steps: &[Step],
+    steps: &Program,
     input: &dyn Rows,
 ) -> Result<Vec<f64>, RunError> {
     let p = ctx.comm.size();
@@ -220,9 +220,9 @@ fn calibrate<T: Transport>(
     if rows > 0 {
         let x = ctx.read(input, 0..rows)?;
         // The first pass warms caches and the thread pool.
-        ctx.clock.compute(|| forward(steps, ctx.cpu, x.clone()))?;
+        ctx.forward(steps, x.clone())?;
         let t = Instant::now();
-        ctx.clock.compute(|| forward(steps, ctx.cpu, x))?;
+        ctx.forward(steps, x)?;
         speed = rows as f64 / t.elapsed().as_secs_f64().max(1e-9);
     }
     let mut all = vec![0.0f64; p];
@@ -230,17 +230,4 @@ fn calibrate<T: Transport>(
     ctx.clock
         .comm(|| comm.allgather(&mut all, Opts::default().send(&[speed])))?;
     Ok(all)
-}
-
-pub(crate) fn step_weight_bytes(steps: &[Step]) -> u64 {
-    steps
-        .iter()
-        .map(|s| match s {
-            Step::Conv { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
-            Step::Gemm { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
-            Step::Bias { bias, .. } => bias.len(),
-            _ => 0,
-        })
-        .map(|n| 4 * n as u64)
-        .sum()
 }

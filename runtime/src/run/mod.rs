@@ -7,6 +7,8 @@ mod data;
 mod pipeline;
 mod tensor;
 
+use crate::exec::{load_program, Program};
+use crate::graph::Spec;
 use crate::model::Model;
 use crate::ModelError;
 use clap::ValueEnum;
@@ -14,12 +16,15 @@ use mpinfer_collectives::transport::{Counting, Transport, TransportError};
 use mpinfer_collectives::{bf16, f16, CollectiveError, Communicator, Opts, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{StoredDType, Tensor};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-pub use pipeline::stages;
+pub use pipeline::{live_at, node_flops, stages};
 pub use tensor::{plan as tensor_plan, TensorPlan};
 
 #[derive(Debug, Error)]
@@ -260,9 +265,52 @@ pub(crate) struct Ctx<'a, T: Transport> {
     pub clock: Clock,
     pub rows_done: u64,
     pub weight_bytes: u64,
+    specs: RefCell<HashMap<usize, Arc<Spec>>>,
 }
 
 impl<T: Transport> Ctx<'_, T> {
+    /// The model at `batch` rows, worked out once per batch size.
+    pub fn spec(&self, batch: usize) -> Result<Arc<Spec>, ModelError> {
+        if let Some(s) = self.specs.borrow().get(&batch) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(self.model.spec(batch)?);
+        self.specs.borrow_mut().insert(batch, s.clone());
+        Ok(s)
+    }
+
+    /// Every node whole, as one rank runs the model alone.
+    pub fn whole_program(&self) -> Result<Program, ModelError> {
+        let all: Vec<usize> = (0..self.model.nodes.len()).collect();
+        load_program(
+            self.model,
+            &*self.spec(1)?,
+            &all,
+            self.model.outputs.clone(),
+            self.opts.dtype,
+            self.cpu,
+        )
+    }
+
+    /// Shape of one output sample (runs take models with one output).
+    pub fn output_sample(&self) -> Result<Vec<usize>, ModelError> {
+        Ok(self.spec(1)?.shape(self.model.outputs[0])[1..].to_vec())
+    }
+
+    /// Runs a program with no collectives on the input rows `x`; returns its
+    /// first kept value.
+    pub fn forward(&mut self, program: &Program, x: Tensor) -> Result<Tensor, RunError> {
+        let spec = self.spec(x.shape[0])?;
+        let (model, cpu) = (self.model, self.cpu);
+        let input = model.input;
+        let mut ys = self.clock.compute(|| {
+            program.run::<RunError>(cpu, model, &spec, vec![(input, x)], &mut |_, _| {
+                unreachable!("a whole program has no collectives")
+            })
+        })?;
+        Ok(ys.swap_remove(0))
+    }
+
     /// Reads rows and applies the input normalisation.
     pub fn read(&mut self, input: &dyn Rows, range: Range<usize>) -> Result<Tensor, RunError> {
         let mut x = input.read_rows(range)?;
@@ -358,6 +406,16 @@ pub fn run<T: Transport>(
 ) -> Result<Metrics, RunError> {
     let start = Instant::now();
     check_options(model, comm.size(), opts)?;
+    if model.outputs.len() != 1 {
+        return Err(RunError::Outputs(
+            format!(
+                "the model has {} outputs ({}); runs take models with one",
+                model.outputs.len(),
+                model.output_names().join(", ")
+            )
+            .into(),
+        ));
+    }
     let strategy = match opts.strategy {
         Strategy::Auto => {
             let (s, why) = choose(model, comm.size(), opts.local_ranks, input.rows())?;
@@ -378,6 +436,7 @@ pub fn run<T: Transport>(
         clock: Clock::new(opts.slowdown),
         rows_done: 0,
         weight_bytes: 0,
+        specs: RefCell::new(HashMap::new()),
     };
     match strategy {
         Strategy::Data | Strategy::Auto => {
@@ -433,12 +492,7 @@ fn check_options(model: &Model, ranks: usize, opts: &RunOptions) -> Result<(), R
 
 /// Bytes of all weights at f32.
 pub fn weight_bytes(model: &Model) -> u64 {
-    model
-        .layers
-        .iter()
-        .flat_map(|l| l.weights())
-        .map(|w| 4 * w.len() as u64)
-        .sum()
+    model.weights().iter().map(|w| 4 * w.len() as u64).sum()
 }
 
 /// Memory one rank may use: what the node has available, shared by the
@@ -495,7 +549,7 @@ pub fn choose(
             ),
         ));
     }
-    let out_per_row: usize = model.output_sample_shape()?.iter().product();
+    let out_per_row: usize = model.output_sample_shapes()?[0].iter().product();
     let plan = tensor::plan(model, ranks)?;
     Ok((
         Strategy::Data,

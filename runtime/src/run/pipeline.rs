@@ -1,50 +1,75 @@
-//! Pipeline parallelism: rank `s` holds stage `s`, a contiguous run of
-//! layers, and micro-batches stream through the stages with point-to-point
-//! messages; the last stage sends results back to rank 0.
+//! Pipeline parallelism: rank `s` holds stage `s`, a contiguous run of the
+//! graph's nodes, and micro-batches stream through the stages with
+//! point-to-point messages; the last stage sends results back to rank 0.
 //!
-//! Steps are lock-stepped: at step `t` stage `s` computes micro-batch `t - s`.
-//! Each step first exchanges, in one call, the previous step's result (sent
-//! on) and this step's input (received), so no stage ever waits on a send
-//! while its receiver waits on it.
+//! Every value live across a cut (a skip connection as well as the main
+//! path) travels to the next stage, packed one after another in one message.
+//! Steps are lock-stepped: at step `t` stage `s` computes micro-batch
+//! `t - s`. Each step first exchanges, in one call, the previous step's
+//! result (sent on) and this step's input (received), so no stage ever waits
+//! on a send while its receiver waits on it.
 
 use super::{Ctx, Outputs, Rows, RunError};
-use crate::exec::{forward, fuse_relu, Step};
-use crate::model::Model;
+use crate::exec::{load_program, Program};
+use crate::graph::{Model, Op, Spec, ValueId};
 use crate::ModelError;
 use mpinfer_collectives::transport::{Incoming, Outgoing, Tag, Transport};
 use mpinfer_collectives::TagRange;
 use mpinfer_kernels::Tensor;
 use std::ops::Range;
 
-/// Contiguous stages, at most one per rank, that minimise the largest
-/// stage's FLOPs per sample.
+/// Multiply-adds ×2 of node `i` at the spec's batch; a node without any
+/// still costs a pass over its output.
+pub fn node_flops(model: &Model, spec: &Spec, i: usize) -> u64 {
+    let node = &model.nodes[i];
+    if !spec.runs[i] {
+        return 0;
+    }
+    let out: usize = node
+        .outputs
+        .iter()
+        .map(|&v| spec.shape(v).iter().product::<usize>())
+        .sum();
+    let inner = match &node.op {
+        Op::Conv { .. } => node
+            .input(1)
+            .map_or(1, |w| spec.shape(w)[1..].iter().product()),
+        Op::Gemm(g) => node.input(0).map_or(1, |a| {
+            let s = spec.shape(a);
+            if g.trans_a {
+                s[0]
+            } else {
+                s[s.len() - 1]
+            }
+        }),
+        Op::MatMul => node
+            .input(0)
+            .map_or(1, |a| *spec.shape(a).last().unwrap_or(&1)),
+        _ => return out.max(1) as u64,
+    };
+    2 * (out * inner).max(1) as u64
+}
+
+/// Contiguous runs of nodes, at most one per rank, that minimise the
+/// largest stage's FLOPs per sample.
 pub fn stages(model: &Model, ranks: usize) -> Result<Vec<Range<usize>>, ModelError> {
-    let layers = model.layers.len();
-    if layers == 0 {
+    let nodes = model.nodes.len();
+    if nodes == 0 {
         return Ok(std::iter::once(0..0).collect());
     }
-    let shapes = model.shapes(1)?;
-    let input: Vec<usize> = std::iter::once(1)
-        .chain(model.sample_shape.iter().copied())
-        .collect();
-    // A layer without multiply-adds still costs a pass over its input.
-    let cost: Vec<u64> = model
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| l.flops(if i == 0 { &input } else { &shapes[i - 1] }).max(1))
-        .collect();
-    let mut prefix = vec![0u64; layers + 1];
-    for i in 0..layers {
+    let spec = model.spec(1)?;
+    let cost: Vec<u64> = (0..nodes).map(|i| node_flops(model, &spec, i)).collect();
+    let mut prefix = vec![0u64; nodes + 1];
+    for i in 0..nodes {
         prefix[i + 1] = prefix[i] + cost[i];
     }
-    let s = ranks.min(layers).max(1);
-    // best[k][j]: least possible largest stage over the first j layers in k stages.
-    let mut best = vec![vec![u64::MAX; layers + 1]; s + 1];
-    let mut cut = vec![vec![0usize; layers + 1]; s + 1];
+    let s = ranks.min(nodes).max(1);
+    // best[k][j]: least possible largest stage over the first j nodes in k stages.
+    let mut best = vec![vec![u64::MAX; nodes + 1]; s + 1];
+    let mut cut = vec![vec![0usize; nodes + 1]; s + 1];
     best[0][0] = 0;
     for k in 1..=s {
-        for j in k..=layers {
+        for j in k..=nodes {
             for i in (k - 1)..j {
                 if best[k - 1][i] == u64::MAX {
                     continue;
@@ -58,13 +83,29 @@ pub fn stages(model: &Model, ranks: usize) -> Result<Vec<Range<usize>>, ModelErr
         }
     }
     let mut out = vec![0..0; s];
-    let mut end = layers;
+    let mut end = nodes;
     for k in (1..=s).rev() {
         let start = cut[k][end];
         out[k - 1] = start..end;
         end = start;
     }
     Ok(out)
+}
+
+/// The batched values live across the cut before node `at`: computed
+/// before it (or the graph input) and read at or after it, or an output.
+pub fn live_at(model: &Model, spec: &Spec, at: usize) -> Vec<ValueId> {
+    let producers = model.producers();
+    let before = |v: ValueId| v == model.input || producers[v].is_some_and(|p| p < at);
+    let mut live: Vec<ValueId> = model.nodes[at..]
+        .iter()
+        .flat_map(|n| n.inputs.iter().flatten().copied())
+        .chain(model.outputs.iter().copied())
+        .filter(|&v| before(v) && spec.batched[v] && spec.known(v).is_none())
+        .collect();
+    live.sort_unstable();
+    live.dedup();
+    live
 }
 
 /// Micro-batch rows when `--batch-size` is not given: about four
@@ -82,8 +123,10 @@ struct Pipe {
     micro: usize,
     total: usize,
     batches: usize,
-    /// Per-sample shape of this stage's input.
-    in_sample: Vec<usize>,
+    /// Values this stage receives, and their per-sample shapes.
+    in_values: Vec<(ValueId, Vec<usize>)>,
+    /// Values this stage sends on (its program's kept values).
+    out_values: Vec<ValueId>,
     /// Per-sample shape of the last stage's output.
     last_sample: Vec<usize>,
     /// Tags of activations sent stage to stage, and of results sent back to rank 0.
@@ -99,13 +142,17 @@ impl Pipe {
         tags: &TagRange,
     ) -> Result<Pipe, ModelError> {
         let rank = ctx.comm.rank();
-        let shapes = ctx.model.shapes(1)?;
-        let sample = |end: usize| -> Vec<usize> {
-            if end == 0 {
-                ctx.model.sample_shape.clone()
-            } else {
-                shapes[end - 1][1..].to_vec()
-            }
+        let spec = ctx.spec(1)?;
+        let model = ctx.model;
+        let sample = |v: ValueId| spec.shape(v)[1..].to_vec();
+        let in_values = live_at(model, &spec, stages[rank].start)
+            .into_iter()
+            .map(|v| (v, sample(v)))
+            .collect();
+        let out_values = if rank + 1 == stages.len() {
+            model.outputs.clone()
+        } else {
+            live_at(model, &spec, stages[rank + 1].start)
         };
         let micro = ctx
             .opts
@@ -117,11 +164,35 @@ impl Pipe {
             micro,
             total,
             batches: total.div_ceil(micro),
-            in_sample: sample(stages[rank].start),
-            last_sample: sample(stages[stages.len() - 1].end),
+            in_values,
+            out_values,
+            last_sample: sample(model.outputs[0]),
             tag_activation: tags.get(0),
             tag_result: tags.get(1),
         })
+    }
+
+    /// Values per sample in this stage's incoming message.
+    fn in_len(&self) -> usize {
+        self.in_values
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The incoming message's values, unpacked.
+    fn unpack(&self, rows: usize, data: Vec<f32>) -> Vec<(ValueId, Tensor)> {
+        let mut at = 0;
+        self.in_values
+            .iter()
+            .map(|(v, s)| {
+                let shape = with_rows(rows, s);
+                let n: usize = shape.iter().product();
+                let t = Tensor::new(shape, data[at..at + n].to_vec());
+                at += n;
+                (*v, t)
+            })
+            .collect()
     }
 
     fn rows_of(&self, mb: usize) -> usize {
@@ -152,18 +223,23 @@ fn with_rows(rows: usize, sample: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// This stage's layers, loaded, with ReLUs fused into the steps before.
+/// This stage's nodes, loaded.
 fn load_stage<T: Transport>(
     ctx: &mut Ctx<'_, T>,
-    layers: Range<usize>,
-) -> Result<Vec<Step>, ModelError> {
-    let steps: Vec<Step> = ctx.model.layers[layers]
-        .iter()
-        .map(|l| Step::load(l, ctx.opts.dtype))
-        .collect::<Result<_, _>>()?;
-    let steps = fuse_relu(steps);
-    ctx.weight_bytes = super::data::step_weight_bytes(&steps);
-    Ok(steps)
+    nodes: Range<usize>,
+    keep: Vec<ValueId>,
+) -> Result<Program, ModelError> {
+    let list: Vec<usize> = nodes.collect();
+    let program = load_program(
+        ctx.model,
+        &*ctx.spec(1)?,
+        &list,
+        keep,
+        ctx.opts.dtype,
+        ctx.cpu,
+    )?;
+    ctx.weight_bytes = 4 * program.weight_values();
+    Ok(program)
 }
 
 pub(crate) fn run<T: Transport>(
@@ -179,13 +255,13 @@ pub(crate) fn run<T: Transport>(
         log::info!("more ranks than layers: this rank holds no stage");
         return Ok(());
     }
-    let steps = load_stage(ctx, stages[rank].clone())?;
     let pipe = Pipe::new(ctx, &stages, input.rows(), &tags)?;
+    let program = load_stage(ctx, stages[rank].clone(), pipe.out_values.clone())?;
     if pipe.total == 0 && rank == 0 {
         outputs.computed(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
         outputs.collected(0, &Tensor::zeros(with_rows(0, &pipe.last_sample)))?;
     }
-    let mut pending: Option<Tensor> = None;
+    let mut pending: Option<Vec<f32>> = None;
     for t in 0..(pipe.batches + pipe.stages) as isize {
         let mb_in = t - rank as isize;
         let (incoming, result) = if pipe.stages > 1 {
@@ -200,17 +276,26 @@ pub(crate) fn run<T: Transport>(
         pending = None;
         if pipe.valid(mb_in) {
             let mb = mb_in as usize;
-            let x = match incoming {
-                Some(x) => x,
-                None => ctx.read(input, pipe.rows(mb))?,
+            let rows = pipe.rows_of(mb);
+            let values = match incoming {
+                Some(data) => pipe.unpack(rows, data),
+                None => vec![(ctx.model.input, ctx.read(input, pipe.rows(mb))?)],
             };
-            let y = ctx.clock.compute(|| forward(&steps, ctx.cpu, x))?;
-            ctx.rows_done += pipe.rows_of(mb) as u64;
+            let spec = ctx.spec(rows)?;
+            let (model, cpu) = (ctx.model, ctx.cpu);
+            let ys = ctx.clock.compute(|| {
+                program.run::<RunError>(cpu, model, &spec, values, &mut |_, _| {
+                    unreachable!("a stage has no collectives")
+                })
+            })?;
+            ctx.rows_done += rows as u64;
             if pipe.stages == 1 {
+                let y = ys.into_iter().next().expect("one output");
                 outputs.computed(pipe.rows(mb).start, &y)?;
                 outputs.collected(pipe.rows(mb).start, &y)?;
             } else {
-                pending = Some(y);
+                // One message: the values one after another.
+                pending = Some(ys.into_iter().flat_map(|t| t.data).collect());
             }
         }
     }
@@ -219,7 +304,7 @@ pub(crate) fn run<T: Transport>(
 
 /// What one step receives: this stage's input, and on rank 0 a finished
 /// micro-batch with its first row.
-type Received = (Option<Tensor>, Option<(usize, Tensor)>);
+type Received = (Option<Vec<f32>>, Option<(usize, Tensor)>);
 
 /// Step `t`'s messages, in one exchange: `pending` (the previous step's
 /// output) goes to the next stage, or from the last stage to rank 0; this
@@ -229,7 +314,7 @@ fn exchange<T: Transport>(
     ctx: &mut Ctx<'_, T>,
     pipe: &Pipe,
     t: isize,
-    pending: Option<&Tensor>,
+    pending: Option<&Vec<f32>>,
 ) -> Result<Received, RunError> {
     let rank = pipe.rank;
     let mut sends = Vec::new();
@@ -242,22 +327,23 @@ fn exchange<T: Transport>(
         sends.push(Outgoing {
             peer,
             tag,
-            data: bytemuck::cast_slice::<f32, u8>(&y.data),
+            data: bytemuck::cast_slice::<f32, u8>(y),
         });
     }
     let mb_in = t - rank as isize;
     let takes_input = rank > 0 && pipe.valid(mb_in);
     let mb_back = t - pipe.stages as isize;
     let takes_result = rank == 0 && pipe.valid(mb_back);
-    let buffer = |takes: bool, mb: isize, sample: &[usize]| -> Vec<f32> {
+    let buffer = |takes: bool, mb: isize, per_sample: usize| -> Vec<f32> {
         if takes {
-            vec![0f32; pipe.shape(mb as usize, sample).iter().product()]
+            vec![0f32; pipe.rows_of(mb as usize) * per_sample]
         } else {
             Vec::new()
         }
     };
-    let mut in_buf = buffer(takes_input, mb_in, &pipe.in_sample);
-    let mut back_buf = buffer(takes_result, mb_back, &pipe.last_sample);
+    let mut in_buf = buffer(takes_input, mb_in, pipe.in_len());
+    let last_len = pipe.last_sample.iter().product();
+    let mut back_buf = buffer(takes_result, mb_back, last_len);
     let mut recvs = Vec::new();
     if takes_input {
         recvs.push(Incoming {
@@ -279,10 +365,7 @@ fn exchange<T: Transport>(
             .comm(|| transport.exchange(&sends, &mut recvs, None))?;
     }
     drop(recvs);
-    let incoming = takes_input.then(|| {
-        let shape = pipe.shape(mb_in as usize, &pipe.in_sample);
-        Tensor::new(shape, in_buf)
-    });
+    let incoming = takes_input.then_some(in_buf);
     let result = takes_result.then(|| {
         let mb = mb_back as usize;
         let shape = pipe.shape(mb, &pipe.last_sample);

@@ -1,71 +1,71 @@
-//! Tensor parallelism: every rank holds a slice of every layer's weights and
-//! all ranks work on the same rows.
+//! Tensor parallelism on a graph: every rank holds a slice of the weights
+//! and all ranks work on the same rows.
 //!
-//! The activation between layers is either whole on every rank or split
-//! along its channels (features, for 2-D activations). A layer whose input
-//! is whole splits its outputs (conv by output channels, linear by columns);
-//! a layer whose input is split reduces partial sums with one allreduce
-//! (linear by rows; conv by input channels where that moves fewer bytes than
-//! gathering the channels first). Per-channel layers (ReLU, pooling) run on
-//! the split as it is. So the linear layers pair up column → row with one
-//! allreduce per pair, and the bias is added once, after the reduce.
+//! Each value is either whole on every rank or split along one axis. A
+//! convolution on a whole input splits its output channels (a grouped one,
+//! its groups); on a channel-split input it sums partial products with one
+//! allreduce where that moves fewer bytes than gathering the channels. A
+//! linear layer on a whole input splits its output columns, and on a
+//! feature-split input its rows, then one allreduce: linear pairs run column
+//! then row. Per-channel work (activations, BatchNormalization, pooling,
+//! Adds and Muls of values split the same way, a flatten after the
+//! channels) runs on the split as it is, constants sliced to match. Any
+//! other node gathers its split inputs first; the output is gathered on
+//! rank 0.
 
 use super::{Ctx, Outputs, Rows, RunError};
-use crate::exec::{concat_channels, round_to, Step};
-use crate::model::{Layer, Model, Op, Weight};
+use crate::exec::load::{conv_step, linear_gemm, matmul_weight, Consts};
+use crate::exec::{Comm, In, Instr, Program, Step};
+use crate::graph::{Model, Op, Spec, ValueId};
+use crate::model::Weight;
 use crate::split;
 use crate::ModelError;
 use mpinfer_collectives::transport::Transport;
-use mpinfer_kernels::cpu::{Conv2d, Gemm};
+use mpinfer_kernels::cpu::Gemm;
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Rows all ranks work on together per step, unless `--batch-size` says.
 const DEFAULT_ROWS: usize = 256;
 
-/// How a layer (or a data movement) is divided among the ranks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    Whole,
+    Split { axis: usize, counts: Vec<usize> },
+}
+
+/// How one node is divided among the ranks.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Part {
-    /// Every rank runs the layer whole on the whole activation.
-    Whole(usize),
-    /// Per-channel layer run on each rank's channels.
-    Local(usize),
-    /// Conv with whole input, split by output channels (`counts[r]` each).
-    ConvOut { layer: usize, counts: Vec<usize> },
-    /// Grouped conv with whole input, split by groups (`groups[r]` each).
-    ConvGroups { layer: usize, groups: Vec<usize> },
-    /// Conv on channel-split input: partial sums, then allreduce + bias.
-    ConvIn { layer: usize, counts: Vec<usize> },
-    /// Linear with whole input, split by output columns.
-    GemmColumns { layer: usize, counts: Vec<usize> },
-    /// Linear on feature-split input: partial sums, then allreduce + bias.
-    GemmRows { layer: usize, counts: Vec<usize> },
-    /// Channel-split activation made whole: `counts[r]` channels of `inner`
-    /// values each; `sample` is the whole per-sample shape. Only rank 0
-    /// receives it when `to_root`.
-    Gather {
-        counts: Vec<usize>,
-        inner: usize,
-        sample: Vec<usize>,
-        to_root: bool,
-    },
+    /// Not run: folded while planning.
+    Folded,
+    Whole,
+    /// Run on each rank's split as it is.
+    Local,
+    ConvOut(Vec<usize>),
+    ConvGroups(Vec<usize>),
+    /// Partial sums over input channels, then allreduce and bias.
+    ConvIn(Vec<usize>),
+    LinearColumns(Vec<usize>),
+    /// Partial sums over input features, then allreduce and bias.
+    LinearRows(Vec<usize>),
 }
 
 #[derive(Clone, Debug)]
 pub struct TensorPlan {
     pub ranks: usize,
     pub parts: Vec<Part>,
-    /// Per-sample activation elements each part moves (for the byte figures).
-    moved: Vec<(Movement, usize)>,
+    /// Per node: split values made whole before it runs.
+    pub gathers: Vec<Vec<(ValueId, Layout)>>,
+    /// The output's layout, gathered on rank 0 at the end.
+    pub output: Layout,
+    /// Per node run locally: the layout of its split input.
+    pub local_in: Vec<Option<Layout>>,
+    /// Per-sample activation elements moved: (allreduce?, elements).
+    moved: Vec<(bool, usize)>,
     /// Weight values each rank reads.
     pub rank_weights: Vec<u64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Movement {
-    Allgather,
-    ToRoot,
-    Allreduce,
 }
 
 impl TensorPlan {
@@ -81,265 +81,296 @@ impl TensorPlan {
         }
         self.moved
             .iter()
-            .map(|&(m, elems)| {
+            .map(|&(reduce, elems)| {
                 let e = 4.0 * elems as f64;
-                match m {
-                    Movement::Allgather => e * (p - 1.0) / p,
-                    Movement::ToRoot => e / p,
-                    Movement::Allreduce => 2.0 * e * (p - 1.0) / p,
+                if reduce {
+                    2.0 * e * (p - 1.0) / p
+                } else {
+                    e * (p - 1.0) / p
                 }
             })
             .sum::<f64>() as u64
     }
+
+    /// Where each gather and reduce happens, one line each.
+    pub fn describe(&self, model: &Model) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, node) in model.nodes.iter().enumerate() {
+            for (v, _) in &self.gathers[i] {
+                out.push(format!(
+                    "allgather {} before {}",
+                    model.values[*v].name, node.name
+                ));
+            }
+            if matches!(self.parts[i], Part::ConvIn(_) | Part::LinearRows(_)) {
+                out.push(format!("allreduce after {} ({})", node.name, node.op_type));
+            }
+        }
+        if self.output != Layout::Whole {
+            out.push(format!("gather {} on rank 0", model.output_names()[0]));
+        }
+        out
+    }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Layout {
-    Whole,
-    /// Split along axis 1, `counts[r]` per rank.
-    Split(Vec<usize>),
-}
-
-/// One layer as the planner meets it: its index, and its input and output
-/// shapes at batch 1.
-struct Site<'a> {
-    index: usize,
-    layer: &'a Layer,
-    x: &'a [usize],
-    y: &'a [usize],
-}
-
-/// The plan as it grows layer by layer, with the layout the activation has
-/// after the parts so far.
-struct Planner {
+struct Planner<'a> {
+    model: &'a Model,
+    spec: &'a Spec,
     ranks: usize,
-    parts: Vec<Part>,
-    moved: Vec<(Movement, usize)>,
-    rank_weights: Vec<u64>,
-    layout: Layout,
+    layouts: Vec<Layout>,
+    plan: TensorPlan,
 }
 
-/// Divides every layer of `model` among `ranks` ranks.
+/// Divides every node of `model` among `ranks` ranks.
 pub fn plan(model: &Model, ranks: usize) -> Result<TensorPlan, ModelError> {
-    let shapes = model.shapes(1)?;
-    let input: Vec<usize> = std::iter::once(1)
-        .chain(model.sample_shape.iter().copied())
-        .collect();
+    let spec = model.spec(1)?;
+    let n = model.nodes.len();
     let mut p = Planner {
+        model,
+        spec: &spec,
         ranks,
-        parts: Vec::new(),
-        moved: Vec::new(),
-        rank_weights: vec![0u64; ranks],
-        layout: Layout::Whole,
+        layouts: vec![Layout::Whole; model.values.len()],
+        plan: TensorPlan {
+            ranks,
+            parts: vec![Part::Folded; n],
+            gathers: vec![Vec::new(); n],
+            local_in: vec![None; n],
+            output: Layout::Whole,
+            moved: Vec::new(),
+            rank_weights: vec![0; ranks],
+        },
     };
-    for (i, layer) in model.layers.iter().enumerate() {
-        let at = Site {
-            index: i,
-            layer,
-            x: if i == 0 { &input } else { &shapes[i - 1] },
-            y: &shapes[i],
-        };
-        match &layer.op {
-            Op::Conv { conv, weight, bias } => p.conv(&at, conv, weight, bias.as_ref())?,
-            Op::Gemm { gemm, weight, bias } => p.gemm(&at, gemm, weight, bias.as_ref())?,
-            Op::Relu | Op::Pool(_) | Op::GlobalAveragePool => p.per_channel(&at),
-            Op::Flatten { .. } | Op::Reshape { .. } => p.flatten(&at),
-            Op::Softmax { .. } => p.whole(&at),
+    for i in 0..n {
+        if spec.runs[i] {
+            p.node(i)?;
         }
     }
-    let last = shapes.last().cloned().unwrap_or(input);
-    p.gather(&last, true);
-    Ok(TensorPlan {
-        ranks,
-        parts: p.parts,
-        moved: p.moved,
-        rank_weights: p.rank_weights,
-    })
+    p.plan.output = p.layouts[model.outputs[0]].clone();
+    if p.plan.output != Layout::Whole {
+        let elems = elems(&spec, model.outputs[0]);
+        p.plan.moved.push((false, elems / ranks.max(1)));
+    }
+    Ok(p.plan)
 }
 
-impl Planner {
-    /// Makes a channel-split activation of `shape` whole: on every rank, or
-    /// on rank 0 only when `to_root`.
-    fn gather(&mut self, shape: &[usize], to_root: bool) {
-        if let Layout::Split(counts) = &self.layout {
-            self.parts.push(Part::Gather {
-                counts: counts.clone(),
-                inner: shape[2..].iter().product(),
-                sample: shape[1..].to_vec(),
-                to_root,
-            });
-            let elems = shape.iter().product();
-            self.moved.push((
-                if to_root {
-                    Movement::ToRoot
-                } else {
-                    Movement::Allgather
-                },
-                elems,
-            ));
-            self.layout = Layout::Whole;
+fn elems(spec: &Spec, v: ValueId) -> usize {
+    spec.shape(v).iter().product()
+}
+
+fn last_axis(spec: &Spec, v: ValueId) -> usize {
+    spec.shape(v).len().saturating_sub(1)
+}
+
+impl Planner<'_> {
+    fn gather(&mut self, i: usize, v: ValueId) {
+        if self.layouts[v] != Layout::Whole {
+            let l = std::mem::replace(&mut self.layouts[v], Layout::Whole);
+            self.plan.gathers[i].push((v, l));
+            self.plan.moved.push((false, elems(self.spec, v)));
         }
     }
 
-    /// The layer whole on every rank, on a whole input.
-    fn whole(&mut self, at: &Site) {
-        self.gather(at.x, false);
-        self.parts.push(Part::Whole(at.index));
+    fn gather_all(&mut self, i: usize) {
+        for v in self.model.nodes[i].inputs.clone().into_iter().flatten() {
+            self.gather(i, v);
+        }
     }
 
-    fn per_channel(&mut self, at: &Site) {
-        self.parts.push(if self.layout == Layout::Whole {
-            Part::Whole(at.index)
-        } else {
-            Part::Local(at.index)
-        });
+    fn weights(&mut self, per_rank: impl Fn(usize) -> u64) {
+        for r in 0..self.ranks {
+            self.plan.rank_weights[r] += per_rank(r);
+        }
     }
 
-    fn flatten(&mut self, at: &Site) {
-        // Flattening [N, C, ...] to [N, C·inner] keeps each rank's channels
-        // contiguous: the split carries over, scaled.
-        let (x, y) = (at.x, at.y);
-        let flattens_at_1 = x.len() >= 2 && y.len() == 2 && y[0] == x[0];
-        match &self.layout {
-            Layout::Split(counts) if flattens_at_1 => {
-                let inner: usize = x[2..].iter().product();
-                self.layout = Layout::Split(counts.iter().map(|c| c * inner).collect());
-                self.parts.push(Part::Local(at.index));
+    fn set(&mut self, i: usize, part: Part, out: Layout) {
+        for &v in &self.model.nodes[i].outputs {
+            self.layouts[v] = out.clone();
+        }
+        self.plan.parts[i] = part;
+    }
+
+    fn node(&mut self, i: usize) -> Result<(), ModelError> {
+        let (model, spec) = (self.model, self.spec);
+        let node = &model.nodes[i];
+        let w = |j: usize| node.input(j).and_then(|v| model.weight(v));
+        let x = node.input(0);
+        match &node.op {
+            Op::Conv { conv, .. }
+                if w(1).is_some() && node.input(2).is_none_or(|_| w(2).is_some()) =>
+            {
+                self.conv(i, conv.groups)
             }
-            _ => self.whole(at),
+            Op::Gemm(g) if !g.trans_a && linear_gemm(model, spec, i).is_some() => {
+                self.linear(i, g.trans_b)
+            }
+            Op::MatMul if matmul_weight(model, spec, i) => self.linear(i, false),
+            _ if self.local(i) => {
+                let l = x.map_or(Layout::Whole, |x| self.layouts[x].clone());
+                self.plan.local_in[i] = Some(l.clone());
+                let l = self.flattened(i, l);
+                self.weights(|_| {
+                    node.inputs
+                        .iter()
+                        .flatten()
+                        .filter_map(|&v| model.weight(v))
+                        .map(|w| w.len() as u64)
+                        .sum()
+                });
+                self.set(i, Part::Local, l);
+                Ok(())
+            }
+            _ => {
+                self.gather_all(i);
+                self.weights(|_| {
+                    node.inputs
+                        .iter()
+                        .flatten()
+                        .filter_map(|&v| model.weight(v))
+                        .map(|w| w.len() as u64)
+                        .sum()
+                });
+                self.set(i, Part::Whole, Layout::Whole);
+                Ok(())
+            }
         }
     }
 
-    fn conv(
-        &mut self,
-        at: &Site,
-        conv: &Conv2d,
-        weight: &Weight,
-        bias: Option<&Weight>,
-    ) -> Result<(), ModelError> {
-        let [m, cg, kh, kw] = weight.shape[..] else {
-            return Err(at.layer.error("weight is not 4-D".into()));
+    /// Whether node `i` can run on its split input as it is.
+    fn local(&self, i: usize) -> bool {
+        let (model, spec) = (self.model, self.spec);
+        let node = &model.nodes[i];
+        let Some(x) = node.input(0) else { return false };
+        let Layout::Split { axis, counts } = &self.layouts[x] else {
+            return false;
         };
-        let bias_len = bias.map_or(0, |b| b.len()) as u64;
-        if conv.groups > 1 {
-            self.gather(at.x, false);
-            let groups = split::even(conv.groups, self.ranks);
-            let per_group = m / conv.groups;
-            for (r, g) in groups.iter().enumerate() {
-                self.rank_weights[r] += (g * per_group * (cg * kh * kw + 1)) as u64;
+        let rank = spec.shape(x).len();
+        let per_channel = *axis == 1 && rank >= 2;
+        let fits = |v: ValueId| -> bool {
+            if v == x
+                || self.layouts[v]
+                    == (Layout::Split {
+                        axis: *axis,
+                        counts: counts.clone(),
+                    })
+            {
+                return spec.shape(v) == spec.shape(x) || v == x;
             }
-            self.layout = Layout::Split(groups.iter().map(|g| g * per_group).collect());
-            self.parts.push(Part::ConvGroups {
-                layer: at.index,
-                groups,
-            });
+            if self.layouts[v] != Layout::Whole {
+                return false;
+            }
+            // A whole operand that broadcasts along the split axis, or a
+            // constant sliced to match it.
+            let s = spec.shape(v);
+            let lead = rank.saturating_sub(s.len());
+            *axis < lead
+                || s[*axis - lead] == 1
+                || (model.weight(v).is_some() && s[*axis - lead] == spec.shape(x)[*axis])
+        };
+        match &node.op {
+            Op::Unary(_) | Op::Identity => true,
+            Op::Binary(_) => {
+                node.inputs.len() == 2
+                    && node.inputs.iter().flatten().all(|&v| fits(v))
+                    && spec.shape(node.outputs[0]) == spec.shape(x)
+            }
+            Op::BatchNorm { .. } => {
+                per_channel && (1..5).all(|j| node.input(j).and_then(|v| model.weight(v)).is_some())
+            }
+            Op::Pool { .. } | Op::GlobalPool(_) => per_channel,
+            Op::Flatten { axis: 1 } => per_channel,
+            _ => false,
+        }
+    }
+
+    /// A flatten after the channels keeps each rank's channels contiguous:
+    /// the split carries over, scaled.
+    fn flattened(&self, i: usize, l: Layout) -> Layout {
+        let node = &self.model.nodes[i];
+        match (&node.op, l) {
+            (Op::Flatten { .. }, Layout::Split { axis: 1, counts }) => {
+                let x = self.spec.shape(node.input(0).expect("checked"));
+                let inner: usize = x[2..].iter().product();
+                Layout::Split {
+                    axis: 1,
+                    counts: counts.iter().map(|c| c * inner).collect(),
+                }
+            }
+            (_, l) => l,
+        }
+    }
+
+    fn conv(&mut self, i: usize, groups: usize) -> Result<(), ModelError> {
+        let (model, spec) = (self.model, self.spec);
+        let node = &model.nodes[i];
+        let (x, y) = (node.input(0).expect("conv input"), node.outputs[0]);
+        let ws = spec.shape(node.input(1).expect("checked")).to_vec();
+        let (m, per_out_row) = (ws[0], ws[1..].iter().product::<usize>());
+        let has_bias = u64::from(node.input(2).is_some());
+        if groups > 1 {
+            self.gather(i, x);
+            let g = split::even(groups, self.ranks);
+            let per_group = m / groups;
+            self.weights(|r| (g[r] * per_group) as u64 * (per_out_row as u64 + has_bias));
+            let counts = g.iter().map(|c| c * per_group).collect();
+            self.set(i, Part::ConvGroups(g), Layout::Split { axis: 1, counts });
             return Ok(());
         }
-        if let Layout::Split(counts) = &self.layout {
-            let in_elems: usize = at.x.iter().product();
-            let out_elems: usize = at.y.iter().product();
-            if 2 * out_elems < in_elems {
-                let counts = counts.clone();
-                for (r, c) in counts.iter().enumerate() {
-                    self.rank_weights[r] += (m * c * kh * kw) as u64 + bias_len;
-                }
-                self.parts.push(Part::ConvIn {
-                    layer: at.index,
-                    counts,
-                });
-                self.moved.push((Movement::Allreduce, out_elems));
-                self.layout = Layout::Whole;
+        if let Layout::Split { axis: 1, counts } = self.layouts[x].clone() {
+            if 2 * elems(spec, y) < elems(spec, x) {
+                let k: usize = ws[2..].iter().product();
+                self.weights(|r| (m * counts[r] * k) as u64 + has_bias * m as u64);
+                self.plan.moved.push((true, elems(spec, y)));
+                self.set(i, Part::ConvIn(counts), Layout::Whole);
                 return Ok(());
             }
-            self.gather(at.x, false);
         }
+        self.gather(i, x);
         let counts = split::even(m, self.ranks);
-        for (r, c) in counts.iter().enumerate() {
-            self.rank_weights[r] += (c * (cg * kh * kw + usize::from(bias.is_some()))) as u64;
-        }
-        self.layout = Layout::Split(counts.clone());
-        self.parts.push(Part::ConvOut {
-            layer: at.index,
-            counts,
-        });
+        self.weights(|r| counts[r] as u64 * (per_out_row as u64 + has_bias));
+        self.set(
+            i,
+            Part::ConvOut(counts.clone()),
+            Layout::Split { axis: 1, counts },
+        );
         Ok(())
     }
 
-    fn gemm(
-        &mut self,
-        at: &Site,
-        gemm: &Gemm,
-        weight: &Weight,
-        bias: Option<&Weight>,
-    ) -> Result<(), ModelError> {
-        let bias_len = bias.map_or(0, |b| b.len()) as u64;
-        let (_, k, n) = gemm
-            .dims(at.x, &weight.shape)
-            .map_err(|e| at.layer.error(e.to_string()))?;
-        if gemm.trans_a {
-            self.gather(at.x, false);
-            for w in self.rank_weights.iter_mut() {
-                *w += (k * n) as u64 + bias_len;
-            }
-            self.parts.push(Part::Whole(at.index));
-            return Ok(());
-        }
-        match &self.layout {
-            Layout::Split(counts) => {
-                let counts = counts.clone();
-                for (r, c) in counts.iter().enumerate() {
-                    self.rank_weights[r] += (c * n) as u64 + bias_len;
-                }
-                self.parts.push(Part::GemmRows {
-                    layer: at.index,
-                    counts,
-                });
-                self.moved
-                    .push((Movement::Allreduce, at.y.iter().product()));
-                self.layout = Layout::Whole;
-            }
-            Layout::Whole => {
-                let counts = split::even(n, self.ranks);
-                for (r, c) in counts.iter().enumerate() {
-                    self.rank_weights[r] += (c * (k + usize::from(bias.is_some()))) as u64;
-                }
-                self.layout = Layout::Split(counts.clone());
-                self.parts.push(Part::GemmColumns {
-                    layer: at.index,
-                    counts,
-                });
+    fn linear(&mut self, i: usize, trans_b: bool) -> Result<(), ModelError> {
+        let (model, spec) = (self.model, self.spec);
+        let node = &model.nodes[i];
+        let (x, y) = (node.input(0).expect("linear input"), node.outputs[0]);
+        let ws = spec.shape(node.input(1).expect("checked"));
+        let (k, n) = if trans_b {
+            (ws[1], ws[0])
+        } else {
+            (ws[0], ws[1])
+        };
+        let has_bias = u64::from(node.input(2).is_some());
+        let last = last_axis(spec, x);
+        if let Layout::Split { axis, counts } = self.layouts[x].clone() {
+            if axis == last {
+                self.weights(|r| (counts[r] * n) as u64 + has_bias * n as u64);
+                self.plan.moved.push((true, elems(spec, y)));
+                self.set(i, Part::LinearRows(counts), Layout::Whole);
+                return Ok(());
             }
         }
+        self.gather(i, x);
+        let counts = split::even(n, self.ranks);
+        self.weights(|r| counts[r] as u64 * (k as u64 + has_bias));
+        let axis = last_axis(spec, y);
+        self.set(
+            i,
+            Part::LinearColumns(counts.clone()),
+            Layout::Split { axis, counts },
+        );
         Ok(())
     }
-}
-
-/// One thing a rank does in a tensor-parallel step.
-#[derive(Debug)]
-enum Action {
-    Run(Step),
-    /// This rank holds no slice of the layer: an empty output of this
-    /// per-sample shape (zero channels).
-    Empty(Vec<usize>),
-    /// This rank holds no slice of a layer whose partial sums are reduced:
-    /// it contributes zeros of this per-sample shape.
-    Zeros(Vec<usize>),
-    Allreduce,
-    Gather {
-        counts: Vec<usize>,
-        inner: usize,
-        sample: Vec<usize>,
-        to_root: bool,
-    },
 }
 
 fn range_of(counts: &[usize], rank: usize) -> Range<usize> {
     let offsets = split::offsets(counts);
     offsets[rank]..offsets[rank + 1]
-}
-
-fn all(d: usize) -> Range<usize> {
-    0..d
 }
 
 /// Reads `w` restricted to `range` along `axis`.
@@ -348,288 +379,335 @@ fn slice(
     axis: usize,
     range: Range<usize>,
     dtype: StoredDType,
-) -> Result<Tensor, ModelError> {
+) -> Result<Arc<Tensor>, ModelError> {
     let ranges: Vec<Range<usize>> = w
         .shape
         .iter()
         .enumerate()
-        .map(|(a, &d)| if a == axis { range.clone() } else { all(d) })
+        .map(|(a, &d)| if a == axis { range.clone() } else { 0..d })
         .collect();
-    Ok(round_to(w.read_slice(&ranges)?, dtype))
+    Ok(Arc::new(crate::exec::round_to(
+        w.read_slice(&ranges)?,
+        dtype,
+    )))
 }
 
-/// What a rank's actions are read from: the model, its shapes at batch 1,
-/// and whose slices to take.
+/// Rank `rank`'s program: its steps with its weight slices, and the
+/// collectives between them.
 struct Shard<'a> {
     model: &'a Model,
-    shapes: Vec<Vec<usize>>,
-    input: Vec<usize>,
+    spec: &'a Spec,
+    plan: &'a TensorPlan,
     rank: usize,
     dtype: StoredDType,
+    instrs: Vec<Instr>,
 }
 
-/// This rank's actions, with its weight slices read from the model file.
-fn actions(
+fn program(
     model: &Model,
+    spec: &Spec,
     plan: &TensorPlan,
     rank: usize,
     dtype: StoredDType,
-) -> Result<Vec<Action>, ModelError> {
-    let shard = Shard {
+    backend: &dyn crate::exec::Backend,
+) -> Result<Program, ModelError> {
+    let mut consts = Consts::new(dtype);
+    let mut s = Shard {
         model,
-        shapes: model.shapes(1)?,
-        input: std::iter::once(1)
-            .chain(model.sample_shape.iter().copied())
-            .collect(),
+        spec,
+        plan,
         rank,
         dtype,
+        instrs: Vec::new(),
     };
-    let mut out = Vec::new();
-    for part in &plan.parts {
-        shard.part(part, &mut out)?;
+    for i in 0..model.nodes.len() {
+        if plan.parts[i] == Part::Folded {
+            consts.fold(model, spec, i, backend)?;
+            continue;
+        }
+        for (v, l) in &plan.gathers[i] {
+            s.gather(*v, l, false);
+        }
+        s.node(i, &mut consts)?;
     }
-    Ok(fuse(out))
-}
-
-fn conv_parts(layer: &Layer) -> (&Conv2d, &Weight, Option<&Weight>) {
-    match &layer.op {
-        Op::Conv { conv, weight, bias } => (conv, weight, bias.as_ref()),
-        op => unreachable!("the plan splits {op:?} as a convolution"),
+    let out = model.outputs[0];
+    if let Layout::Split { axis, counts } = &plan.output {
+        s.instrs.push(Instr::Comm {
+            value: out,
+            comm: Comm::Gather {
+                axis: *axis,
+                counts: counts.clone(),
+                to_root: true,
+            },
+        });
     }
-}
-
-fn gemm_parts(layer: &Layer) -> (&Gemm, &Weight, Option<&Weight>) {
-    match &layer.op {
-        Op::Gemm { gemm, weight, bias } => (gemm, weight, bias.as_ref()),
-        op => unreachable!("the plan splits {op:?} as a linear layer"),
-    }
+    Ok(Program::new(s.instrs, vec![out], model.values.len()))
 }
 
 impl Shard<'_> {
-    /// Layer `i`'s input shape.
-    fn x(&self, i: usize) -> &[usize] {
-        if i == 0 {
-            &self.input
-        } else {
-            &self.shapes[i - 1]
+    fn gather(&mut self, v: ValueId, l: &Layout, to_root: bool) {
+        if let Layout::Split { axis, counts } = l {
+            self.instrs.push(Instr::Comm {
+                value: v,
+                comm: Comm::Gather {
+                    axis: *axis,
+                    counts: counts.clone(),
+                    to_root,
+                },
+            });
         }
     }
 
-    fn part(&self, part: &Part, out: &mut Vec<Action>) -> Result<(), ModelError> {
-        match part {
-            Part::Whole(i) | Part::Local(i) => out.push(self.whole(*i, part)?),
-            Part::ConvOut { layer, counts } => out.push(self.conv_out(*layer, counts)?),
-            Part::ConvGroups { layer, groups } => self.conv_groups(*layer, groups, out)?,
-            Part::ConvIn { layer, counts } => self.conv_in(*layer, counts, out)?,
-            Part::GemmColumns { layer, counts } => out.push(self.gemm_columns(*layer, counts)?),
-            Part::GemmRows { layer, counts } => self.gemm_rows(*layer, counts, out)?,
-            Part::Gather {
-                counts,
-                inner,
-                sample,
-                to_root,
-            } => out.push(Action::Gather {
-                counts: counts.clone(),
-                inner: *inner,
-                sample: sample.clone(),
-                to_root: *to_root,
-            }),
-        }
-        Ok(())
-    }
-
-    fn whole(&self, i: usize, part: &Part) -> Result<Action, ModelError> {
-        let layer = &self.model.layers[i];
-        Ok(Action::Run(match &layer.op {
-            Op::Conv { .. } | Op::Gemm { .. } => Step::load(layer, self.dtype)?,
-            // On a split the shape constant would not fit this rank's part;
-            // the plan keeps only reshapes that flatten.
-            Op::Reshape { .. } if matches!(part, Part::Local(_)) => Step::Flatten(1),
-            op => Step::plain(op),
-        }))
-    }
-
-    fn conv_out(&self, layer: usize, counts: &[usize]) -> Result<Action, ModelError> {
-        let l = &self.model.layers[layer];
-        let (conv, weight, bias) = conv_parts(l);
-        let mine = range_of(counts, self.rank);
-        if mine.is_empty() {
-            return no_channels(l, self.x(layer));
-        }
-        Ok(Action::Run(conv_rows(
-            *conv, weight, bias, mine, self.dtype,
-        )?))
-    }
-
-    fn conv_groups(
-        &self,
-        layer: usize,
-        groups: &[usize],
-        out: &mut Vec<Action>,
-    ) -> Result<(), ModelError> {
-        let l = &self.model.layers[layer];
-        let (conv, weight, bias) = conv_parts(l);
-        let mine = range_of(groups, self.rank);
-        if mine.is_empty() {
-            out.push(no_channels(l, self.x(layer))?);
-            return Ok(());
-        }
-        let per_out = weight.shape[0] / conv.groups;
-        let per_in = weight.shape[1];
-        let rows = mine.start * per_out..mine.end * per_out;
-        out.push(Action::Run(Step::Channels(
-            mine.start * per_in..mine.end * per_in,
-        )));
-        let mut c = *conv;
-        c.groups = mine.len();
-        out.push(Action::Run(conv_rows(c, weight, bias, rows, self.dtype)?));
-        Ok(())
-    }
-
-    fn conv_in(
-        &self,
-        layer: usize,
-        counts: &[usize],
-        out: &mut Vec<Action>,
-    ) -> Result<(), ModelError> {
-        let (conv, weight, bias) = conv_parts(&self.model.layers[layer]);
-        self.partial_sum(layer, counts, bias, out, |mine| {
-            let mut c = *conv;
-            c.relu = false;
-            Ok(Step::Conv {
-                conv: c,
-                weight: slice(weight, 1, mine, self.dtype)?,
-                bias: None,
-            })
-        })
-    }
-
-    fn gemm_columns(&self, layer: usize, counts: &[usize]) -> Result<Action, ModelError> {
-        let (gemm, weight, bias) = gemm_parts(&self.model.layers[layer]);
-        let mine = range_of(counts, self.rank);
-        if mine.is_empty() {
-            return Ok(Action::Empty(vec![0]));
-        }
-        let axis = if gemm.trans_b { 0 } else { 1 };
-        Ok(Action::Run(Step::Gemm {
-            gemm: *gemm,
-            weight: slice(weight, axis, mine.clone(), self.dtype)?,
-            bias: bias
-                .map(|b| slice(b, 0, mine.clone(), self.dtype))
-                .transpose()?,
-        }))
-    }
-
-    fn gemm_rows(
-        &self,
-        layer: usize,
-        counts: &[usize],
-        out: &mut Vec<Action>,
-    ) -> Result<(), ModelError> {
-        let (gemm, weight, bias) = gemm_parts(&self.model.layers[layer]);
-        self.partial_sum(layer, counts, bias, out, |mine| {
-            let axis = if gemm.trans_b { 1 } else { 0 };
-            let mut g = *gemm;
-            g.relu = false;
-            Ok(Step::Gemm {
-                gemm: g,
-                weight: slice(weight, axis, mine, self.dtype)?,
-                bias: None,
-            })
-        })
-    }
-
-    /// A layer split along its input: this rank's partial sum over its
-    /// share (zeros when it holds none), then the allreduce and the bias.
-    /// The layer's ReLU waits until the sum is whole.
-    fn partial_sum(
-        &self,
-        layer: usize,
-        counts: &[usize],
-        bias: Option<&Weight>,
-        out: &mut Vec<Action>,
-        step: impl FnOnce(Range<usize>) -> Result<Step, ModelError>,
-    ) -> Result<(), ModelError> {
-        let mine = range_of(counts, self.rank);
-        let y = self.model.layers[layer].output_shape(self.x(layer))?;
-        out.push(if mine.is_empty() {
-            Action::Zeros(y[1..].to_vec())
-        } else {
-            Action::Run(step(mine)?)
+    fn run(&mut self, i: usize, step: Step, inputs: Vec<In>) {
+        self.instrs.push(Instr::Run {
+            node: i,
+            step,
+            inputs,
+            outputs: self.model.nodes[i].outputs.clone(),
         });
-        reduce_then_bias(out, bias, y[1], self.dtype)
     }
-}
 
-/// The output of a layer this rank holds no channel of.
-fn no_channels(layer: &Layer, x: &[usize]) -> Result<Action, ModelError> {
-    let mut s = layer.output_shape(x)?[1..].to_vec();
-    s[0] = 0;
-    Ok(Action::Empty(s))
-}
+    /// This rank's share of a value of `v`'s shape split along `axis`: zeros
+    /// when it holds none.
+    fn empty(&mut self, i: usize, axis: usize) {
+        let mut sample = self.spec.shape(self.model.nodes[i].outputs[0])[1..].to_vec();
+        sample[axis - 1] = 0;
+        self.run(i, Step::Zeros(sample), Vec::new());
+    }
 
-/// The convolution restricted to output channels `rows`.
-fn conv_rows(
-    conv: Conv2d,
-    weight: &Weight,
-    bias: Option<&Weight>,
-    rows: Range<usize>,
-    dtype: StoredDType,
-) -> Result<Step, ModelError> {
-    Ok(Step::Conv {
-        conv,
-        weight: slice(weight, 0, rows.clone(), dtype)?,
-        bias: bias
-            .map(|b| slice(b, 0, rows, dtype).map(|t| t.data))
-            .transpose()?,
-    })
-}
-
-/// Partial sums made whole, then the bias, added once.
-fn reduce_then_bias(
-    out: &mut Vec<Action>,
-    bias: Option<&Weight>,
-    channels: usize,
-    dtype: StoredDType,
-) -> Result<(), ModelError> {
-    out.push(Action::Allreduce);
-    out.push(Action::Run(Step::Bias {
-        bias: match bias {
-            Some(b) => round_to(b.read()?, dtype).data,
-            None => vec![0.0; channels],
-        },
-        relu: false,
-    }));
-    Ok(())
-}
-
-/// A ReLU right after a step with an epilogue runs inside that step.
-fn fuse(actions: Vec<Action>) -> Vec<Action> {
-    let mut out: Vec<Action> = Vec::with_capacity(actions.len());
-    for a in actions {
-        if let Action::Run(Step::Relu) = a {
-            if let Some(Action::Run(prev)) = out.last_mut() {
-                let mut fused = crate::exec::fuse_relu(vec![prev.clone(), Step::Relu]);
-                if fused.len() == 1 {
-                    *prev = fused.pop().unwrap();
-                    continue;
+    fn node(&mut self, i: usize, consts: &mut Consts) -> Result<(), ModelError> {
+        let (model, spec, dtype) = (self.model, self.spec, self.dtype);
+        let node = &model.nodes[i];
+        let w = |j: usize| {
+            node.input(j)
+                .and_then(|v| model.weight(v))
+                .expect("the plan checked the weight")
+        };
+        let x = In::Value(node.input(0).unwrap_or(0));
+        let mine = |c: &[usize]| range_of(c, self.rank);
+        match &self.plan.parts[i] {
+            Part::Folded => {}
+            Part::Whole => {
+                let inputs = node
+                    .inputs
+                    .iter()
+                    .map(|&v| consts.input(model, v))
+                    .collect::<Result<_, _>>()?;
+                let step = match &node.op {
+                    Op::Conv { .. } | Op::Gemm(_) | Op::MatMul => {
+                        return self.whole_weighted(i, consts);
+                    }
+                    op => Step::Node(op.clone()),
+                };
+                self.run(i, step, inputs);
+            }
+            Part::Local => self.local(i, consts)?,
+            Part::ConvOut(c) => {
+                let r = mine(c);
+                if r.is_empty() {
+                    return Ok(self.empty(i, 1));
                 }
+                let bias = node
+                    .input(2)
+                    .map(|_| slice(w(2), 0, r.clone(), dtype))
+                    .transpose()?;
+                let step = conv_step(model, spec, i, slice(w(1), 0, r, dtype)?, bias)?;
+                self.run(i, step, vec![x]);
+            }
+            Part::ConvGroups(g) => {
+                let r = mine(g);
+                if r.is_empty() {
+                    return Ok(self.empty(i, 1));
+                }
+                let (m, per_in) = (
+                    spec.shape(node.input(1).expect("w"))[0],
+                    spec.shape(node.input(1).expect("w"))[1],
+                );
+                let Op::Conv { conv, .. } = &node.op else {
+                    unreachable!()
+                };
+                let per_out = m / conv.groups;
+                let rows = r.start * per_out..r.end * per_out;
+                let channels = In::Value(node.outputs[0]);
+                self.instrs.push(Instr::Run {
+                    node: i,
+                    step: Step::Channels(r.start * per_in..r.end * per_in),
+                    inputs: vec![x],
+                    outputs: node.outputs.clone(),
+                });
+                let bias = node
+                    .input(2)
+                    .map(|_| slice(w(2), 0, rows.clone(), dtype))
+                    .transpose()?;
+                let mut step = conv_step(model, spec, i, slice(w(1), 0, rows, dtype)?, bias)?;
+                if let Step::Conv { conv, .. } = &mut step {
+                    conv.groups = r.len();
+                }
+                self.run(i, step, vec![channels]);
+            }
+            Part::ConvIn(c) => {
+                let step = (!mine(c).is_empty())
+                    .then(|| conv_step(model, spec, i, slice(w(1), 1, mine(c), dtype)?, None))
+                    .transpose()?;
+                self.partial_sum(i, step, 1, consts)?;
+            }
+            Part::LinearColumns(c) => {
+                let r = mine(c);
+                let y_axis = spec.shape(node.outputs[0]).len() - 1;
+                if r.is_empty() {
+                    return Ok(self.empty(i, y_axis));
+                }
+                let (gemm, trans_b) = self.gemm_of(i);
+                let weight = slice(w(1), if trans_b { 0 } else { 1 }, r.clone(), dtype)?;
+                let bias = self
+                    .bias(i)?
+                    .map(|b| Arc::new(Tensor::new(vec![r.len()], b[r.clone()].to_vec())));
+                self.run(
+                    i,
+                    Step::Linear {
+                        gemm,
+                        weight,
+                        bias,
+                        post: Vec::new(),
+                    },
+                    vec![x],
+                );
+            }
+            Part::LinearRows(c) => {
+                let (mut gemm, trans_b) = self.gemm_of(i);
+                gemm.relu = false;
+                let step = (!mine(c).is_empty())
+                    .then(|| slice(w(1), if trans_b { 1 } else { 0 }, mine(c), dtype))
+                    .transpose()?
+                    .map(|weight| Step::Linear {
+                        gemm,
+                        weight,
+                        bias: None,
+                        post: Vec::new(),
+                    });
+                let axis = spec.shape(node.outputs[0]).len() - 1;
+                self.partial_sum(i, step, axis, consts)?;
             }
         }
-        out.push(a);
+        Ok(())
     }
-    out
-}
 
-fn weight_values(actions: &[Action]) -> u64 {
-    let steps: Vec<Step> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Run(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect();
-    super::data::step_weight_bytes(&steps)
+    fn whole_weighted(&mut self, i: usize, consts: &mut Consts) -> Result<(), ModelError> {
+        let node = &self.model.nodes[i];
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|&v| consts.input(self.model, v))
+            .collect::<Result<_, _>>()?;
+        self.run(i, Step::Node(node.op.clone()), inputs);
+        Ok(())
+    }
+
+    fn gemm_of(&self, i: usize) -> (Gemm, bool) {
+        match &self.model.nodes[i].op {
+            Op::Gemm(_) => {
+                let (g, _) = linear_gemm(self.model, self.spec, i).expect("the plan checked it");
+                (g, g.trans_b)
+            }
+            _ => (Gemm::default(), false),
+        }
+    }
+
+    /// A linear node's whole bias as `[N]`.
+    fn bias(&self, i: usize) -> Result<Option<Vec<f32>>, ModelError> {
+        let node = &self.model.nodes[i];
+        let Some(b) = node.input(2).and_then(|v| self.model.weight(v)) else {
+            return Ok(None);
+        };
+        let t = crate::exec::round_to(b.read()?, self.dtype);
+        let n = *self.spec.shape(node.outputs[0]).last().expect("rank");
+        let beta = match &node.op {
+            Op::Gemm(g) => g.beta,
+            _ => 1.0,
+        };
+        Ok(Some(crate::exec::load::bias_vector(&t, beta, n).data))
+    }
+
+    /// This rank's partial sum (zeros when it holds no share), the
+    /// allreduce, then the whole bias along `axis`, added once.
+    fn partial_sum(
+        &mut self,
+        i: usize,
+        step: Option<Step>,
+        axis: usize,
+        _consts: &mut Consts,
+    ) -> Result<(), ModelError> {
+        let node = &self.model.nodes[i];
+        let y = node.outputs[0];
+        match step {
+            Some(s) => self.run(i, s, vec![In::Value(node.input(0).expect("input"))]),
+            None => {
+                let sample = self.spec.shape(y)[1..].to_vec();
+                self.run(i, Step::Zeros(sample), Vec::new());
+            }
+        }
+        self.instrs.push(Instr::Comm {
+            value: y,
+            comm: Comm::Allreduce,
+        });
+        let n = self.spec.shape(y)[axis];
+        let bias = match &node.op {
+            Op::Conv { .. } => match node.input(2).and_then(|v| self.model.weight(v)) {
+                Some(b) => crate::exec::round_to(b.read()?, self.dtype).data,
+                None => vec![0.0; n],
+            },
+            _ => self.bias(i)?.unwrap_or_else(|| vec![0.0; n]),
+        };
+        self.instrs.push(Instr::Run {
+            node: i,
+            step: Step::Bias {
+                bias: Arc::new(bias),
+                axis,
+                post: Vec::new(),
+            },
+            inputs: vec![In::Value(y)],
+            outputs: vec![y],
+        });
+        Ok(())
+    }
+
+    /// A node on its split input; constants that span the split axis are
+    /// sliced to this rank's share.
+    fn local(&mut self, i: usize, consts: &mut Consts) -> Result<(), ModelError> {
+        let (model, spec) = (self.model, self.spec);
+        let node = &model.nodes[i];
+        let x = node.input(0).expect("checked");
+        let Some(Layout::Split { axis, counts }) = self.plan.local_in[i].clone() else {
+            unreachable!("the plan runs only split values locally")
+        };
+        let r = range_of(&counts, self.rank);
+        let rank = spec.shape(x).len();
+        let mut inputs = Vec::new();
+        for &v in &node.inputs {
+            let inp = match v.and_then(|v| model.weight(v).map(|w| (v, w))) {
+                Some((v, w)) => {
+                    let s = spec.shape(v);
+                    let lead = rank.saturating_sub(s.len());
+                    let along = if matches!(node.op, Op::BatchNorm { .. }) {
+                        Some(0)
+                    } else {
+                        (axis >= lead
+                            && s[axis - lead] == spec.shape(x)[axis]
+                            && s[axis - lead] != 1)
+                            .then(|| axis - lead)
+                    };
+                    match along {
+                        Some(a) => In::Const(slice(w, a, r.clone(), self.dtype)?),
+                        None => consts.input(model, Some(v))?,
+                    }
+                }
+                None => consts.input(model, v)?,
+            };
+            inputs.push(inp);
+        }
+        self.run(i, Step::Node(node.op.clone()), inputs);
+        Ok(())
+    }
 }
 
 pub(crate) fn run<T: Transport>(
@@ -638,49 +716,27 @@ pub(crate) fn run<T: Transport>(
     outputs: &mut dyn Outputs,
 ) -> Result<(), RunError> {
     let rank = ctx.comm.rank();
+    let spec1 = ctx.spec(1)?;
     let plan = plan(ctx.model, ctx.comm.size())?;
-    let actions = actions(ctx.model, &plan, rank, ctx.opts.dtype)?;
-    ctx.weight_bytes = weight_values(&actions);
+    let program = program(ctx.model, &spec1, &plan, rank, ctx.opts.dtype, ctx.cpu)?;
+    ctx.weight_bytes = 4 * program.weight_values();
     let total = input.rows();
     let rows = ctx.opts.batch_size.unwrap_or(DEFAULT_ROWS);
     let mut first = 0;
     loop {
         let len = rows.min(total - first);
-        let mut x = ctx.read(input, first..first + len)?;
-        for action in &actions {
-            x = match action {
-                Action::Run(step) => ctx.clock.compute(|| step.run(ctx.cpu, x))?,
-                Action::Empty(s) | Action::Zeros(s) => {
-                    Tensor::zeros(std::iter::once(len).chain(s.iter().copied()).collect())
-                }
-                Action::Allreduce => {
-                    ctx.allreduce_sum(&mut x.data)?;
-                    x
-                }
-                Action::Gather {
-                    counts,
-                    inner,
-                    sample,
-                    to_root,
-                } => {
-                    let elems: Vec<usize> = counts.iter().map(|c| len * c * inner).collect();
-                    let root = to_root.then_some(0);
-                    let blocks = ctx.gatherv(&x.data, &elems, root)?;
-                    let shape: Vec<usize> =
-                        std::iter::once(len).chain(sample.iter().copied()).collect();
-                    if root.is_some_and(|r| r != rank) {
-                        Tensor::zeros(vec![0])
-                    } else {
-                        Tensor::new(shape, concat_channels(&blocks, counts, len, *inner))
-                    }
-                }
-            };
-        }
+        let x = ctx.read(input, first..first + len)?;
+        let spec = ctx.spec(len)?;
+        let (model, cpu) = (ctx.model, ctx.cpu);
+        let mut comm = |c: &Comm, t: &mut Tensor| -> Result<(), RunError> { collective(ctx, c, t) };
+        let mut ys =
+            program.run::<RunError>(cpu, model, &spec, vec![(model.input, x)], &mut comm)?;
+        let y = ys.swap_remove(0);
         // Every rank worked on every row.
         ctx.rows_done += len as u64;
         if rank == 0 {
-            outputs.computed(first, &x)?;
-            outputs.collected(first, &x)?;
+            outputs.computed(first, &y)?;
+            outputs.collected(first, &y)?;
         }
         first += len;
         if first >= total {
@@ -688,4 +744,37 @@ pub(crate) fn run<T: Transport>(
         }
     }
     Ok(())
+}
+
+/// One collective of the program on its value.
+fn collective<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    c: &Comm,
+    t: &mut Tensor,
+) -> Result<(), RunError> {
+    match c {
+        Comm::Allreduce => ctx.allreduce_sum(&mut t.data),
+        Comm::Gather {
+            axis,
+            counts,
+            to_root,
+        } => {
+            let outer: usize = t.shape[..*axis].iter().product();
+            let inner: usize = t.shape[axis + 1..].iter().product();
+            let elems: Vec<usize> = counts.iter().map(|c| outer * c * inner).collect();
+            let root = to_root.then_some(0);
+            let blocks = ctx.gatherv(&t.data, &elems, root)?;
+            if root.is_some_and(|r| r != ctx.comm.rank()) {
+                *t = Tensor::zeros(vec![0]);
+            } else {
+                let mut shape = t.shape.clone();
+                shape[*axis] = counts.iter().sum();
+                *t = Tensor::new(
+                    shape,
+                    crate::exec::concat_blocks(&blocks, counts, outer, inner),
+                );
+            }
+            Ok(())
+        }
+    }
 }

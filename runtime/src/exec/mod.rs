@@ -1,0 +1,116 @@
+//! Running a model's nodes on a rank: programs of steps over the graph's
+//! values, each value freed after its last use and its buffer reused.
+
+mod cpu;
+mod fuse;
+pub(crate) mod load;
+mod pool;
+mod program;
+mod step;
+
+pub use load::{load_program, round_to};
+pub use program::{Comm, In, Instr, Program};
+pub use step::{Post, Step};
+
+use crate::graph::Known;
+use crate::ModelError;
+use mpinfer_kernels::Tensor;
+use std::ops::Range;
+
+/// Where kernels run. The executor hands every step to one backend; a
+/// backend runs steps on its device and keeps the graph out of its code.
+pub trait Backend {
+    /// Runs `step` on `args` (one per input of the step; absent ones for
+    /// inputs left out or known while planning, whose values are in
+    /// `known`). Returns the step's outputs.
+    fn run(
+        &self,
+        step: &Step,
+        args: Vec<Arg>,
+        known: &[Option<&Known>],
+    ) -> Result<Vec<Tensor>, ModelError>;
+}
+
+/// One input of a step: a value whose last use this is (the step may reuse
+/// its buffer), one read in place, or none.
+pub enum Arg<'a> {
+    Owned(Tensor),
+    Ref(&'a Tensor),
+    Absent,
+}
+
+impl<'a> Arg<'a> {
+    pub fn get(&self) -> Option<&Tensor> {
+        match self {
+            Arg::Owned(t) => Some(t),
+            Arg::Ref(t) => Some(t),
+            Arg::Absent => None,
+        }
+    }
+
+    /// The tensor of an input the planner proved present.
+    pub fn tensor(&self) -> &Tensor {
+        self.get().expect("an input the plan requires is present")
+    }
+
+    pub fn owned(&self) -> bool {
+        matches!(self, Arg::Owned(_))
+    }
+
+    pub fn take(&mut self) -> Arg<'a> {
+        std::mem::replace(self, Arg::Absent)
+    }
+
+    pub fn into_owned(self) -> Tensor {
+        match self {
+            Arg::Owned(t) => t,
+            Arg::Ref(t) => t.clone(),
+            Arg::Absent => panic!("an input the plan requires is present"),
+        }
+    }
+}
+
+/// Channels `range` of `[N, C, ...]` (or features of `[N, F]`).
+pub fn slice_channels(x: &Tensor, range: Range<usize>) -> Tensor {
+    let n = x.shape[0];
+    let c = x.shape[1];
+    let inner: usize = x.shape[2..].iter().product();
+    let mut data = Vec::with_capacity(n * range.len() * inner);
+    for s in 0..n {
+        let base = s * c * inner;
+        data.extend_from_slice(&x.data[base + range.start * inner..base + range.end * inner]);
+    }
+    let mut shape = x.shape.clone();
+    shape[1] = range.len();
+    Tensor::new(shape, data)
+}
+
+/// Concatenates per-rank blocks along an axis: block `r` holds
+/// `[outer, counts[r], inner]`.
+pub fn concat_blocks(blocks: &[f32], counts: &[usize], outer: usize, inner: usize) -> Vec<f32> {
+    let c: usize = counts.iter().sum();
+    let mut out = vec![0.0; outer * c * inner];
+    let mut src = 0;
+    let mut c0 = 0;
+    for &cr in counts {
+        for s in 0..outer {
+            let len = cr * inner;
+            let dst = s * c * inner + c0 * inner;
+            out[dst..dst + len].copy_from_slice(&blocks[src..src + len]);
+            src += len;
+        }
+        c0 += cr;
+    }
+    out
+}
+
+/// Per-channel `(x - mean) / std` on `[N, C, ...]` or `[N, F]`.
+pub fn normalize(x: &mut Tensor, mean: &[f32], std: &[f32]) {
+    let inner: usize = x.shape[2..].iter().product();
+    let c = x.shape.get(1).copied().unwrap_or(1);
+    for (i, v) in x.data.iter_mut().enumerate() {
+        let ch = (i / inner.max(1)) % c.max(1);
+        let (m, s) = (mean[ch.min(mean.len() - 1)], std[ch.min(std.len() - 1)]);
+        *v = (*v - m) / s;
+    }
+}

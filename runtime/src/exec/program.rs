@@ -1,0 +1,245 @@
+//! A program: the steps one rank runs, in order, over the graph's values.
+
+use super::pool::recycle;
+use super::step::Step;
+use super::{Arg, Backend};
+use crate::graph::{Known, Model, Spec, ValueId};
+use crate::ModelError;
+use mpinfer_kernels::Tensor;
+use std::sync::Arc;
+
+/// Where a step's input comes from.
+#[derive(Clone, Debug)]
+pub enum In {
+    /// A value of the graph: computed, or known while planning.
+    Value(ValueId),
+    /// A constant this program holds (a weight, or a folded subgraph).
+    Const(Arc<Tensor>),
+    Absent,
+}
+
+/// A collective on a value, carried out by the strategy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Comm {
+    /// Partial sums made whole on every rank.
+    Allreduce,
+    /// A value split along `axis` (`counts[r]` on rank `r`) made whole: on
+    /// every rank, or on rank 0 only when `to_root`.
+    Gather {
+        axis: usize,
+        counts: Vec<usize>,
+        to_root: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum Instr {
+    Run {
+        /// The graph node, for messages.
+        node: usize,
+        step: Step,
+        inputs: Vec<In>,
+        outputs: Vec<ValueId>,
+    },
+    Comm {
+        value: ValueId,
+        comm: Comm,
+    },
+}
+
+impl Instr {
+    fn reads(&self) -> Vec<ValueId> {
+        match self {
+            Instr::Run { inputs, .. } => inputs
+                .iter()
+                .filter_map(|i| match i {
+                    In::Value(v) => Some(*v),
+                    _ => None,
+                })
+                .collect(),
+            Instr::Comm { value, .. } => vec![*value],
+        }
+    }
+
+    fn writes(&self) -> Vec<ValueId> {
+        match self {
+            Instr::Run { outputs, .. } => outputs.clone(),
+            Instr::Comm { value, .. } => vec![*value],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub instrs: Vec<Instr>,
+    /// Values the program returns, in order.
+    pub keep: Vec<ValueId>,
+    /// Per instruction: values dead after it.
+    free: Vec<Vec<ValueId>>,
+    /// Per instruction: the index of the last instruction referring to
+    /// each value it reads, to know which inputs it may consume.
+    last: Vec<usize>,
+}
+
+impl Program {
+    pub fn new(instrs: Vec<Instr>, keep: Vec<ValueId>, values: usize) -> Program {
+        let mut last = vec![usize::MAX; values];
+        for (i, ins) in instrs.iter().enumerate() {
+            for v in ins.reads().into_iter().chain(ins.writes()) {
+                last[v] = i;
+            }
+        }
+        let mut free = vec![Vec::new(); instrs.len()];
+        for (v, &i) in last.iter().enumerate() {
+            if i != usize::MAX && !keep.contains(&v) {
+                free[i].push(v);
+            }
+        }
+        Program {
+            instrs,
+            keep,
+            free,
+            last,
+        }
+    }
+
+    /// Weight values held by the program's steps and constants.
+    pub fn weight_values(&self) -> u64 {
+        self.instrs
+            .iter()
+            .map(|i| match i {
+                Instr::Run { step, inputs, .. } => {
+                    step.weight_values()
+                        + inputs
+                            .iter()
+                            .map(|x| match x {
+                                In::Const(t) => t.len(),
+                                _ => 0,
+                            })
+                            .sum::<usize>()
+                }
+                Instr::Comm { .. } => 0,
+            })
+            .sum::<usize>() as u64
+    }
+
+    /// Runs the program on `inputs` (values already computed: the graph
+    /// input, or what an earlier stage sent) and returns the kept values.
+    /// `comm` carries out each collective on its value.
+    pub fn run<E: From<ModelError>>(
+        &self,
+        backend: &dyn Backend,
+        model: &Model,
+        spec: &Spec,
+        inputs: Vec<(ValueId, Tensor)>,
+        comm: &mut dyn FnMut(&Comm, &mut Tensor) -> Result<(), E>,
+    ) -> Result<Vec<Tensor>, E> {
+        let mut values: Vec<Option<Tensor>> = vec![None; model.values.len()];
+        for (v, t) in inputs {
+            values[v] = Some(t);
+        }
+        for (i, ins) in self.instrs.iter().enumerate() {
+            match ins {
+                Instr::Run {
+                    node,
+                    step,
+                    inputs,
+                    outputs,
+                } => {
+                    let ys = self
+                        .run_step(backend, model, spec, &mut values, i, step, inputs, outputs)
+                        .map_err(|e| E::from(in_node(model, *node, e)))?;
+                    for (&v, y) in outputs.iter().zip(ys) {
+                        values[v] = Some(y);
+                    }
+                }
+                Instr::Comm { value, comm: c } => {
+                    let t = values[*value]
+                        .as_mut()
+                        .expect("a collective's value is computed before it");
+                    comm(c, t)?;
+                }
+            }
+            for &v in &self.free[i] {
+                if let Some(t) = values[v].take() {
+                    recycle(t.data);
+                }
+            }
+        }
+        Ok(self
+            .keep
+            .iter()
+            .map(|&v| values[v].take().unwrap_or_else(|| Tensor::zeros(vec![0])))
+            .collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &self,
+        backend: &dyn Backend,
+        model: &Model,
+        spec: &Spec,
+        values: &mut [Option<Tensor>],
+        i: usize,
+        step: &Step,
+        inputs: &[In],
+        outputs: &[ValueId],
+    ) -> Result<Vec<Tensor>, ModelError> {
+        if let Step::Zeros(sample) = step {
+            let shape = std::iter::once(spec.batch)
+                .chain(sample.iter().copied())
+                .collect();
+            return Ok(vec![Tensor::zeros(shape)]);
+        }
+        // A value read once, by its last reader (or rewritten by it), is
+        // handed over so the step can work in its buffer.
+        let consumed: Vec<Option<Tensor>> = inputs
+            .iter()
+            .map(|x| match x {
+                In::Value(v)
+                    if (self.last[*v] == i && !self.keep.contains(v) || outputs.contains(v))
+                        && inputs
+                            .iter()
+                            .filter(|y| matches!(y, In::Value(w) if w == v))
+                            .count()
+                            == 1 =>
+                {
+                    values[*v].take()
+                }
+                _ => None,
+            })
+            .collect();
+        let values: &[Option<Tensor>] = values;
+        let mut known: Vec<Option<&Known>> = Vec::with_capacity(inputs.len());
+        let mut args = Vec::with_capacity(inputs.len());
+        for (x, own) in inputs.iter().zip(consumed) {
+            let (arg, k) = match (x, own) {
+                (_, Some(t)) => (Arg::Owned(t), None),
+                (In::Value(v), None) => match (&values[*v], spec.known(*v)) {
+                    (Some(t), _) => (Arg::Ref(t), None),
+                    (None, Some(Known::Float(t))) => (Arg::Ref(t.as_ref()), spec.known(*v)),
+                    (None, Some(k)) => (Arg::Absent, Some(k)),
+                    (None, None) => {
+                        return Err(model.nodes[0].error(format!(
+                            "value {} is not computed on this rank",
+                            model.values[*v].name
+                        )))
+                    }
+                },
+                (In::Const(t), None) => (Arg::Ref(t.as_ref()), None),
+                (In::Absent, None) => (Arg::Absent, None),
+            };
+            args.push(arg);
+            known.push(k);
+        }
+        backend.run(step, args, &known)
+    }
+}
+
+/// A kernel's error, said of the node it ran.
+fn in_node(model: &Model, node: usize, e: ModelError) -> ModelError {
+    match e {
+        ModelError::Kernel(k) => model.nodes[node].error(k.to_string()),
+        other => other,
+    }
+}
