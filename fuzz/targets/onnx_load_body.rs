@@ -11,7 +11,7 @@ use std::ops::Range;
 const MAX_ACTIVATION: usize = 1 << 40;
 
 /// Loads `data` as a model file and, when it loads, uses it the way a run
-/// does: every weight read whole and in slices, every layer's shapes and
+/// does: every weight read whole and in slices, every node's shapes and
 /// cost. Errors are expected; panics, aborts and unbounded allocations are
 /// the bugs.
 pub fn run(data: &[u8]) {
@@ -25,37 +25,34 @@ pub fn run(data: &[u8]) {
 }
 
 fn exercise(model: &Model) {
-    for layer in &model.layers {
-        for w in layer.weights() {
-            read_weight(w);
-        }
+    for w in model.weights() {
+        read_weight(w);
     }
     let one = model
-        .shapes(1)
+        .spec(1)
         .unwrap_or_else(|e| panic!("shapes were checked at batch 1 on load, yet: {e}"));
-    for (layer, shape) in model.layers.iter().zip(&one) {
-        let values = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        assert!(
-            values.is_some_and(|n| n <= MAX_ACTIVATION),
-            "layer {} ({}) outputs {shape:?} for one sample, more than {MAX_ACTIVATION} values",
-            layer.name,
-            layer.op_type
-        );
+    for node in &model.nodes {
+        for &v in &node.outputs {
+            let shape = one.shape(v);
+            let values = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            assert!(
+                values.is_some_and(|n| n <= MAX_ACTIVATION),
+                "node {} ({}) outputs {shape:?} for one sample, more than {MAX_ACTIVATION} values",
+                node.name,
+                node.op_type
+            );
+        }
     }
     // Batch 0 is legal (an empty input still has a per-sample shape).
     for batch in [0, 1, 3] {
-        let Ok(shapes) = model.shapes(batch) else {
+        let Ok(spec) = model.spec(batch) else {
             continue;
         };
-        let input: Vec<usize> = std::iter::once(batch)
-            .chain(model.sample_shape.iter().copied())
-            .collect();
-        for (i, layer) in model.layers.iter().enumerate() {
-            let x = if i == 0 { &input } else { &shapes[i - 1] };
-            let _ = layer.flops(x);
+        for i in 0..model.nodes.len() {
+            let _ = mpinfer_runtime::run::node_flops(model, &spec, i);
         }
     }
-    let _ = model.output_sample_shape();
+    let _ = model.output_sample_shapes();
 }
 
 fn read_weight(w: &Weight) {

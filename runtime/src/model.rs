@@ -227,7 +227,12 @@ pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, ReshapeE
         input: x.to_vec(),
         target: shape.to_vec(),
     };
-    let known: usize = out.iter().map(|&d| d.max(1)).product();
+    // A target larger than any input cannot match it; checked so that a
+    // hostile shape cannot overflow the product.
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
+        .ok_or_else(mismatch)?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(mismatch());

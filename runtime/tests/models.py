@@ -341,6 +341,26 @@ def gemm_bias_forms():
     build(name, nodes, inits, ["N", 4], "one_by_one", 13)
 
 
+def graphs():
+    """Graphs that are not chains: a residual Add, a value read twice with a
+    dead branch beside it, and a BatchNormalization with no Conv before it."""
+    build("add_two", [
+        node("Relu", ["x"], "r"),
+        node("Add", ["x", "r"], "residual"),
+    ], [], ["N", 4], "residual", 13)
+
+    build("branch", [
+        node("Relu", ["x"], "a"),
+        node("Relu", ["a"], "b"),
+        node("Relu", ["a"], "c"),
+    ], [], ["N", 4], "c", 13)
+
+    build("bn_alone", [
+        node("BatchNormalization", ["x", "s", "b", "m", "v"], "bn"),
+    ], [numpy_helper.from_array(np.ones(3, np.float32), n) for n in "sbmv"],
+        ["N", 3, 4, 4], "bn", 13)
+
+
 def bad_models():
     with open(os.path.join(OUT, "random.onnx"), "wb") as f:
         f.write(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
@@ -352,22 +372,6 @@ def bad_models():
     ]
     build("lstm", [helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=4)],
           lstm_inits, [5, 2, 3], "y", 13, run=False)
-
-    build("add_two", [
-        node("Relu", ["x"], "r"),
-        node("Add", ["x", "r"], "residual"),
-    ], [], ["N", 4], "residual", 13, run=False)
-
-    build("branch", [
-        node("Relu", ["x"], "a"),
-        node("Relu", ["a"], "b"),
-        node("Relu", ["a"], "c"),
-    ], [], ["N", 4], "c", 13, run=False)
-
-    build("bn_alone", [
-        node("BatchNormalization", ["x", "s", "b", "m", "v"], "bn"),
-    ], [numpy_helper.from_array(np.ones(3, np.float32), n) for n in "sbmv"],
-        ["N", 3, 4, 4], "bn", 13, run=False)
 
     build("gemm_batch_c", [node("Gemm", ["x", "b", "c"], "fc")],
           [numpy_helper.from_array(rand(4, 3), "b"), numpy_helper.from_array(rand(2, 3), "c")],
@@ -451,4 +455,5 @@ typed_f32()
 reshapes()
 identity_dropout()
 gemm_bias_forms()
+graphs()
 bad_models()

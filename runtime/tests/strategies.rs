@@ -4,15 +4,17 @@
 
 use mpinfer_collectives::transport::{Counting, LocalWorld};
 use mpinfer_collectives::{Communicator, Config};
+use mpinfer_kernels::cpu::Unary;
 use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::{StoredDType, Tensor};
-use mpinfer_runtime::exec::{forward, load_all};
-use mpinfer_runtime::model::{Layer, Model, Op, Weight};
+use mpinfer_runtime::exec::load_program;
+use mpinfer_runtime::graph::{AutoPad, Constant, Elem, Ints, Node, Op, Spatial, Value};
+use mpinfer_runtime::model::{Model, Weight};
 use mpinfer_runtime::run::{
     run, stages, tensor_plan, CommDType, Outputs, RankWeights, RunError, RunOptions, Schedule,
     Strategy,
 };
-use mpinfer_runtime::{ModelError, ReshapeError};
+use mpinfer_runtime::ModelError;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
@@ -26,48 +28,104 @@ fn weight(rng: &mut impl Rng, name: &str, shape: Vec<usize>) -> Weight {
     Weight::from_values(name, shape, values(rng, n, 1.0 / fan_in.sqrt()))
 }
 
+/// A node of a chain: its op and its constant inputs after the activation.
+struct Layer {
+    name: String,
+    op: Op,
+    consts: Vec<Constant>,
+}
+
 fn layer(name: &str, op: Op) -> Layer {
     Layer {
         name: name.into(),
-        op_type: name.into(),
         op,
+        consts: Vec::new(),
     }
 }
 
+fn relu(name: &str) -> Layer {
+    layer(name, Op::Unary(Unary::Relu))
+}
+
 fn conv(rng: &mut impl Rng, name: &str, m: usize, c: usize, k: usize, conv: Conv2d) -> Layer {
-    layer(
-        name,
-        Op::Conv {
+    Layer {
+        name: name.into(),
+        op: Op::Conv {
             conv,
-            weight: weight(rng, name, vec![m, c / conv.groups, k, k]),
-            bias: Some(weight(rng, name, vec![m])),
+            spatial: Spatial::Two,
+            auto_pad: AutoPad::NotSet,
         },
-    )
+        consts: vec![
+            Constant::Weight(weight(rng, name, vec![m, c / conv.groups, k, k])),
+            Constant::Weight(weight(rng, name, vec![m])),
+        ],
+    }
 }
 
 fn gemm(rng: &mut impl Rng, name: &str, k: usize, n: usize, trans_b: bool) -> Layer {
-    layer(
-        name,
-        Op::Gemm {
-            gemm: Gemm {
-                trans_b,
-                alpha: 0.75,
-                ..Gemm::default()
-            },
-            weight: weight(rng, name, if trans_b { vec![n, k] } else { vec![k, n] }),
-            bias: Some(weight(rng, name, vec![n])),
-        },
-    )
+    Layer {
+        name: name.into(),
+        op: Op::Gemm(Gemm {
+            trans_b,
+            alpha: 0.75,
+            ..Gemm::default()
+        }),
+        consts: vec![
+            Constant::Weight(weight(
+                rng,
+                name,
+                if trans_b { vec![n, k] } else { vec![k, n] },
+            )),
+            Constant::Weight(weight(rng, name, vec![n])),
+        ],
+    }
 }
 
+fn reshape(name: &str, shape: Vec<i64>) -> Layer {
+    Layer {
+        name: name.into(),
+        op: Op::Reshape { allowzero: false },
+        consts: vec![Constant::Ints(Ints::vector(shape))],
+    }
+}
+
+/// The layers as a graph, each reading the one before.
 fn model(layers: Vec<Layer>, sample_shape: Vec<usize>) -> Model {
+    let value = |name: &str, elem, constant| Value {
+        name: name.to_string(),
+        elem,
+        constant,
+    };
+    let mut values = vec![value("x", Elem::Float, None)];
+    let mut nodes = Vec::new();
+    for l in layers {
+        let mut inputs = vec![Some(values.len() - 1)];
+        for (i, c) in l.consts.into_iter().enumerate() {
+            let elem = if matches!(c, Constant::Ints(_)) {
+                Elem::Int
+            } else {
+                Elem::Float
+            };
+            values.push(value(&format!("{}.{i}", l.name), elem, Some(c)));
+            inputs.push(Some(values.len() - 1));
+        }
+        values.push(value(&l.name, Elem::Float, None));
+        nodes.push(Node {
+            name: l.name.clone(),
+            op_type: l.name,
+            op: l.op,
+            inputs,
+            outputs: vec![values.len() - 1],
+        });
+    }
     Model {
         path: "test".into(),
         opset: 17,
-        input_name: "x".into(),
+        input: 0,
         sample_shape,
-        output_name: "y".into(),
-        layers,
+        outputs: vec![values.len() - 1],
+        values,
+        nodes,
     }
 }
 
@@ -80,7 +138,7 @@ fn conv_net() -> Model {
         ..Conv2d::default()
     };
     let mut c1 = conv(&mut rng, "conv1", 7, 3, 3, pad1);
-    if let Op::Conv { weight, .. } = &mut c1.op {
+    if let Constant::Weight(weight) = &mut c1.consts[0] {
         weight.row_scale = Some(Arc::new(values(&mut rng, 7, 2.0)));
     }
     let depthwise = Conv2d {
@@ -98,15 +156,22 @@ fn conv_net() -> Model {
     pool.ceil_mode = true;
     let layers = vec![
         c1,
-        layer("relu1", Op::Relu),
+        relu("relu1"),
         conv(&mut rng, "dw", 7, 7, 3, depthwise),
-        layer("relu2", Op::Relu),
+        relu("relu2"),
         conv(&mut rng, "conv3", 5, 7, 3, strided),
-        layer("relu3", Op::Relu),
-        layer("pool", Op::Pool(pool)),
-        layer("flatten", Op::Reshape { shape: vec![0, -1] }),
+        relu("relu3"),
+        layer(
+            "pool",
+            Op::Pool {
+                pool,
+                spatial: Spatial::Two,
+                auto_pad: AutoPad::NotSet,
+            },
+        ),
+        reshape("flatten", vec![0, -1]),
         gemm(&mut rng, "fc1", 5 * 3 * 2, 13, true),
-        layer("relu4", Op::Relu),
+        relu("relu4"),
         gemm(&mut rng, "fc2", 13, 4, false),
         layer(
             "softmax",
@@ -125,9 +190,9 @@ fn narrowing_net() -> Model {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let layers = vec![
         conv(&mut rng, "wide", 19, 2, 3, Conv2d::default()),
-        layer("relu", Op::Relu),
+        relu("relu"),
         conv(&mut rng, "narrow", 3, 19, 1, Conv2d::default()),
-        layer("gap", Op::GlobalAveragePool),
+        layer("gap", Op::GlobalPool(PoolKind::Average)),
         layer("flatten", Op::Flatten { axis: 1 }),
         gemm(&mut rng, "fc", 3, 6, true),
     ];
@@ -138,9 +203,9 @@ fn mlp() -> Model {
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let layers = vec![
         gemm(&mut rng, "fc1", 37, 50, true),
-        layer("relu1", Op::Relu),
+        relu("relu1"),
         gemm(&mut rng, "fc2", 50, 23, false),
-        layer("relu2", Op::Relu),
+        relu("relu2"),
         gemm(&mut rng, "fc3", 23, 11, true),
         layer(
             "softmax",
@@ -202,9 +267,31 @@ fn run_on(ranks: usize, model: &Model, x: &Tensor, opts: &RunOptions) -> (Tensor
     (Tensor::new(shape, data), computed)
 }
 
+/// The whole model in this process, on one thread, with no collectives.
 fn single(model: &Model, x: &Tensor) -> Tensor {
-    let steps = load_all(&model.layers, StoredDType::F32).unwrap();
-    forward(&steps, &Cpu::new(1), x.clone()).unwrap()
+    let spec = model.spec(x.shape[0]).unwrap();
+    let all: Vec<usize> = (0..model.nodes.len()).collect();
+    let cpu = Cpu::new(1);
+    let program = load_program(
+        model,
+        &spec,
+        &all,
+        model.outputs.clone(),
+        StoredDType::F32,
+        &cpu,
+    )
+    .unwrap();
+    let mut no_comm = |_: &_, _: &mut Tensor| -> Result<(), ModelError> { unreachable!() };
+    let mut ys = program
+        .run(
+            &cpu,
+            model,
+            &spec,
+            vec![(model.input, x.clone())],
+            &mut no_comm,
+        )
+        .unwrap();
+    ys.swap_remove(0)
 }
 
 fn assert_close(got: &Tensor, want: &Tensor, rel: f32, what: &str) {
@@ -349,12 +436,7 @@ fn tensor_plan_splits_weights_and_pairs_linear_layers() {
     let m = mlp();
     let plan = tensor_plan(&m, 3).unwrap();
     let total: u64 = plan.rank_weights.iter().sum();
-    let whole: u64 = m
-        .layers
-        .iter()
-        .flat_map(|l| l.weights())
-        .map(|w| w.len() as u64)
-        .sum();
+    let whole: u64 = m.weights().iter().map(|w| w.len() as u64).sum();
     // Every weight value is held once, except the biases of row-parallel
     // layers, which every rank adds after the reduce.
     assert_eq!(total, whole + 2 * 23);
@@ -368,13 +450,13 @@ fn pipeline_stages_balance_flops() {
     let s = stages(&m, 3).unwrap();
     assert_eq!(s.len(), 3);
     assert_eq!(s[0].start, 0);
-    assert_eq!(s[2].end, m.layers.len());
+    assert_eq!(s[2].end, m.nodes.len());
     for w in s.windows(2) {
         assert_eq!(w[0].end, w[1].start);
     }
     // fc1 (37·50) outweighs fc2 + fc3 (50·23 + 23·11): it gets a stage alone.
     assert_eq!(s[0], 0..1);
-    assert_eq!(stages(&m, 10).unwrap().len(), m.layers.len());
+    assert_eq!(stages(&m, 10).unwrap().len(), m.nodes.len());
 }
 
 #[test]
@@ -472,17 +554,15 @@ fn options_that_cannot_apply_are_refused_by_name() {
 
 #[test]
 fn a_fixed_reshape_target_refuses_another_batch() {
-    let m = model(
-        vec![layer("fixed", Op::Reshape { shape: vec![2, 12] })],
-        vec![3, 4],
-    );
-    let steps = load_all(&m.layers, StoredDType::F32).unwrap();
-    let two = forward(&steps, &Cpu::new(1), input(&m, 2, 1)).unwrap();
-    assert_eq!(two.shape, [2, 12]);
-    let e = forward(&steps, &Cpu::new(1), input(&m, 3, 1)).unwrap_err();
+    let m = model(vec![reshape("fixed", vec![2, 12])], vec![3, 4]);
+    assert_eq!(m.spec(2).unwrap().shape(m.outputs[0]), [2, 12]);
+    let e = m.spec(3).unwrap_err();
     assert!(
-        matches!(&e, ModelError::Reshape(ReshapeError::Mismatch { input, target })
-            if input == &[3, 3, 4] && target == &[2, 12]),
+        matches!(&e, ModelError::Node { node, message, .. }
+            if node == "fixed" && message.contains("cannot reshape [3, 3, 4] to [2, 12]")),
         "{e:?}"
     );
+    // Loading checks two batch sizes, so such a model is refused by name.
+    let e = m.check_batch_axis().unwrap_err();
+    assert!(e.to_string().contains("fixed"), "{e}");
 }

@@ -260,12 +260,8 @@ fn node(
             one(g.run(cpu, args[0].tensor(), args[1].tensor(), c)?)
         }
         Op::BatchNorm { epsilon } => {
-            let p = |i: usize| args[i].tensor().data.clone();
-            let (g, b, m, v) = (p(1), p(2), p(3), p(4));
-            let scale: Vec<f32> = (0..g.len())
-                .map(|i| (g[i] as f64 / (v[i] as f64 + *epsilon as f64).sqrt()) as f32)
-                .collect();
-            let shift: Vec<f32> = (0..g.len()).map(|i| b[i] - m[i] * scale[i]).collect();
+            let p = |i: usize| &args[i].tensor().data;
+            let (scale, shift) = super::batch_norm_affine(p(1), p(2), p(3), p(4), *epsilon);
             let mut x = args[0].take().into_owned();
             k::channel_affine(&mut x, &scale, &shift)?;
             one(x)

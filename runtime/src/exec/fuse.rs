@@ -4,15 +4,12 @@
 use super::program::{In, Instr};
 use super::step::Post;
 use super::step::Step;
-use crate::graph::{Model, Op, Spec, ValueId};
+use crate::graph::{Op, Spec, ValueId};
 use mpinfer_kernels::cpu::{Binary, Unary};
 
-pub(crate) fn fuse_posts(
-    mut instrs: Vec<Instr>,
-    model: &Model,
-    spec: &Spec,
-    keep: &[ValueId],
-) -> Vec<Instr> {
+/// Folds each activation or residual Add that alone reads a step's output
+/// into that step.
+pub(crate) fn fuse_posts(mut instrs: Vec<Instr>, spec: &Spec, keep: &[ValueId]) -> Vec<Instr> {
     let mut i = 0;
     while i < instrs.len() {
         match fusable(&instrs, i, spec, keep) {
@@ -41,7 +38,6 @@ pub(crate) fn fuse_posts(
             None => i += 1,
         }
     }
-    let _ = model;
     instrs
 }
 

@@ -49,7 +49,7 @@ pub fn load_program(
             outputs: model.nodes[i].outputs.clone(),
         });
     }
-    let instrs = fuse_posts(instrs, model, spec, &keep);
+    let instrs = fuse_posts(instrs, spec, &keep);
     Ok(Program::new(instrs, keep, model.values.len()))
 }
 
@@ -132,7 +132,7 @@ impl Consts {
 }
 
 /// Node `i` whole, with its weights in memory.
-fn whole_step(
+pub(crate) fn whole_step(
     model: &Model,
     spec: &Spec,
     i: usize,
@@ -191,10 +191,7 @@ fn whole_step(
         Op::BatchNorm { epsilon } if (1..5).all(|j| weight(j).is_some()) => {
             let p = |j: usize| weight(j).expect("checked").read().map(|t| t.data);
             let (g, b, m, v) = (p(1)?, p(2)?, p(3)?, p(4)?);
-            let scale: Vec<f32> = (0..g.len())
-                .map(|c| (g[c] as f64 / (v[c] as f64 + *epsilon as f64).sqrt()) as f32)
-                .collect();
-            let shift = (0..g.len()).map(|c| b[c] - m[c] * scale[c]).collect();
+            let (scale, shift) = super::batch_norm_affine(&g, &b, &m, &v, *epsilon);
             Ok((
                 Step::Affine {
                     scale: Arc::new(scale),

@@ -8,6 +8,7 @@ mod pool;
 mod program;
 mod step;
 
+pub(crate) use fuse::fuse_posts;
 pub use load::{load_program, round_to};
 pub use program::{Comm, In, Instr, Program};
 pub use step::{Post, Step};
@@ -68,6 +69,24 @@ impl<'a> Arg<'a> {
             Arg::Absent => panic!("an input the plan requires is present"),
         }
     }
+}
+
+/// BatchNormalization's statistics as the per-channel `(scale, shift)` of
+/// `x · scale + shift`, the scale computed in f64.
+pub fn batch_norm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = (0..gamma.len())
+        .map(|c| (gamma[c] as f64 / (var[c] as f64 + epsilon as f64).sqrt()) as f32)
+        .collect();
+    let shift = (0..gamma.len())
+        .map(|c| beta[c] - mean[c] * scale[c])
+        .collect();
+    (scale, shift)
 }
 
 /// Channels `range` of `[N, C, ...]` (or features of `[N, F]`).

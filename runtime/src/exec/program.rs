@@ -220,10 +220,13 @@ impl Program {
                     (None, Some(Known::Float(t))) => (Arg::Ref(t.as_ref()), spec.known(*v)),
                     (None, Some(k)) => (Arg::Absent, Some(k)),
                     (None, None) => {
-                        return Err(model.nodes[0].error(format!(
-                            "value {} is not computed on this rank",
-                            model.values[*v].name
-                        )))
+                        return Err(ModelError::Kernel(mpinfer_kernels::KernelError::Invalid {
+                            op: "executor",
+                            what: format!(
+                                "input {} is not computed on this rank",
+                                model.values[*v].name
+                            ),
+                        }))
                     }
                 },
                 (In::Const(t), None) => (Arg::Ref(t.as_ref()), None),

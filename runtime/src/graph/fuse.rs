@@ -149,5 +149,30 @@ fn linear_bias(model: &Model, i: usize) -> Option<(usize, usize)> {
         a.input(0)?
     };
     let b = model.weight(other)?;
-    (b.shape == [cols] && a.inputs.len() == 2).then_some((add, other))
+    // [N] or [1, N]: one value per column, whatever side it is added from.
+    let per_column = b.shape.last() == Some(&cols) && b.len() == cols;
+    (per_column && a.inputs.len() == 2).then_some((add, other))
+}
+
+/// Drops the nodes no graph output depends on: a branch left in the graph
+/// would be computed on every row for nothing.
+pub fn prune_dead(model: &mut Model) {
+    let mut needed = vec![false; model.values.len()];
+    for &v in &model.outputs {
+        needed[v] = true;
+    }
+    let mut keep = vec![false; model.nodes.len()];
+    for (i, n) in model.nodes.iter().enumerate().rev() {
+        if n.outputs.iter().any(|&v| needed[v]) {
+            keep[i] = true;
+            for &v in n.inputs.iter().flatten() {
+                needed[v] = true;
+            }
+        }
+    }
+    let mut i = 0;
+    model.nodes.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }

@@ -17,7 +17,7 @@ mod ints;
 pub mod op;
 mod spec;
 
-pub use fuse::{fold_batch_norms, fuse_linear_bias};
+pub use fuse::{fold_batch_norms, fuse_linear_bias, prune_dead};
 pub use ints::Ints;
 pub use op::{AutoPad, Compare, Elem, Op, Spatial};
 pub use spec::{Known, Spec};

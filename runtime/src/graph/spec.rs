@@ -13,6 +13,23 @@ use mpinfer_kernels::cpu::Binary;
 use mpinfer_kernels::Tensor;
 use std::sync::Arc;
 
+/// Most values a float value may have for one batch: far above any real
+/// model, low enough that later products of shapes cannot overflow.
+const MAX_VALUES: usize = 1 << 40;
+
+/// Most values of an integer or filled-in tensor evaluated while planning,
+/// which are held in memory then.
+const MAX_KNOWN: usize = 1 << 24;
+
+/// The element count of `shape`, refused above `limit`.
+fn checked_count(shape: &[usize], limit: usize) -> Result<usize, String> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| format!("shape {shape:?} has more than {limit} values"))
+}
+
 /// A value known while planning.
 #[derive(Clone, Debug)]
 pub enum Known {
@@ -135,6 +152,9 @@ impl Model {
             })
             .collect();
         let shapes = infer(&node.op, &inputs, node.outputs.len())?;
+        for s in &shapes {
+            checked_count(s, MAX_VALUES)?;
+        }
         for (&v, s) in node.outputs.iter().zip(shapes) {
             spec.shapes[v] = s;
             spec.batched[v] = batched;
@@ -269,7 +289,7 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
                 Some(_) => dims_of(int(0)?)?,
                 None => Vec::new(),
             };
-            let count = shape.iter().product();
+            let count = checked_count(&shape, MAX_KNOWN)?;
             if *elem == Elem::Float {
                 return Ok(vec![Known::Float(Arc::new(Tensor::new(
                     shape,
@@ -286,7 +306,11 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
             if d == 0 {
                 return Err("Range with a delta of 0".into());
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as i64;
+            let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+            if n > MAX_KNOWN as f64 {
+                return Err(format!("Range of {n} values is too long"));
+            }
+            let n = n as i64;
             Ints::vector((0..n).map(|i| s + i * d).collect())
         }
         Op::Gather { axis } => {
@@ -324,6 +348,7 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
                 Op::Concat { .. } => concat_ints(node, spec, &shape)?,
                 Op::Expand => {
                     let x = int(0)?;
+                    checked_count(&shape, MAX_KNOWN)?;
                     let data = (0..shape.iter().product())
                         .map(|i| x.at(&shape, i))
                         .collect();
@@ -356,6 +381,9 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
 }
 
 fn zip(a: &Ints, b: &Ints, f: impl Fn(i64, i64) -> i64) -> Result<Ints, String> {
+    if let Some(shape) = super::ints::broadcast(&a.shape, &b.shape) {
+        checked_count(&shape, MAX_KNOWN)?;
+    }
     a.zip(b, f)
         .ok_or_else(|| format!("{:?} and {:?} do not broadcast", a.shape, b.shape))
 }

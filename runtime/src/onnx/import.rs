@@ -163,17 +163,20 @@ impl<'a> Importer<'a> {
             values: self.values,
             nodes: self.nodes,
         };
+        crate::graph::prune_dead(&mut model);
         crate::graph::fold_batch_norms(&mut model)?;
         crate::graph::fuse_linear_bias(&mut model);
         model.check_batch_axis()?;
         Ok(model)
     }
 
-    fn outputs(&self, graph: &GraphProto) -> Result<Vec<ValueId>, ModelError> {
+    /// The graph outputs; a value the graph outputs under another name (through
+    /// Identity, say) takes that name, which is what users see.
+    fn outputs(&mut self, graph: &GraphProto) -> Result<Vec<ValueId>, ModelError> {
         if graph.output.is_empty() {
             return Err(self.invalid("the graph has no output".into()));
         }
-        graph
+        let ids = graph
             .output
             .iter()
             .map(|o| {
@@ -188,7 +191,11 @@ impl<'a> Importer<'a> {
                 }
                 Ok(v)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for (o, &v) in graph.output.iter().zip(&ids) {
+            self.values[v].name = o.name.clone();
+        }
+        Ok(ids)
     }
 
     fn add_value(&mut self, name: &str, elem: Elem, constant: Option<GraphConstant>) -> ValueId {

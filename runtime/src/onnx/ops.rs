@@ -256,35 +256,33 @@ fn constant_of_shape(node: &NodeProto) -> Result<(Op, Elem), ModelError> {
     let raw = &t.raw_data;
     let (value, elem) = match t.data_type {
         data_type::FLOAT => (
-            t.float_data.first().copied().map_or_else(
-                || {
-                    raw.get(..4)
-                        .map_or(0.0, |b| f32::from_le_bytes(b.try_into().unwrap()))
-                },
-                |v| v,
-            ) as f64,
+            t.float_data.first().copied().unwrap_or_else(|| {
+                raw.get(..4)
+                    .map_or(0.0, |b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            }) as f64,
             Elem::Float,
         ),
         data_type::INT64 => (
-            t.int64_data.first().copied().map_or_else(
-                || {
-                    raw.get(..8)
-                        .map_or(0, |b| i64::from_le_bytes(b.try_into().unwrap()))
-                },
-                |v| v,
-            ) as f64,
+            t.int64_data.first().copied().unwrap_or_else(|| {
+                raw.get(..8)
+                    .map_or(0, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            }) as f64,
             Elem::Int,
         ),
-        data_type::INT32 | 9 => (
+        data_type::INT32 => (
+            t.int32_data.first().copied().unwrap_or_else(|| {
+                raw.get(..4)
+                    .map_or(0, |b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+            }) as f64,
+            Elem::Int,
+        ),
+        // Booleans are one byte each in raw_data.
+        9 => (
             t.int32_data
                 .first()
                 .copied()
-                .map_or_else(|| raw.first().map_or(0, |&b| b as i32), |v| v) as f64,
-            if t.data_type == 9 {
-                Elem::Bool
-            } else {
-                Elem::Int
-            },
+                .unwrap_or_else(|| raw.first().map_or(0, |&b| b as i32)) as f64,
+            Elem::Bool,
         ),
         other => {
             return Err(unsupported(

@@ -240,12 +240,19 @@ impl Clock {
     pub fn compute<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let t = Instant::now();
         let r = f();
-        let spent = t.elapsed();
+        self.charge_compute(t.elapsed());
+        r
+    }
+
+    /// Counts `spent` as compute, slowed down as asked: for work whose
+    /// collectives are timed inside it (tensor parallelism), the time left
+    /// over when they are taken out.
+    pub fn charge_compute(&mut self, spent: Duration) {
+        let t = Instant::now();
         if self.slowdown > 1.0 {
             std::thread::sleep(spent.mul_f64(self.slowdown - 1.0));
         }
-        self.compute += t.elapsed();
-        r
+        self.compute += spent + t.elapsed();
     }
 
     pub fn comm<R>(&mut self, f: impl FnOnce() -> R) -> R {

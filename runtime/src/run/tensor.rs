@@ -14,7 +14,7 @@
 //! rank 0.
 
 use super::{Ctx, Outputs, Rows, RunError};
-use crate::exec::load::{conv_step, linear_gemm, matmul_weight, Consts};
+use crate::exec::load::{conv_step, linear_gemm, matmul_weight, whole_step, Consts};
 use crate::exec::{Comm, In, Instr, Program, Step};
 use crate::graph::{Model, Op, Spec, ValueId};
 use crate::model::Weight;
@@ -25,6 +25,7 @@ use mpinfer_kernels::cpu::Gemm;
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Rows all ranks work on together per step, unless `--batch-size` says.
 const DEFAULT_ROWS: usize = 256;
@@ -441,7 +442,9 @@ fn program(
             },
         });
     }
-    Ok(Program::new(s.instrs, vec![out], model.values.len()))
+    let keep = vec![out];
+    let instrs = crate::exec::fuse_posts(s.instrs, spec, &keep);
+    Ok(Program::new(instrs, keep, model.values.len()))
 }
 
 impl Shard<'_> {
@@ -488,24 +491,15 @@ impl Shard<'_> {
         match &self.plan.parts[i] {
             Part::Folded => {}
             Part::Whole => {
-                let inputs = node
-                    .inputs
-                    .iter()
-                    .map(|&v| consts.input(model, v))
-                    .collect::<Result<_, _>>()?;
-                let step = match &node.op {
-                    Op::Conv { .. } | Op::Gemm(_) | Op::MatMul => {
-                        return self.whole_weighted(i, consts);
-                    }
-                    op => Step::Node(op.clone()),
-                };
+                let (step, inputs) = whole_step(model, spec, i, consts)?;
                 self.run(i, step, inputs);
             }
             Part::Local => self.local(i, consts)?,
             Part::ConvOut(c) => {
                 let r = mine(c);
                 if r.is_empty() {
-                    return Ok(self.empty(i, 1));
+                    self.empty(i, 1);
+                    return Ok(());
                 }
                 let bias = node
                     .input(2)
@@ -517,7 +511,8 @@ impl Shard<'_> {
             Part::ConvGroups(g) => {
                 let r = mine(g);
                 if r.is_empty() {
-                    return Ok(self.empty(i, 1));
+                    self.empty(i, 1);
+                    return Ok(());
                 }
                 let (m, per_in) = (
                     spec.shape(node.input(1).expect("w"))[0],
@@ -549,13 +544,14 @@ impl Shard<'_> {
                 let step = (!mine(c).is_empty())
                     .then(|| conv_step(model, spec, i, slice(w(1), 1, mine(c), dtype)?, None))
                     .transpose()?;
-                self.partial_sum(i, step, 1, consts)?;
+                self.partial_sum(i, step, 1)?;
             }
             Part::LinearColumns(c) => {
                 let r = mine(c);
                 let y_axis = spec.shape(node.outputs[0]).len() - 1;
                 if r.is_empty() {
-                    return Ok(self.empty(i, y_axis));
+                    self.empty(i, y_axis);
+                    return Ok(());
                 }
                 let (gemm, trans_b) = self.gemm_of(i);
                 let weight = slice(w(1), if trans_b { 0 } else { 1 }, r.clone(), dtype)?;
@@ -586,20 +582,9 @@ impl Shard<'_> {
                         post: Vec::new(),
                     });
                 let axis = spec.shape(node.outputs[0]).len() - 1;
-                self.partial_sum(i, step, axis, consts)?;
+                self.partial_sum(i, step, axis)?;
             }
         }
-        Ok(())
-    }
-
-    fn whole_weighted(&mut self, i: usize, consts: &mut Consts) -> Result<(), ModelError> {
-        let node = &self.model.nodes[i];
-        let inputs = node
-            .inputs
-            .iter()
-            .map(|&v| consts.input(self.model, v))
-            .collect::<Result<_, _>>()?;
-        self.run(i, Step::Node(node.op.clone()), inputs);
         Ok(())
     }
 
@@ -630,13 +615,7 @@ impl Shard<'_> {
 
     /// This rank's partial sum (zeros when it holds no share), the
     /// allreduce, then the whole bias along `axis`, added once.
-    fn partial_sum(
-        &mut self,
-        i: usize,
-        step: Option<Step>,
-        axis: usize,
-        _consts: &mut Consts,
-    ) -> Result<(), ModelError> {
+    fn partial_sum(&mut self, i: usize, step: Option<Step>, axis: usize) -> Result<(), ModelError> {
         let node = &self.model.nodes[i];
         let y = node.outputs[0];
         match step {
@@ -705,7 +684,27 @@ impl Shard<'_> {
             };
             inputs.push(inp);
         }
-        self.run(i, Step::Node(node.op.clone()), inputs);
+        let affine = match (&node.op, &inputs[1..]) {
+            // Scale and shift worked out once, not per batch.
+            (
+                Op::BatchNorm { epsilon },
+                [In::Const(g), In::Const(b), In::Const(m), In::Const(v)],
+            ) => Some(crate::exec::batch_norm_affine(
+                &g.data, &b.data, &m.data, &v.data, *epsilon,
+            )),
+            _ => None,
+        };
+        let step = match affine {
+            Some((scale, shift)) => {
+                inputs.truncate(1);
+                Step::Affine {
+                    scale: Arc::new(scale),
+                    shift: Arc::new(shift),
+                }
+            }
+            None => Step::Node(node.op.clone()),
+        };
+        self.run(i, step, inputs);
         Ok(())
     }
 }
@@ -728,9 +727,13 @@ pub(crate) fn run<T: Transport>(
         let x = ctx.read(input, first..first + len)?;
         let spec = ctx.spec(len)?;
         let (model, cpu) = (ctx.model, ctx.cpu);
+        let (started, comm_before) = (Instant::now(), ctx.clock.comm);
         let mut comm = |c: &Comm, t: &mut Tensor| -> Result<(), RunError> { collective(ctx, c, t) };
         let mut ys =
             program.run::<RunError>(cpu, model, &spec, vec![(model.input, x)], &mut comm)?;
+        let in_comm = ctx.clock.comm - comm_before;
+        ctx.clock
+            .charge_compute(started.elapsed().saturating_sub(in_comm));
         let y = ys.swap_remove(0);
         // Every rank worked on every row.
         ctx.rows_done += len as u64;
