@@ -216,6 +216,22 @@ fn conv_cases() -> Vec<ConvCase> {
             },
         ),
         c(2, 4, 7, 33, 5, [4, 4], d),
+        // Kernels wider than the input (ConvNeXt's 7x7 depthwise on a 2x2
+        // map): some taps never land inside the image.
+        c(
+            2,
+            4,
+            2,
+            2,
+            4,
+            [7, 7],
+            Conv2d {
+                pads: [3; 4],
+                groups: 4,
+                ..d
+            },
+        ),
+        c(1, 3, 2, 3, 5, [7, 7], Conv2d { pads: [3; 4], ..d }),
     ]
 }
 

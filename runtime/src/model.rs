@@ -233,16 +233,22 @@ pub fn reshape_target(x: &[usize], shape: &[i64]) -> Result<Vec<usize>, ReshapeE
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
         .ok_or_else(mismatch)?;
-    if let Some(i) = infer {
-        if known == 0 || !total.is_multiple_of(known) {
-            return Err(mismatch());
+    let empty = x.contains(&0);
+    match infer {
+        // An empty input whose zero went into the -1: that is the zero.
+        Some(i) if empty && !out.contains(&0) => out[i] = 0,
+        Some(i) => {
+            if known == 0 || !total.is_multiple_of(known) {
+                return Err(mismatch());
+            }
+            out[i] = total / known;
         }
-        out[i] = total / known;
-        if x.contains(&0) && !out.contains(&0) {
-            out[i] = 0;
-        }
-    } else if known != total {
-        return Err(mismatch());
+        // Empty in, empty out: the other dimensions were checked at batch
+        // sizes that hold rows.
+        None if empty && !out.contains(&0) => return Err(mismatch()),
+        None if empty => {}
+        None if known != total => return Err(mismatch()),
+        None => {}
     }
     Ok(out)
 }

@@ -390,6 +390,12 @@ impl Conv2d {
                         let in_row = &plane[iy as usize * w..(iy as usize + 1) * w];
                         out_row[..first].fill(0.0);
                         out_row[end..].fill(0.0);
+                        // A kernel tap that never lands inside the image
+                        // (a kernel wider than the padded input) copies
+                        // nothing, and its start may lie before column 0.
+                        if first == end {
+                            continue;
+                        }
                         let x0 = (first * sw) as isize + off;
                         if sw == 1 {
                             out_row[first..end]

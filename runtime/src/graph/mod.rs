@@ -11,12 +11,14 @@
 //! integer value, such as a shape computed with Shape and Concat) for one
 //! batch size.
 
+mod batch;
 mod fuse;
 pub(crate) mod infer;
 mod ints;
 pub mod op;
 mod spec;
 
+pub use batch::BatchAxis;
 pub use fuse::{fold_batch_norms, fuse_linear_bias, prune_dead};
 pub use ints::Ints;
 pub use op::{AutoPad, Compare, Elem, Op, Spatial};

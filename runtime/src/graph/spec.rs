@@ -2,8 +2,8 @@
 //! (shapes, indices) evaluated, and which nodes run at run time.
 //!
 //! A value is *batched* when it depends on the graph input: only those are
-//! computed at run time. Every batched float value keeps the batch on axis
-//! 0, which [`Model::check_batch_axis`] proves by comparing two batch sizes.
+//! computed at run time. `batch.rs` proves, by comparing two batch sizes,
+//! that no node mixes the samples of a batch.
 
 use super::infer::{dims_of, infer, slice_params, Input};
 use super::op::{norm_axis, Compare, Elem, Op};
@@ -124,6 +124,30 @@ impl Model {
             }
             return Ok(());
         }
+        let known_or_weight = node
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&v| spec.known[v].is_some() || self.weight(v).is_some());
+        let from_shapes = node
+            .inputs
+            .iter()
+            .flatten()
+            .any(|&v| spec.known[v].is_some());
+        if float_out && known_or_weight && from_shapes {
+            // Floats computed from shapes (a scale of 1/√d taken from a
+            // dimension, divided by a constant): known while planning, as
+            // the integers are.
+            let k = evaluate_float(self, node, spec)?;
+            let v = node.outputs[0];
+            spec.shapes[v] = match &k {
+                Known::Float(t) => t.shape.clone(),
+                Known::Ints(t) => t.shape.clone(),
+            };
+            spec.known[v] = Some(k);
+            spec.batched[v] = batched;
+            return Ok(());
+        }
         if let Op::Shape { start, end } = node.op {
             let x = &spec.shapes[node.input(0).ok_or("no input")?];
             let t = Ints::vector(
@@ -160,31 +184,6 @@ impl Model {
             spec.batched[v] = batched;
         }
         spec.runs[i] = batched;
-        Ok(())
-    }
-
-    /// Refuses a node that mixes the batch axis with the others: mpinfer
-    /// splits rows along axis 0, so every batched float value must keep the
-    /// batch there, whatever its size.
-    pub fn check_batch_axis(&self) -> Result<(), ModelError> {
-        let (one, two) = (self.spec(1)?, self.spec(2)?);
-        for node in &self.nodes {
-            for &v in &node.outputs {
-                if !one.batched[v] || self.values[v].elem != Elem::Float {
-                    continue;
-                }
-                let (a, b) = (one.shape(v), two.shape(v));
-                let keeps = a.first() == Some(&1) && b.first() == Some(&2) && a[1..] == b[1..];
-                if !keeps {
-                    return Err(node.error(format!(
-                        "mixes the batch axis with the others: output {} is {a:?} at batch 1 \
-                         and {b:?} at batch 2; mpinfer splits the batch along axis 0 and needs \
-                         it to stay there",
-                        self.values[v].name
-                    )));
-                }
-            }
-        }
         Ok(())
     }
 }
@@ -378,6 +377,67 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
         other => return bad(&format!("{other:?}")),
     };
     Ok(vec![Known::Ints(out)])
+}
+
+/// A known value as floats.
+fn as_float(k: &Known) -> Tensor {
+    match k {
+        Known::Float(t) => (**t).clone(),
+        Known::Ints(t) => Tensor::new(t.shape.clone(), t.data.iter().map(|&v| v as f32).collect()),
+    }
+}
+
+/// Evaluates a float node whose inputs are all known while planning.
+fn evaluate_float(model: &Model, node: &super::Node, spec: &Spec) -> Result<Known, String> {
+    use mpinfer_kernels::cpu::{binary, unary};
+    let arg = |i: usize| -> Result<Tensor, String> {
+        let v = node
+            .input(i)
+            .ok_or_else(|| format!("input {i} is missing"))?;
+        match (spec.known(v), model.weight(v)) {
+            (Some(k), _) => Ok(as_float(k)),
+            (None, Some(w)) => {
+                checked_count(&w.shape, MAX_KNOWN)?;
+                w.read().map_err(|e| e.to_string())
+            }
+            (None, None) => Err(format!("input {i} is computed at run time")),
+        }
+    };
+    let inputs: Vec<Option<Input>> = node
+        .inputs
+        .iter()
+        .map(|v| {
+            v.map(|v| Input {
+                shape: &spec.shapes[v],
+                known: spec.known[v].as_ref(),
+            })
+        })
+        .collect();
+    let out = match &node.op {
+        Op::Cast { .. } | Op::Identity => arg(0)?,
+        Op::Unary(u) => {
+            let mut t = arg(0)?;
+            unary(*u, &mut t.data);
+            t
+        }
+        Op::Binary(b) => binary(*b, &arg(0)?, &arg(1)?).map_err(|e| e.to_string())?,
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            let shape = infer(&node.op, &inputs, 1)?.remove(0);
+            arg(0)?.reshape(shape)
+        }
+        Op::Expand => {
+            let shape = infer(&node.op, &inputs, 1)?.remove(0);
+            checked_count(&shape, MAX_KNOWN)?;
+            mpinfer_kernels::cpu::expand(&arg(0)?, &shape).map_err(|e| e.to_string())?
+        }
+        other => {
+            return Err(format!(
+                "{other:?} on values known while planning is not supported"
+            ))
+        }
+    };
+    checked_count(&out.shape, MAX_KNOWN)?;
+    Ok(Known::Float(Arc::new(out)))
 }
 
 fn zip(a: &Ints, b: &Ints, f: impl Fn(i64, i64) -> i64) -> Result<Ints, String> {

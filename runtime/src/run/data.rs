@@ -146,7 +146,16 @@ fn compute_round<T: Transport>(
     let mine = first + offsets[rank]..first + offsets[rank + 1];
     let x = ctx.read(input, mine.clone())?;
     let started = Instant::now();
-    let y = ctx.forward(steps, x)?;
+    // A rank with no rows this round has nothing to run.
+    let y = if mine.is_empty() {
+        Tensor::zeros(
+            std::iter::once(0)
+                .chain(out_sample.iter().copied())
+                .collect(),
+        )
+    } else {
+        ctx.forward(steps, x)?
+    };
     let took = started.elapsed().as_secs_f64();
     ctx.rows_done += mine.len() as u64;
     if !mine.is_empty() {

@@ -123,8 +123,8 @@ struct Pipe {
     micro: usize,
     total: usize,
     batches: usize,
-    /// Values this stage receives, and their per-sample shapes.
-    in_values: Vec<(ValueId, Vec<usize>)>,
+    /// Values this stage receives, and their values per sample.
+    in_values: Vec<(ValueId, usize)>,
     /// Values this stage sends on (its program's kept values).
     out_values: Vec<ValueId>,
     /// Per-sample shape of the last stage's output.
@@ -147,7 +147,7 @@ impl Pipe {
         let sample = |v: ValueId| spec.shape(v)[1..].to_vec();
         let in_values = live_at(model, &spec, stages[rank].start)
             .into_iter()
-            .map(|v| (v, sample(v)))
+            .map(|v| (v, spec.shape(v).iter().product()))
             .collect();
         let out_values = if rank + 1 == stages.len() {
             model.outputs.clone()
@@ -174,19 +174,17 @@ impl Pipe {
 
     /// Values per sample in this stage's incoming message.
     fn in_len(&self) -> usize {
-        self.in_values
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+        self.in_values.iter().map(|(_, n)| n).sum()
     }
 
-    /// The incoming message's values, unpacked.
-    fn unpack(&self, rows: usize, data: Vec<f32>) -> Vec<(ValueId, Tensor)> {
+    /// The incoming message's values, unpacked with their shapes at the
+    /// micro-batch's size (the batch need not lead inside a model).
+    fn unpack(&self, spec: &Spec, data: Vec<f32>) -> Vec<(ValueId, Tensor)> {
         let mut at = 0;
         self.in_values
             .iter()
-            .map(|(v, s)| {
-                let shape = with_rows(rows, s);
+            .map(|(v, _)| {
+                let shape = spec.shape(*v).to_vec();
                 let n: usize = shape.iter().product();
                 let t = Tensor::new(shape, data[at..at + n].to_vec());
                 at += n;
@@ -277,11 +275,11 @@ pub(crate) fn run<T: Transport>(
         if pipe.valid(mb_in) {
             let mb = mb_in as usize;
             let rows = pipe.rows_of(mb);
+            let spec = ctx.spec(rows)?;
             let values = match incoming {
-                Some(data) => pipe.unpack(rows, data),
+                Some(data) => pipe.unpack(&spec, data),
                 None => vec![(ctx.model.input, ctx.read(input, pipe.rows(mb))?)],
             };
-            let spec = ctx.spec(rows)?;
             let (model, cpu) = (ctx.model, ctx.cpu);
             let ys = ctx.clock.compute(|| {
                 program.run::<RunError>(cpu, model, &spec, values, &mut |_, _| {

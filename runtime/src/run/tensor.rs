@@ -725,16 +725,11 @@ pub(crate) fn run<T: Transport>(
     loop {
         let len = rows.min(total - first);
         let x = ctx.read(input, first..first + len)?;
-        let spec = ctx.spec(len)?;
-        let (model, cpu) = (ctx.model, ctx.cpu);
-        let (started, comm_before) = (Instant::now(), ctx.clock.comm);
-        let mut comm = |c: &Comm, t: &mut Tensor| -> Result<(), RunError> { collective(ctx, c, t) };
-        let mut ys =
-            program.run::<RunError>(cpu, model, &spec, vec![(model.input, x)], &mut comm)?;
-        let in_comm = ctx.clock.comm - comm_before;
-        ctx.clock
-            .charge_compute(started.elapsed().saturating_sub(in_comm));
-        let y = ys.swap_remove(0);
+        let y = if len == 0 {
+            Tensor::zeros(std::iter::once(0).chain(ctx.output_sample()?).collect())
+        } else {
+            step(ctx, &program, x)?
+        };
         // Every rank worked on every row.
         ctx.rows_done += len as u64;
         if rank == 0 {
@@ -747,6 +742,24 @@ pub(crate) fn run<T: Transport>(
         }
     }
     Ok(())
+}
+
+/// The program on one batch of rows, its compute time charged with the
+/// collectives' taken out.
+fn step<T: Transport>(
+    ctx: &mut Ctx<'_, T>,
+    program: &Program,
+    x: Tensor,
+) -> Result<Tensor, RunError> {
+    let spec = ctx.spec(x.shape[0])?;
+    let (model, cpu) = (ctx.model, ctx.cpu);
+    let (started, comm_before) = (Instant::now(), ctx.clock.comm);
+    let mut comm = |c: &Comm, t: &mut Tensor| -> Result<(), RunError> { collective(ctx, c, t) };
+    let mut ys = program.run::<RunError>(cpu, model, &spec, vec![(model.input, x)], &mut comm)?;
+    let in_comm = ctx.clock.comm - comm_before;
+    ctx.clock
+        .charge_compute(started.elapsed().saturating_sub(in_comm));
+    Ok(ys.swap_remove(0))
 }
 
 /// One collective of the program on its value.
