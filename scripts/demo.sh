@@ -65,6 +65,27 @@ for strategy in ["data", "tensor", "pipeline"]:
 PY
 
 echo
+echo "== a small ResNet (torchvision BasicBlocks, residual Adds), exported by torch.onnx.export, 2 ranks"
+resnet=tests/fixtures/torch/resnet_basic.dynamo.onnx
+"$py" -c "import numpy as np; np.save('$out/resnet-in.npy', np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32))"
+for strategy in data tensor pipeline; do
+    job "$out/resnet-$strategy.log" run --strategy "$strategy" \
+        --model "$resnet" --input "$out/resnet-in.npy" --output "$out/resnet-$strategy.npy"
+done
+"$py" - "$out" "$resnet" <<'PY'
+import sys, numpy as np, onnxruntime as ort
+out, model = sys.argv[1:]
+s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+want = s.run(None, {s.get_inputs()[0].name: np.load(f"{out}/resnet-in.npy")})[0]
+for strategy in ["data", "tensor", "pipeline"]:
+    got = np.load(f"{out}/resnet-{strategy}.npy")
+    err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"{strategy:<9} output {got.shape}, largest difference from ONNX Runtime {err:.1e} (relative)")
+    if err > 1e-4:
+        sys.exit(f"error: {strategy} differs from ONNX Runtime by {err:.1e}")
+PY
+
+echo
 echo "== our allreduce against MPI's own, 2 ranks"
 mpirun -n 2 target/release/mpinfer bench collectives \
     --op allreduce --algo auto,mpi -b 1K -e 4M -f 16 --check

@@ -20,6 +20,7 @@ bf16 transfers.
 """
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -250,6 +251,19 @@ def main(out, seed):
     case("seed_net_b5", seed, x, variants=True)
     case("seed_net_external_b5", seed_external, x)
     case("grouped_b11", grp, inputs(grp_shape, 11))
+
+    # Small members of the torchvision families, exported by torch.onnx.export
+    # with both exporters (tests/torch_models.py made them).
+    torch_dir = os.path.join(HERE, "fixtures", "torch")
+    x = inputs([3, 32, 32], 5)
+    for f in sorted(os.listdir(torch_dir)):
+        if not f.endswith(".onnx"):
+            continue
+        for part in (f, f + ".data"):
+            if os.path.exists(os.path.join(torch_dir, part)):
+                shutil.copy(os.path.join(torch_dir, part), os.path.join(out, part))
+        family, exporter, _ = f.split(".")
+        case(f"torch_{family}_{exporter}_b5", f, x)
 
     # `mentions`: an `error:` line must name one of these (the file, node or
     # value at fault).
