@@ -210,6 +210,11 @@ fn main() {
         );
     }
 
+    let name = "fault_data_files_differ_between_ranks";
+    if suite.selected(name) {
+        suite.record(name, data_files_differ(&models, &outputs));
+    }
+
     println!("\n{} passed, {} failed", suite.passed, suite.failed);
     std::process::exit(i32::from(suite.failed > 0));
 }
@@ -903,6 +908,44 @@ fn files_differ(model: &Path, other: &Path, input: &Path, dir: &Path) -> Result<
         .any(|l| l.starts_with("error:") && l.contains("not the same file on every rank"))
     {
         return Err(format!("no error saying the files differ: {}", o.show()));
+    }
+    if out.exists() {
+        return Err("an output file appeared".into());
+    }
+    Ok(())
+}
+
+/// The same model file on every rank, but the external data beside it
+/// differs on one: refused, naming the data file.
+fn data_files_differ(models: &Path, dir: &Path) -> Result<(), String> {
+    let (model, data) = ("seed_net_external.onnx", "seed_net_external.onnx.data");
+    let copy = |to: &Path| -> Result<(), String> {
+        std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+        for f in [model, data] {
+            std::fs::copy(models.join(f), to.join(f)).map_err(|e| format!("{f}: {e}"))?;
+        }
+        Ok(())
+    };
+    let (a, b) = (dir.join("data_a"), dir.join("data_b"));
+    copy(&a)?;
+    copy(&b)?;
+    let mut bytes = std::fs::read(b.join(data)).map_err(|e| e.to_string())?;
+    bytes[0] ^= 0x40;
+    std::fs::write(b.join(data), bytes).map_err(|e| e.to_string())?;
+    let input = models.join("seed_net_b5.in.npy");
+    let out = dir.join("data_differ.npy");
+    let mut args = with_ranks(1, run_args(&a.join(model), &input, &out, &[]));
+    args.push(":".into());
+    args.extend(with_ranks(1, run_args(&b.join(model), &input, &out, &[])));
+    let o = mpirun(&args, &[], ERROR_LIMIT, None);
+    if o.timed_out || o.code == Some(0) {
+        return Err(format!("not refused: {}", o.show()));
+    }
+    let names_it = o.stderr.lines().any(|l| {
+        l.starts_with("error:") && l.contains(data) && l.contains("not the same file on every rank")
+    });
+    if !names_it {
+        return Err(format!("no error naming {data}: {}", o.show()));
     }
     if out.exists() {
         return Err("an output file appeared".into());

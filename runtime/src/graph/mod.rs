@@ -113,6 +113,24 @@ impl Model {
             .collect()
     }
 
+    /// The files other than the model that hold its weights (ONNX external
+    /// data), each once.
+    pub fn data_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .weights()
+            .iter()
+            .filter_map(|w| match &w.source {
+                crate::model::Source::File { file, .. } if file.path != self.path => {
+                    Some(file.path.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// For each value, the nodes that read it, in order.
     pub fn consumers(&self) -> Vec<Vec<usize>> {
         let mut out = vec![Vec::new(); self.values.len()];
