@@ -211,7 +211,10 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let model = onnx::load(&args.model)?;
     // Weights in data files beside the model must match too.
     let data_files = model.data_files();
-    same_files_everywhere(&comm, &data_files.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
+    same_files_everywhere(
+        &comm,
+        &data_files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+    )?;
     let mut input = open_input(&args.input, &model, rank)?;
     let rows = runner::Rows::rows(&input);
     let labels = load_labels(args.labels.as_deref(), rows)?;

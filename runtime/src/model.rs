@@ -14,6 +14,17 @@ use std::sync::Arc;
 
 pub use crate::graph::Model;
 
+thread_local! {
+    /// Bytes of weights this thread has read from model and data files.
+    static BYTES_READ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Bytes of weights the calling thread has read from files so far: what a
+/// rank (one thread per rank in-process) has taken of the model.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.with(|b| b.get())
+}
+
 /// The model file, kept open so that weights can be read from it later.
 #[derive(Debug)]
 pub struct ModelFile {
@@ -169,6 +180,7 @@ impl Weight {
                 };
                 let mut bytes = vec![0u8; count * width];
                 let at = offset + (start * width) as u64;
+                BYTES_READ.with(|b| b.set(b.get() + bytes.len() as u64));
                 file.file
                     .read_exact_at(&mut bytes, at)
                     .map_err(|e| ModelError::Format {

@@ -444,6 +444,33 @@ def external_data():
     broken("external_length", "external.data", offset=20, length=12)
 
 
+def beyond_2gb():
+    """A model over protobuf's 2 GB: its data file (sparse) holds a gap of
+    2.5 GB between the first layer's weights and the rest, so offsets past
+    2^31 are read. Two linear layers with biases, a ReLU between; NumPy's
+    output is saved for a batch of 3."""
+    k, h, n = 64, 512, 10
+    w1, b1, w2, b2 = rand(k, h), rand(h), rand(h, n), rand(n)
+    gap = 5 << 29
+    path = os.path.join(OUT, "big.data")
+    tensors, at = [], 0
+    with open(path, "wb") as f:
+        for name, v in [("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)]:
+            f.seek(at)
+            f.write(v.tobytes())
+            t = external_tensor("big.data", offset=at, length=v.nbytes)
+            t.name, t.dims[:] = name, list(v.shape)
+            tensors.append(t)
+            at = (at + v.nbytes if name != "w1" else gap)
+    nodes = [node("MatMul", ["x", "w1"], "m1"), node("Add", ["m1", "b1"], "a1"),
+             node("Relu", ["a1"], "r1"), node("MatMul", ["r1", "w2"], "m2"),
+             node("Add", ["m2", "b2"], "y")]
+    build("big", nodes, tensors, ["N", k], "y", 13, check=False, run=False)
+    x = rand(3, k)
+    save_npy("big", "x", x)
+    save_npy("big", "y", np.maximum(x @ w1 + b1, 0) @ w2 + b2)
+
+
 conv_stack()
 conv_attrs()
 torch_view()
@@ -457,3 +484,4 @@ identity_dropout()
 gemm_bias_forms()
 graphs()
 bad_models()
+beyond_2gb()

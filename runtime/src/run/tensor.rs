@@ -556,8 +556,8 @@ impl Shard<'_> {
                 let (gemm, trans_b) = self.gemm_of(i);
                 let weight = slice(w(1), if trans_b { 0 } else { 1 }, r.clone(), dtype)?;
                 let bias = self
-                    .bias(i)?
-                    .map(|b| Arc::new(Tensor::new(vec![r.len()], b[r.clone()].to_vec())));
+                    .bias(i, r.clone())?
+                    .map(|b| Arc::new(Tensor::new(vec![r.len()], b)));
                 self.run(
                     i,
                     Step::Linear {
@@ -598,19 +598,29 @@ impl Shard<'_> {
         }
     }
 
-    /// A linear node's whole bias as `[N]`.
-    fn bias(&self, i: usize) -> Result<Option<Vec<f32>>, ModelError> {
+    /// Columns `range` of a linear node's bias, as `[N]` holds them: read as
+    /// that slice of the file when the bias is stored one value per column.
+    fn bias(&self, i: usize, range: Range<usize>) -> Result<Option<Vec<f32>>, ModelError> {
         let node = &self.model.nodes[i];
         let Some(b) = node.input(2).and_then(|v| self.model.weight(v)) else {
             return Ok(None);
         };
-        let t = crate::exec::round_to(b.read()?, self.dtype);
         let n = *self.spec.shape(node.outputs[0]).last().expect("rank");
         let beta = match &node.op {
             Op::Gemm(g) => g.beta,
             _ => 1.0,
         };
-        Ok(Some(crate::exec::load::bias_vector(&t, beta, n).data))
+        if b.len() == n && !b.shape.is_empty() {
+            let last = b.shape.len() - 1;
+            let mut t = slice(b, last, range, self.dtype)?.data.clone();
+            t.iter_mut().for_each(|v| *v *= beta);
+            return Ok(Some(t));
+        }
+        // A scalar broadcast along the row: one value, read whole.
+        let t = crate::exec::round_to(b.read()?, self.dtype);
+        Ok(Some(
+            crate::exec::load::bias_vector(&t, beta, n).data[range].to_vec(),
+        ))
     }
 
     /// This rank's partial sum (zeros when it holds no share), the
@@ -635,7 +645,7 @@ impl Shard<'_> {
                 Some(b) => crate::exec::round_to(b.read()?, self.dtype).data,
                 None => vec![0.0; n],
             },
-            _ => self.bias(i)?.unwrap_or_else(|| vec![0.0; n]),
+            _ => self.bias(i, 0..n)?.unwrap_or_else(|| vec![0.0; n]),
         };
         self.instrs.push(Instr::Run {
             node: i,
