@@ -106,6 +106,14 @@ def check(name, size, exporter, ranks, work):
     return rows
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ranks", type=int, default=2)
@@ -117,7 +125,7 @@ def main():
     lines = [
         "# The torchvision zoo on mpinfer",
         "",
-        f"`scripts/zoo.sh --ranks {args.ranks}`: {platform.processor() or platform.machine()}, "
+        f"`scripts/zoo.sh --ranks {args.ranks}`: {cpu_name()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, torchvision "
         f"{torchvision.__version__}, onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d')}. "
         f"Random weights, batch of 4, {args.ranks} ranks; pass = within {TOLERANCE:g} of the "
