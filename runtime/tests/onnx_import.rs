@@ -2,9 +2,12 @@
 //! expected values from NumPy and the expected shapes from ONNX Runtime) and
 //! checks what the importer makes of them.
 
-use mpinfer_kernels::cpu::{Conv2d, Cpu, Gemm, Pool2d, PoolKind};
+mod common;
+
+use common::whole_program;
+use mpinfer_kernels::cpu::{Conv2d, Gemm, Pool2d, PoolKind};
 use mpinfer_kernels::{StoredDType, Tensor};
-use mpinfer_runtime::exec::{load_program, Instr, Step};
+use mpinfer_runtime::exec::{Instr, Step};
 use mpinfer_runtime::graph::op::resolve_pads;
 use mpinfer_runtime::graph::{Constant, Node, Op};
 use mpinfer_runtime::model::{Model, Source, Weight};
@@ -212,18 +215,7 @@ fn gemm_parts<'m>(model: &'m Model, name: &str) -> (Gemm, &'m Weight, Option<&'m
 
 /// The bias the linear step of node `name` adds, as a run loads it.
 fn linear_bias(model: &Model, name: &str) -> Option<Vec<f32>> {
-    let spec = model.spec(1).unwrap();
-    let all: Vec<usize> = (0..model.nodes.len()).collect();
-    let cpu = Cpu::new(1);
-    let p = load_program(
-        model,
-        &spec,
-        &all,
-        model.outputs.clone(),
-        StoredDType::F32,
-        &cpu,
-    )
-    .unwrap();
+    let (p, _) = whole_program(model, 1);
     let at = model.nodes.iter().position(|n| n.name == name).unwrap();
     p.instrs.iter().find_map(|i| match i {
         Instr::Run {

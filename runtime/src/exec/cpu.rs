@@ -4,7 +4,7 @@ use super::pool::{recycle, spare};
 use super::step::{Post, Step};
 use super::{Arg, Backend};
 use crate::graph::infer::{self, Input};
-use crate::graph::op::norm_axis;
+use crate::graph::op::{gather_indices, norm_axis};
 use crate::graph::{Known, Op};
 use crate::ModelError;
 use mpinfer_kernels::cpu::{self as k, Cpu, Reduce};
@@ -352,18 +352,7 @@ fn shaped(
                     "Gather indices must be known while planning".into(),
                 ));
             };
-            let d = x.shape[a] as i64;
-            let picks = idx
-                .data
-                .iter()
-                .map(|&i| {
-                    let j = if i < 0 { i + d } else { i };
-                    (0..d)
-                        .contains(&j)
-                        .then_some(j as usize)
-                        .ok_or_else(|| planning(format!("index {i} outside {d}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let picks = gather_indices(&idx.data, x.shape[a]).map_err(planning)?;
             one(k::gather(x, a, &picks, &idx.shape)?)
         }
         Op::Expand => {

@@ -9,8 +9,9 @@
 //! contract, slice or reorder across that axis. What passes computes each
 //! sample from its own rows only, whatever the batch size.
 
-use super::infer::{slice_params, Input};
-use super::op::norm_axis;
+use super::infer::slice_params;
+use super::op::{gather_indices, norm_axis};
+use super::spec::inputs_of;
 use super::{Elem, Known, Model, Node, Op, Spec, ValueId};
 use crate::ModelError;
 
@@ -239,7 +240,7 @@ fn mixes(
         }
         Op::Slice => {
             let xs = spec.shape(x.expect("Slice has data"));
-            let ins = known_inputs(node, spec);
+            let ins = inputs_of(node, spec);
             let p = slice_params(xs, &ins)?;
             let whole = xa.is_none_or(|b| {
                 p.starts[b.axis] == 0 && p.steps[b.axis] == 1 && p.shape[b.axis] == xs[b.axis]
@@ -257,18 +258,6 @@ fn check(ok: bool, why: &str) -> Result<(), String> {
     } else {
         Err(why.to_string())
     }
-}
-
-fn known_inputs<'a>(node: &Node, spec: &'a Spec) -> Vec<Option<Input<'a>>> {
-    node.inputs
-        .iter()
-        .map(|v| {
-            v.map(|v| Input {
-                shape: spec.shape(v),
-                known: spec.known(v),
-            })
-        })
-        .collect()
 }
 
 /// A Gather along the batch axis keeps samples apart when each output
@@ -296,11 +285,11 @@ fn gather(
         // Output position p along the axis belongs to sample p / out.inner;
         // index i to sample i / b.inner.
         let per_out = idx.data.len() / spec.batch.max(1);
-        let d = spec.shape(x)[b.axis] as i64;
-        let own = idx.data.iter().enumerate().all(|(p, &i)| {
-            let i = if i < 0 { i + d } else { i };
-            (i as usize) / b.inner == p / per_out.max(1)
-        });
+        let picks = gather_indices(&idx.data, spec.shape(x)[b.axis])?;
+        let own = picks
+            .iter()
+            .enumerate()
+            .all(|(p, &i)| i / b.inner == p / per_out.max(1));
         if !own || out_axis != b.axis {
             return Err("it takes entries of one sample into another".into());
         }

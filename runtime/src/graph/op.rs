@@ -198,3 +198,18 @@ pub fn norm_axis(axis: i64, rank: usize, inclusive: bool) -> Option<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     (0..r).contains(&a).then_some(a as usize)
 }
+
+/// Gather's indices made non-negative (counted from the end when negative)
+/// and checked against an axis of length `d`.
+pub fn gather_indices(idx: &[i64], d: usize) -> Result<Vec<usize>, String> {
+    let n = d as i64;
+    idx.iter()
+        .map(|&i| {
+            let j = if i < 0 { i + n } else { i };
+            (0..n)
+                .contains(&j)
+                .then_some(j as usize)
+                .ok_or_else(|| format!("index {i} outside an axis of {d}"))
+        })
+        .collect()
+}

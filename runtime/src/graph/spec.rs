@@ -6,7 +6,7 @@
 //! that no node mixes the samples of a batch.
 
 use super::infer::{dims_of, infer, slice_params, Input};
-use super::op::{norm_axis, Compare, Elem, Op};
+use super::op::{gather_indices, norm_axis, Compare, Elem, Op};
 use super::{Constant, Ints, Model, ValueId};
 use crate::ModelError;
 use mpinfer_kernels::cpu::Binary;
@@ -165,16 +165,7 @@ impl Model {
         if !float_out {
             return Err("an integer value computed from run-time data is not supported".into());
         }
-        let inputs: Vec<Option<Input>> = node
-            .inputs
-            .iter()
-            .map(|v| {
-                v.map(|v| Input {
-                    shape: &spec.shapes[v],
-                    known: spec.known[v].as_ref(),
-                })
-            })
-            .collect();
+        let inputs = inputs_of(node, spec);
         let shapes = infer(&node.op, &inputs, node.outputs.len())?;
         for s in &shapes {
             checked_count(s, MAX_VALUES)?;
@@ -186,6 +177,20 @@ impl Model {
         spec.runs[i] = batched;
         Ok(())
     }
+}
+
+/// A node's inputs as shape inference takes them: shape, and value where it
+/// is known while planning.
+pub(crate) fn inputs_of<'a>(node: &super::Node, spec: &'a Spec) -> Vec<Option<Input<'a>>> {
+    node.inputs
+        .iter()
+        .map(|v| {
+            v.map(|v| Input {
+                shape: &spec.shapes[v],
+                known: spec.known[v].as_ref(),
+            })
+        })
+        .collect()
 }
 
 fn in_shapes(spec: &Spec, node: &super::Node) -> Vec<Vec<usize>> {
@@ -209,16 +214,7 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
             .and_then(|v| spec.ints(v))
             .ok_or_else(|| format!("input {i} must be an integer tensor"))
     };
-    let inputs: Vec<Option<Input>> = node
-        .inputs
-        .iter()
-        .map(|v| {
-            v.map(|v| Input {
-                shape: &spec.shapes[v],
-                known: spec.known[v].as_ref(),
-            })
-        })
-        .collect();
+    let inputs = inputs_of(node, spec);
     let bad = |why: &str| Err(format!("{why} on integers is not supported"));
     let out = match op {
         Op::Shape { start, end } => {
@@ -316,18 +312,7 @@ fn evaluate(op: &Op, node: &super::Node, spec: &Spec) -> Result<Vec<Known>, Stri
             let x = int(0)?;
             let a = norm_axis(*axis, x.shape.len(), false).ok_or("axis outside the input")?;
             let idx = int(1)?;
-            let d = x.shape[a] as i64;
-            let picks = idx
-                .data
-                .iter()
-                .map(|&i| {
-                    let j = if i < 0 { i + d } else { i };
-                    (0..d)
-                        .contains(&j)
-                        .then_some(j as usize)
-                        .ok_or(format!("index {i} outside {d}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let picks = gather_indices(&idx.data, x.shape[a])?;
             x.take(a, &picks, &idx.shape)
         }
         Op::Slice => {
@@ -403,16 +388,7 @@ fn evaluate_float(model: &Model, node: &super::Node, spec: &Spec) -> Result<Know
             (None, None) => Err(format!("input {i} is computed at run time")),
         }
     };
-    let inputs: Vec<Option<Input>> = node
-        .inputs
-        .iter()
-        .map(|v| {
-            v.map(|v| Input {
-                shape: &spec.shapes[v],
-                known: spec.known[v].as_ref(),
-            })
-        })
-        .collect();
+    let inputs = inputs_of(node, spec);
     let out = match &node.op {
         Op::Cast { .. } | Op::Identity => arg(0)?,
         Op::Unary(u) => {

@@ -1,11 +1,15 @@
 //! Running a model the ways the tests compare: on 1–4 ranks over the
 //! in-process transport, or whole in this process.
 
+// Each test binary that includes this uses part of it.
+#![allow(dead_code)]
+
 use mpinfer_collectives::transport::{Counting, LocalWorld};
 use mpinfer_collectives::{Communicator, Config};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{StoredDType, Tensor};
-use mpinfer_runtime::exec::load_program;
+use mpinfer_runtime::exec::{load_program, Program};
+use mpinfer_runtime::graph::Spec;
 use mpinfer_runtime::model::Model;
 use mpinfer_runtime::run::{run, Outputs, RunError, RunOptions};
 use mpinfer_runtime::ModelError;
@@ -50,9 +54,10 @@ pub fn run_on(ranks: usize, model: &Model, x: &Tensor, opts: &RunOptions) -> (Te
     (Tensor::new(shape, data), computed)
 }
 
-/// The whole model in this process, on one thread, with no collectives.
-pub fn single(model: &Model, x: &Tensor) -> Tensor {
-    let spec = model.spec(x.shape[0]).unwrap();
+/// Every node of `model` whole, loaded as one rank alone loads it, and the
+/// model at `batch` rows.
+pub fn whole_program(model: &Model, batch: usize) -> (Program, Spec) {
+    let spec = model.spec(batch).unwrap();
     let all: Vec<usize> = (0..model.nodes.len()).collect();
     let cpu = Cpu::new(1);
     let program = load_program(
@@ -64,10 +69,16 @@ pub fn single(model: &Model, x: &Tensor) -> Tensor {
         &cpu,
     )
     .unwrap();
+    (program, spec)
+}
+
+/// The whole model in this process, on one thread, with no collectives.
+pub fn single(model: &Model, x: &Tensor) -> Tensor {
+    let (program, spec) = whole_program(model, x.shape[0]);
     let mut no_comm = |_: &_, _: &mut Tensor| -> Result<(), ModelError> { unreachable!() };
     let mut ys = program
         .run(
-            &cpu,
+            &Cpu::new(1),
             model,
             &spec,
             vec![(model.input, x.clone())],
