@@ -25,11 +25,8 @@ rounds=${ROUNDS:-5}
 # this). Going straight to ob1 is what such a machine should be told.
 export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
 
-seconds() { # command... -> wall seconds on stdout
-    local t0=$EPOCHREALTIME
-    "$@" >/dev/null 2>&1
-    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
-}
+# shellcheck source=scripts/bench/seconds.sh
+source scripts/bench/seconds.sh
 
 # --- data parallel, seed network, 8192 rows ---------------------------------
 csv=docs/bench/run-data.csv

@@ -36,11 +36,8 @@ np.save(f"{out}/{name}-input.npy",
 PY
 done
 
-seconds() { # command... -> wall seconds on stdout
-    local t0=$EPOCHREALTIME
-    "$@" >/dev/null 2>&1
-    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
-}
+# shellcheck source=scripts/bench/seconds.sh
+source scripts/bench/seconds.sh
 
 csv=docs/bench/zoo-speed.csv
 echo "round,model,side,seconds" >"$csv"
