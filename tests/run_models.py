@@ -263,7 +263,10 @@ def main(out, seed):
             if os.path.exists(os.path.join(torch_dir, part)):
                 shutil.copy(os.path.join(torch_dir, part), os.path.join(out, part))
         family, exporter, _ = f.split(".")
-        case(f"torch_{family}_{exporter}_b5", f, x)
+        # One residual network also under the other schedules, rank weights
+        # and transfer types, and bit for bit across rank counts.
+        case(f"torch_{family}_{exporter}_b5", f, x,
+             variants=(family, exporter) == ("resnet_basic", "dynamo"))
 
     # `mentions`: an `error:` line must name one of these (the file, node or
     # value at fault).
