@@ -170,6 +170,17 @@ def unsupported(rng):
     return b.finish([37], [8], 13)
 
 
+def two_outputs():
+    """A graph with two outputs, which runs refuse by name."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 37])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 37]) for n in ("relu", "neg")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["relu"]),
+                               helper.make_node("Neg", ["x"], ["neg"])], "two", [x], outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 def run_ort(path, x):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -277,6 +288,8 @@ def main(out, seed):
     error("missing_input", mlp, "no_such_input.npy", ["no_such_input.npy"])
     error("unsupported_op", model_file("unsupported", unsupported(rng)), "mlp_b13.in.npy",
           ["Sin"])
+    error("two_outputs", model_file("two_outputs", two_outputs()), "mlp_b13.in.npy",
+          ["2 outputs (relu, neg)"])
     np.save(os.path.join(out, "wrong_shape.npy"), inputs([36], 4))
     error("wrong_input_shape", mlp, "wrong_shape.npy", ["wrong_shape.npy", "36", "shape"])
     np.save(os.path.join(out, "uint8.npy"), rng.integers(0, 255, size=(4, 37), dtype=np.uint8))

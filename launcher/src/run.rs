@@ -209,6 +209,8 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let cpu = cpu_device(job, args, threads)?;
     let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
     let model = onnx::load(&args.model)?;
+    // Refused before any output file is opened.
+    model.single_output()?;
     // Weights in data files beside the model must match too.
     let data_files = model.data_files();
     same_files_everywhere(

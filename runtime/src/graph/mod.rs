@@ -94,6 +94,22 @@ impl Model {
             .collect()
     }
 
+    /// The one output a run writes; a model with several is refused, naming
+    /// them.
+    pub fn single_output(&self) -> Result<ValueId, crate::ModelError> {
+        match self.outputs[..] {
+            [v] => Ok(v),
+            _ => Err(crate::ModelError::Graph {
+                path: self.path.clone(),
+                message: format!(
+                    "the model has {} outputs ({}); runs take models with one",
+                    self.outputs.len(),
+                    self.output_names().join(", ")
+                ),
+            }),
+        }
+    }
+
     pub fn weight(&self, v: ValueId) -> Option<&Weight> {
         match &self.values[v].constant {
             Some(Constant::Weight(w)) => Some(w),

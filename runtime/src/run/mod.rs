@@ -413,16 +413,7 @@ pub fn run<T: Transport>(
 ) -> Result<Metrics, RunError> {
     let start = Instant::now();
     check_options(model, comm.size(), opts)?;
-    if model.outputs.len() != 1 {
-        return Err(RunError::Outputs(
-            format!(
-                "the model has {} outputs ({}); runs take models with one",
-                model.outputs.len(),
-                model.output_names().join(", ")
-            )
-            .into(),
-        ));
-    }
+    model.single_output()?;
     let strategy = match opts.strategy {
         Strategy::Auto => {
             let (s, why) = choose(model, comm.size(), opts.local_ranks, input.rows())?;
