@@ -8,6 +8,7 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod run;
+pub mod shards;
 pub mod split;
 
 pub use error::{ModelError, ReshapeError};

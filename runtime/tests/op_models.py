@@ -199,6 +199,41 @@ def matmuls():
          [5], [floats("w", rand(4, 5)), floats("c", rand(4))])
 
 
+def tensor_parallel():
+    """Graphs whose splits must survive tensor parallelism: attention split
+    by heads, and concatenations of split channels."""
+    e, h, d = 16, 4, 4
+    s_len = 5
+    qkv = [floats("wqkv", rand(e, 3 * e, scale=0.3)), floats("bqkv", rand(3 * e, scale=0.1)),
+           floats("wo", rand(e, e, scale=0.3)), floats("bo", rand(e, scale=0.1)),
+           ints("heads", [0, s_len, 3, h, d]), ints("merged", [0, s_len, e]),
+           floats("scale", 1.0 / np.sqrt(d)), ints("q", 0), ints("k", 1), ints("v", 2)]
+    case("attention_heads", [
+        n("MatMul", ["x", "wqkv"], "p"), n("Add", ["p", "bqkv"], "pb"),
+        n("Reshape", ["pb", "heads"], "ph"),
+        n("Transpose", ["ph"], "t", perm=[2, 0, 3, 1, 4]),
+        n("Gather", ["t", "q"], "tq", axis=0), n("Gather", ["t", "k"], "tk", axis=0),
+        n("Gather", ["t", "v"], "tv", axis=0),
+        n("Transpose", ["tk"], "kt", perm=[0, 1, 3, 2]),
+        n("MatMul", ["tq", "kt"], "qk"), n("Mul", ["qk", "scale"], "qks"),
+        n("Softmax", ["qks"], "a", axis=-1), n("MatMul", ["a", "tv"], "av"),
+        n("Transpose", ["av"], "at", perm=[0, 2, 1, 3]), n("Reshape", ["at", "merged"], "m"),
+        n("MatMul", ["m", "wo"], "o"), n("Add", ["o", "bo"])], [s_len, e], qkv)
+    w1, w2 = floats("w1", rand(4, 3, 3, 3, scale=0.3)), floats("w2", rand(6, 3, 1, 1, scale=0.3))
+    bn = [floats(nm, v) for nm, v in [("g", rand(10)), ("bt", rand(10)), ("mu", rand(10)),
+                                       ("var", np.abs(rand(10)) + 0.5)]]
+    branches = [n("Conv", ["x", "w1"], "c1", pads=[1, 1, 1, 1]), n("Conv", ["x", "w2"], "c2"),
+                n("Concat", ["c1", "c2"], "cat", axis=1),
+                n("BatchNormalization", ["cat", "g", "bt", "mu", "var"], "bn"),
+                n("Relu", ["bn"], "r")]
+    case("concat_split_channels_conv",
+         branches + [n("Conv", ["r", "w3"])], [3, 6, 6],
+         [w1, w2, *bn, floats("w3", rand(2, 10, 1, 1, scale=0.3))])
+    case("concat_split_channels_linear",
+         branches + [n("Flatten", ["r"], "f"), n("Gemm", ["f", "wl", "bl"], transB=1)], [3, 6, 6],
+         [w1, w2, *bn, floats("wl", rand(7, 360, scale=0.05)), floats("bl", rand(7))])
+
+
 convs()
 pools()
 elementwise()
@@ -206,5 +241,6 @@ norms()
 reductions()
 movement()
 matmuls()
+tensor_parallel()
 with open(os.path.join(OUT, "cases.txt"), "w") as f:
     f.write("\n".join(names) + "\n")

@@ -1,6 +1,7 @@
 //! Every op and attribute combination mpinfer claims, as a one-op graph
 //! (runtime/tests/op_models.py), against ONNX Runtime's output: whole in
-//! this process, then on every strategy from 1 to 4 ranks.
+//! this process, then on every strategy from 1 to 4 ranks; and where the
+//! tensor plans of the graphs built to keep their splits gather.
 
 mod common;
 
@@ -8,13 +9,14 @@ use common::{run_on, single};
 use mpinfer_kernels::Tensor;
 use mpinfer_runtime::npy::NpyFile;
 use mpinfer_runtime::onnx;
-use mpinfer_runtime::run::{RunOptions, Strategy};
+use mpinfer_runtime::run::{tensor_plan, RunOptions, Strategy};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The cases, written by op_models.py into a folder of this process's.
-fn cases() -> (PathBuf, Vec<String>) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ops-{}", std::process::id()));
+fn cases(test: &str) -> (PathBuf, Vec<String>) {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ops-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = manifest.join("../.venv/bin/python");
@@ -69,7 +71,7 @@ fn close(got: &Tensor, want: &Tensor, tol: f32) -> Result<(), String> {
 
 #[test]
 fn every_op_matches_onnx_runtime_on_every_strategy() {
-    let (dir, names) = cases();
+    let (dir, names) = cases("all");
     let mut failures = Vec::new();
     for name in &names {
         let model = match onnx::load(&dir.join(format!("{name}.onnx"))) {
@@ -106,4 +108,45 @@ fn every_op_matches_onnx_runtime_on_every_strategy() {
         names.len(),
         failures.join("\n")
     );
+}
+
+/// Where a tensor plan gathers, reduces and splits by heads, counted from
+/// the plan's own description.
+fn plan_lines(model: &mpinfer_runtime::model::Model, ranks: usize) -> (usize, usize, usize) {
+    let lines = tensor_plan(model, ranks).unwrap().describe(model);
+    let count = |p: &str| lines.iter().filter(|l| l.starts_with(p)).count();
+    (count("allgather"), count("allreduce"), count("split "))
+}
+
+#[test]
+fn tensor_parallel_keeps_heads_and_concatenations_split() {
+    let (dir, _) = cases("plans");
+    let load = |name: &str| onnx::load(&dir.join(format!("{name}.onnx"))).unwrap();
+    for ranks in 2..=4 {
+        // Four heads: each rank takes whole heads of the queries, keys and
+        // values, and the output projection's allreduce is the only
+        // collective.
+        let attention = load("attention_heads");
+        assert_eq!(
+            plan_lines(&attention, ranks),
+            (0, 1, 1),
+            "attention on {ranks} ranks"
+        );
+        for name in ["concat_split_channels_conv", "concat_split_channels_linear"] {
+            assert_eq!(
+                plan_lines(&load(name), ranks),
+                (0, 1, 0),
+                "{name} on {ranks} ranks"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // The exported two-layer ViT: one allreduce per attention block and one
+    // per MLP; the only gather joins the class token to the patch
+    // embedding, before the encoder.
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
+    for exporter in ["dynamo", "legacy"] {
+        let vit = onnx::load(&torch.join(format!("vit.{exporter}.onnx"))).unwrap();
+        assert_eq!(plan_lines(&vit, 2), (1, 4, 2), "vit.{exporter} on 2 ranks");
+    }
 }

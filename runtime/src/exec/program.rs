@@ -4,6 +4,7 @@ use super::pool::recycle;
 use super::step::Step;
 use super::{Arg, Backend};
 use crate::graph::{Known, Model, Spec, ValueId};
+use crate::shards::Shards;
 use crate::ModelError;
 use mpinfer_kernels::Tensor;
 use std::sync::Arc;
@@ -23,13 +24,9 @@ pub enum In {
 pub enum Comm {
     /// Partial sums made whole on every rank.
     Allreduce,
-    /// A value split along `axis` (`counts[r]` on rank `r`) made whole: on
-    /// every rank, or on rank 0 only when `to_root`.
-    Gather {
-        axis: usize,
-        counts: Vec<usize>,
-        to_root: bool,
-    },
+    /// A split value made whole: on every rank, or on rank 0 only when
+    /// `to_root`.
+    Gather { shards: Shards, to_root: bool },
 }
 
 #[derive(Clone, Debug)]
@@ -132,7 +129,7 @@ impl Program {
         model: &Model,
         spec: &Spec,
         inputs: Vec<(ValueId, Tensor)>,
-        comm: &mut dyn FnMut(&Comm, &mut Tensor) -> Result<(), E>,
+        comm: &mut dyn FnMut(ValueId, &Comm, &mut Tensor) -> Result<(), E>,
     ) -> Result<Vec<Tensor>, E> {
         let mut values: Vec<Option<Tensor>> = vec![None; model.values.len()];
         for (v, t) in inputs {
@@ -157,7 +154,7 @@ impl Program {
                     let t = values[*value]
                         .as_mut()
                         .expect("a collective's value is computed before it");
-                    comm(c, t)?;
+                    comm(*value, c, t)?;
                 }
             }
             for &v in &self.free[i] {
@@ -185,11 +182,30 @@ impl Program {
         inputs: &[In],
         outputs: &[ValueId],
     ) -> Result<Vec<Tensor>, ModelError> {
-        if let Step::Zeros(sample) = step {
-            let shape = std::iter::once(spec.batch)
-                .chain(sample.iter().copied())
-                .collect();
-            return Ok(vec![Tensor::zeros(shape)]);
+        match step {
+            Step::Zeros(empty) => {
+                let mut shape = spec.shape(outputs[0]).to_vec();
+                if let Some(a) = empty {
+                    shape[*a] = 0;
+                }
+                return Ok(vec![Tensor::zeros(shape)]);
+            }
+            // A reshape of this rank's share: the whole output's shape at
+            // this batch size, with the rank's part of the split axis.
+            Step::View { shards, rank } => {
+                let mut shape = spec.shape(outputs[0]).to_vec();
+                shape[shards.axis] = shards.local(*rank, shape[shards.axis]);
+                let x = match &inputs[0] {
+                    In::Value(v) if self.last[*v] == i && !self.keep.contains(v) => {
+                        values[*v].take()
+                    }
+                    In::Value(v) => values[*v].clone(),
+                    _ => None,
+                };
+                let x = x.expect("a view's input is computed before it");
+                return Ok(vec![x.reshape(shape)]);
+            }
+            _ => {}
         }
         // A value read once, by its last reader (or rewritten by it), is
         // handed over so the step can work in its buffer.

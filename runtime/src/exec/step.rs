@@ -2,6 +2,7 @@
 //! whole weights, or this rank's slices of them).
 
 use crate::graph::Op;
+use crate::shards::Shards;
 use mpinfer_kernels::cpu::{Conv2d, Gemm, Unary};
 use mpinfer_kernels::Tensor;
 use std::ops::Range;
@@ -53,9 +54,13 @@ pub enum Step {
         axis: usize,
         post: Vec<Post>,
     },
-    /// A value this rank holds none of: zeros of the per-sample shape
-    /// (batch prepended at run time).
-    Zeros(Vec<usize>),
+    /// Zeros shaped like the output at the batch size run: a partial sum
+    /// this rank adds nothing to, or, with an empty axis, a split value it
+    /// holds none of.
+    Zeros(Option<usize>),
+    /// A reshape of this rank's share of a split value, to its share
+    /// `shards` of the output.
+    View { shards: Shards, rank: usize },
 }
 
 impl Step {

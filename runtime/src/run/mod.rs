@@ -311,7 +311,7 @@ impl<T: Transport> Ctx<'_, T> {
         let (model, cpu) = (self.model, self.cpu);
         let input = model.input;
         let mut ys = self.clock.compute(|| {
-            program.run::<RunError>(cpu, model, &spec, vec![(input, x)], &mut |_, _| {
+            program.run::<RunError>(cpu, model, &spec, vec![(input, x)], &mut |_, _, _| {
                 unreachable!("a whole program has no collectives")
             })
         })?;

@@ -282,7 +282,7 @@ pub(crate) fn run<T: Transport>(
             };
             let (model, cpu) = (ctx.model, ctx.cpu);
             let ys = ctx.clock.compute(|| {
-                program.run::<RunError>(cpu, model, &spec, values, &mut |_, _| {
+                program.run::<RunError>(cpu, model, &spec, values, &mut |_, _, _| {
                     unreachable!("a stage has no collectives")
                 })
             })?;

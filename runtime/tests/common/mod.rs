@@ -75,7 +75,8 @@ pub fn whole_program(model: &Model, batch: usize) -> (Program, Spec) {
 /// The whole model in this process, on one thread, with no collectives.
 pub fn single(model: &Model, x: &Tensor) -> Tensor {
     let (program, spec) = whole_program(model, x.shape[0]);
-    let mut no_comm = |_: &_, _: &mut Tensor| -> Result<(), ModelError> { unreachable!() };
+    let mut no_comm =
+        |_: usize, _: &_, _: &mut Tensor| -> Result<(), ModelError> { unreachable!() };
     let mut ys = program
         .run(
             &Cpu::new(1),
