@@ -236,8 +236,9 @@ fn conv_cases() -> Vec<ConvCase> {
 }
 
 /// The tests that take the AVX-512 kernels where the CPU has them.
-const PATH_TESTS: [&str; 3] = [
+const PATH_TESTS: [&str; 4] = [
     "conv2d_matches_the_reference",
+    "conv2d_epilogue_matches_the_reference",
     "pooling_matches_the_reference",
     "a_nan_input_stays_in_its_own_output_row",
 ];
@@ -349,6 +350,101 @@ fn conv2d_matches_the_reference() {
     }
 }
 
+/// `op` in f64, with the NaN handling ONNX Runtime has: NaN stays NaN
+/// through every one of these, ReLU included.
+fn activation_reference(op: Unary, v: f64) -> f64 {
+    match op {
+        Unary::Relu => {
+            if v < 0.0 {
+                0.0
+            } else {
+                v
+            }
+        }
+        Unary::LeakyRelu { alpha } => {
+            if v < 0.0 {
+                alpha as f64 * v
+            } else {
+                v
+            }
+        }
+        Unary::Clip { min, max } if !v.is_nan() => v.max(min as f64).min(max as f64),
+        Unary::Clip { .. } => v,
+        Unary::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Unary::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        other => panic!("no reference for {other:?}"),
+    }
+}
+
+/// Residuals and activations applied by the convolution itself, against
+/// the f64 convolution plus the residual, then the activations in f64. The
+/// residual carries NaNs, which must come through every activation.
+#[test]
+fn conv2d_epilogue_matches_the_reference() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let chains: [&[Unary]; 7] = [
+        &[],
+        &[Unary::Relu],
+        &[Unary::Clip {
+            min: -0.5,
+            max: 0.75,
+        }],
+        &[Unary::HardSwish],
+        &[Unary::Sigmoid],
+        &[Unary::LeakyRelu { alpha: 0.1 }],
+        &[
+            Unary::LeakyRelu { alpha: 0.3 },
+            Unary::Clip { min: 0.0, max: 6.0 },
+        ],
+    ];
+    for threads in [1, 3] {
+        let cpu = Cpu::new(threads);
+        for (idx, case) in conv_cases().into_iter().enumerate() {
+            let x = random(&[case.n, case.c, case.h, case.w], &mut rng);
+            let w = random(
+                &[case.m, case.c / case.conv.groups, case.k[0], case.k[1]],
+                &mut rng,
+            );
+            let bias: Vec<f32> = (0..case.m).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b = (idx % 2 == 0).then_some(&bias[..]);
+            let (shape, conv, conv_scale) = conv_reference(&x, &w, b, &case.conv);
+            let mut residual = random(&shape, &mut rng).data;
+            residual.iter_mut().step_by(37).for_each(|v| *v = f32::NAN);
+            for with_residual in [false, true] {
+                for acts in chains {
+                    if !with_residual && acts.is_empty() {
+                        continue;
+                    }
+                    let r = |i: usize| with_residual.then(|| residual[i] as f64);
+                    let want: Vec<f64> = (0..conv.len())
+                        .map(|i| {
+                            let v = conv[i] + r(i).unwrap_or(0.0);
+                            acts.iter().fold(v, |v, &a| activation_reference(a, v))
+                        })
+                        .collect();
+                    // Every activation here changes a value by at most 1.5×
+                    // its change.
+                    let scale: Vec<f64> = (0..conv.len())
+                        .map(|i| 2.0 * (conv_scale[i] + r(i).map_or(0.0, f64::abs)))
+                        .collect();
+                    let epilogue = Epilogue {
+                        residual: with_residual.then_some(&residual[..]),
+                        acts,
+                    };
+                    let mut got = vec![f32::NAN; want.len()];
+                    case.conv
+                        .run_into_with(&cpu, &x, &w, b, epilogue, &mut got)
+                        .unwrap();
+                    let what = format!(
+                        "conv case {idx}, residual {with_residual}, {acts:?}, {threads} threads"
+                    );
+                    assert_close(&got, &want, &scale, 1e-5, &what);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn conv2d_rejects_bad_shapes_with_a_reason() {
     let cpu = Cpu::new(1);
@@ -368,6 +464,16 @@ fn conv2d_rejects_bad_shapes_with_a_reason() {
         .run(&cpu, &x, &Tensor::zeros(vec![4, 3, 3, 3]), Some(&[0.0; 3]))
         .unwrap_err();
     assert!(e.to_string().contains("bias"), "{e}");
+    let w = Tensor::zeros(vec![4, 3, 3, 3]);
+    let mut y = vec![0.0; 4 * 9];
+    let epilogue = Epilogue {
+        residual: Some(&[0.0; 35]),
+        acts: &[],
+    };
+    let e = Conv2d::default()
+        .run_into_with(&cpu, &x, &w, None, epilogue, &mut y)
+        .unwrap_err();
+    assert!(e.to_string().contains("residual"), "{e}");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::conv::Finish;
 use std::arch::x86_64::*;
 
 /// Whether callers take the kernels in this module: the CPU has `avx512f`
@@ -124,14 +125,13 @@ struct Segment {
 }
 
 /// Winograd convolution of the images in `x` (`[N, C, H, W]`) into `y`
-/// (`[N, M, OH, OW]`), with `packed` from [`pack_filters`]; every element of
-/// `y` is written.
+/// (`[N, M, OH, OW]`), with `packed` from [`pack_filters`], then `finish`
+/// (whose residual is laid out as `y`); every element of `y` is written.
 pub(crate) fn winograd_conv3x3(
     g: Geometry,
     x: &[f32],
     packed: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     y: &mut [f32],
 ) {
     let per_out = g.m * g.oh * g.ow;
@@ -146,24 +146,24 @@ pub(crate) fn winograd_conv3x3(
         packed.len() == g.m.div_ceil(ROWS) * 16 * g.c * ROWS,
         "filters"
     );
-    assert!(bias.is_none_or(|b| b.len() == g.m), "bias");
+    assert!(finish.bias.is_none_or(|b| b.len() == g.m), "bias");
     // SAFETY: avx512f is present (asserted), and the sizes asserted above
     // are the ones the kernel's indexing derives from.
-    unsafe { conv_images(g, x, packed, bias, relu, y, images) }
+    unsafe { conv_images(g, x, packed, finish, y, images) }
 }
 
 /// # Safety
 ///
-/// The CPU has `avx512f`, and `x`, `packed`, `bias` and `y` have the sizes
-/// [`winograd_conv3x3`] asserts for `images` images, with `g.c`, `g.oh` and
-/// `g.ow` positive: every pointer formed here from them stays inside them.
+/// The CPU has `avx512f`, and `x`, `packed`, `finish.bias` and `y` have the
+/// sizes [`winograd_conv3x3`] asserts for `images` images, with `g.c`, `g.oh`
+/// and `g.ow` positive: every pointer formed here from them stays inside
+/// them.
 #[target_feature(enable = "avx512f")]
 unsafe fn conv_images(
     g: Geometry,
     x: &[f32],
     packed: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     y: &mut [f32],
     images: usize,
 ) {
@@ -197,7 +197,7 @@ unsafe fn conv_images(
             unsafe { multiply_chunk(g, packed, mc, vp, vstride, pp) };
             // SAFETY: `prod` holds chunk `mc`'s products of this block's
             // segments, whose tiles and images lie inside `y`.
-            unsafe { untransform_chunk(g, &segs, mc, pp, bias, relu, yp) };
+            unsafe { untransform_chunk(g, &segs, mc, pp, finish, yp) };
         }
         start = end;
     }
@@ -311,34 +311,33 @@ unsafe fn multiply_chunk(
 }
 
 /// Transforms chunk `mc`'s products back into the outputs of every segment
-/// of the block, with bias and ReLU.
+/// of the block, then `finish`.
 ///
 /// # Safety
 ///
 /// The CPU has `avx512f`; `pp` holds the block's products for chunk `mc`
-/// (`[ξ][ROWS][BLOCK]`), `bias`, if any, has M values, and `yp` points at
-/// the writable outputs (`[M, OH, OW]` each) of every image in `segs`, whose
-/// tiles lie inside them.
+/// (`[ξ][ROWS][BLOCK]`), `finish.bias`, if any, has M values, and `yp`
+/// points at the writable outputs (`[M, OH, OW]` each) of every image in
+/// `segs`, whose tiles lie inside them, and nothing else refers to them.
 #[target_feature(enable = "avx512f")]
 unsafe fn untransform_chunk(
     g: Geometry,
     segs: &[Segment],
     mc: usize,
     pp: *const f32,
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     yp: *mut f32,
 ) {
     for r in 0..ROWS.min(g.m - mc * ROWS) {
         let oc = mc * ROWS + r;
-        let b = bias.map_or(0.0, |b| b[oc]);
         for s in segs {
-            // SAFETY: channel `oc` < M of image `s.img` is an
-            // [OH, OW] plane of `y`, and the segment's products are
-            // lanes `s.lane..` of row `r` of every ξ in `prod`.
+            let at = (s.img * g.m + oc) * g.oh * g.ow;
+            // SAFETY: channel `oc` < M of image `s.img` is the [OH, OW]
+            // plane of `y` at `at`, and the segment's products are lanes
+            // `s.lane..` of row `r` of every ξ in `prod`.
             unsafe {
-                let plane = yp.add((s.img * g.m + oc) * g.oh * g.ow);
-                untransform_segment(g, s, pp.add(r * BLOCK + s.lane), b, relu, plane);
+                let p = pp.add(r * BLOCK + s.lane);
+                untransform_segment(g, s, p, finish, oc, yp.add(at), at);
             }
         }
     }
@@ -489,23 +488,25 @@ unsafe fn micro_kernel(c: usize, u: *const f32, v: *const f32, out: *mut f32) {
     }
 }
 
-/// Y = Aᵀ M A, plus bias and ReLU, for one output channel of one segment:
-/// `p` points at the segment's lanes of ξ = 0 (ξ apart by ROWS · BLOCK), and
-/// `plane` at the channel's `[OH, OW]` output.
+/// Y = Aᵀ M A, then `finish`, for output channel `oc` of one segment: `p`
+/// points at the segment's lanes of ξ = 0 (ξ apart by ROWS · BLOCK), and
+/// `plane` at the channel's `[OH, OW]` output, outputs `at..` of `y`.
 ///
 /// # Safety
 ///
 /// The CPU has `avx512f`; `p[ξ · ROWS · BLOCK ..][..s.len]` is readable for
-/// every ξ < 16, and `plane[..OH · OW]` writable, with the segment's tiles
-/// inside the output (`s.ty < ⌈OH/2⌉`, `s.tx + s.len ≤ ⌈OW/2⌉`).
+/// every ξ < 16, and `plane[..OH · OW]` writable, referred to by nothing
+/// else, with the segment's tiles inside the output (`s.ty < ⌈OH/2⌉`,
+/// `s.tx + s.len ≤ ⌈OW/2⌉`); `oc` < M.
 #[target_feature(enable = "avx512f")]
 unsafe fn untransform_segment(
     g: Geometry,
     s: &Segment,
     p: *const f32,
-    bias: f32,
-    relu: bool,
+    finish: &Finish,
+    oc: usize,
     plane: *mut f32,
+    at: usize,
 ) {
     let keep = first(s.len);
     // SAFETY: the `s.len` lanes of each ξ (`keep`) are readable.
@@ -516,7 +517,8 @@ unsafe fn untransform_segment(
         std::array::from_fn(|j| _mm512_add_ps(_mm512_add_ps(m[j], m[4 + j]), m[8 + j]));
     let dif: [__m512; 4] =
         std::array::from_fn(|j| _mm512_sub_ps(_mm512_sub_ps(m[4 + j], m[8 + j]), m[12 + j]));
-    let b = _mm512_set1_ps(bias);
+    let b = _mm512_set1_ps(finish.bias.map_or(0.0, |b| b[oc]));
+    let relu = finish.relu;
     let zero = _mm512_setzero_ps();
     let cols = |r: [__m512; 4]| {
         let left = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]), b);
@@ -540,16 +542,19 @@ unsafe fn untransform_segment(
         }
         let (left, right) = cols(r);
         // SAFETY: row `oy` < OH of the plane, columns `x0..x0 + width` with
-        // `width` ≤ OW − x0: the masks store only those.
-        unsafe {
-            let at = plane.add(oy * g.ow + x0);
-            _mm512_mask_storeu_ps(at, first(width), _mm512_permutex2var_ps(left, lo, right));
+        // `width` ≤ OW − x0: the masks store only those, and the slice is
+        // those values, which nothing else refers to.
+        let row = unsafe {
+            let row = plane.add(oy * g.ow + x0);
+            _mm512_mask_storeu_ps(row, first(width), _mm512_permutex2var_ps(left, lo, right));
             _mm512_mask_storeu_ps(
-                at.wrapping_add(16),
+                row.wrapping_add(16),
                 first(width.saturating_sub(16)),
                 _mm512_permutex2var_ps(left, hi, right),
             );
-        }
+            std::slice::from_raw_parts_mut(row, width)
+        };
+        finish.epilogue.finish(row, at + oy * g.ow + x0);
     }
 }
 
@@ -598,13 +603,13 @@ pub(crate) struct DirectGeometry {
 
 /// Direct convolution for few input channels (see [`direct_pays`]): 16
 /// output columns per vector, each input tap loaded once per 8 output
-/// channels and broadcast-multiplied into all of them.
+/// channels and broadcast-multiplied into all of them; then `finish`, whose
+/// residual is laid out as `y`.
 pub(crate) fn direct_conv(
     g: DirectGeometry,
     x: &[f32],
     packed: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     y: &mut [f32],
 ) {
     let per_out = g.m * g.oh * g.ow;
@@ -621,24 +626,23 @@ pub(crate) fn direct_conv(
         packed.len() == g.m.div_ceil(DIRECT_ROWS) * k * DIRECT_ROWS,
         "filters"
     );
-    assert!(bias.is_none_or(|b| b.len() == g.m), "bias");
+    assert!(finish.bias.is_none_or(|b| b.len() == g.m), "bias");
     // SAFETY: avx512f is present (asserted), and the sizes asserted above
     // are the ones the kernel's indexing derives from.
-    unsafe { direct_images(g, x, packed, bias, relu, y, images) }
+    unsafe { direct_images(g, x, packed, finish, y, images) }
 }
 
 /// # Safety
 ///
-/// The CPU has `avx512f`, and `x`, `packed`, `bias` and `y` have the sizes
-/// [`direct_conv`] asserts for `images` images, with `g.m`, `g.oh` and `g.ow`
-/// positive and at most [`DIRECT_MAX_TAPS`] taps.
+/// The CPU has `avx512f`, and `x`, `packed`, `finish.bias` and `y` have the
+/// sizes [`direct_conv`] asserts for `images` images, with `g.m`, `g.oh` and
+/// `g.ow` positive and at most [`DIRECT_MAX_TAPS`] taps.
 #[target_feature(enable = "avx512f")]
 unsafe fn direct_images(
     g: DirectGeometry,
     x: &[f32],
     packed: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     y: &mut [f32],
     images: usize,
 ) {
@@ -654,9 +658,9 @@ unsafe fn direct_images(
                 // sizes the caller guarantees.
                 unsafe {
                     if two {
-                        direct_pass::<2>(g, xp, packed, bias, relu, yp, img, oy, ox);
+                        direct_pass::<2>(g, xp, packed, finish, yp, img, oy, ox);
                     } else {
-                        direct_pass::<1>(g, xp, packed, bias, relu, yp, img, oy, ox);
+                        direct_pass::<1>(g, xp, packed, finish, yp, img, oy, ox);
                     }
                 }
                 ox += if two { 32 } else { 16 };
@@ -671,17 +675,17 @@ unsafe fn direct_images(
 /// # Safety
 ///
 /// The CPU has `avx512f`; `xp` points at images `..=img` (`[C, H, W]`
-/// each) and `yp` at outputs `..=img` (`[M, OH, OW]` each, writable);
-/// `oy < OH`, `ox < OW`; `packed` is [`pack_direct`]'s for these weights and
-/// `bias`, if any, has M values.
+/// each) and `yp` at outputs `..=img` (`[M, OH, OW]` each, writable,
+/// referred to by nothing else); `oy < OH`, `ox < OW`; `packed` is
+/// [`pack_direct`]'s for these weights and `finish.bias`, if any, has M
+/// values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn direct_pass<const V: usize>(
     g: DirectGeometry,
     xp: *const f32,
     packed: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     yp: *mut f32,
     img: usize,
     oy: usize,
@@ -704,7 +708,7 @@ unsafe fn direct_pass<const V: usize>(
     for mc in 0..g.m.div_ceil(DIRECT_ROWS) {
         let mut acc: [[__m512; V]; DIRECT_ROWS] = std::array::from_fn(|r| {
             let oc = (mc * DIRECT_ROWS + r).min(g.m - 1);
-            [bias.map_or(zero, |b| _mm512_set1_ps(b[oc])); V]
+            [finish.bias.map_or(zero, |b| _mm512_set1_ps(b[oc])); V]
         });
         // SAFETY: chunk `mc` of `packed` is its k · DIRECT_ROWS values
         // from here.
@@ -738,16 +742,25 @@ unsafe fn direct_pass<const V: usize>(
         }
         for (r, a) in acc.iter().enumerate().take(g.m - mc * DIRECT_ROWS) {
             let oc = mc * DIRECT_ROWS + r;
+            let at = ((img * g.m + oc) * g.oh + oy) * g.ow + ox;
             // SAFETY: channel `oc` < M, row `oy` < OH, column `ox` < OW of
             // output `img`.
-            let at = unsafe { yp.add(((img * g.m + oc) * g.oh + oy) * g.ow + ox) };
+            let row = unsafe { yp.add(at) };
             for (q, aq) in a.iter().enumerate() {
-                let v = if relu { _mm512_max_ps(zero, *aq) } else { *aq };
+                let v = if finish.relu {
+                    _mm512_max_ps(zero, *aq)
+                } else {
+                    *aq
+                };
                 let keep = first(n.saturating_sub(16 * q));
                 // SAFETY: `keep` stores the columns `ox..ox + n` of the
                 // row, `n` ≤ OW − ox.
-                unsafe { _mm512_mask_storeu_ps(at.wrapping_add(16 * q), keep, v) };
+                unsafe { _mm512_mask_storeu_ps(row.wrapping_add(16 * q), keep, v) };
             }
+            // SAFETY: the `n` values just stored, which nothing else refers
+            // to.
+            let row = unsafe { std::slice::from_raw_parts_mut(row, n) };
+            finish.epilogue.finish(row, at);
         }
     }
 }

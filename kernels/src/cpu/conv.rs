@@ -1,14 +1,17 @@
-//! 2-D convolution as im2col + GEMM, bias and ReLU fused into the epilogue;
-//! Winograd for 3×3 with enough channels, and direct for few input channels
-//! where the CPU has AVX-512.
+//! 2-D convolution as im2col + GEMM, with bias, ReLU and an [`Epilogue`]
+//! (a residual, then activations) applied while each output plane is still
+//! in cache; Winograd for 3×3 with enough channels, and direct for few input
+//! channels where the CPU has AVX-512.
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
+use super::unary::{unary, Unary};
 use super::{winograd, Cpu};
 use crate::error::{shape_err, KernelError};
 use crate::tensor::Tensor;
+use std::ops::Range;
 
 /// Below this many input channels a 3×3 convolution stays on im2col + GEMM.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
@@ -38,16 +41,82 @@ enum Algorithm {
     Im2colGemm,
 }
 
-/// The epilogue of the GEMM path: `bias[j]` added to plane `j` of `dst`
-/// (planes of `plane_len`), then ReLU.
-fn add_bias_relu(dst: &mut [f32], plane_len: usize, bias: Option<&[f32]>, relu: bool) {
-    for (j, plane) in dst.chunks_mut(plane_len).enumerate() {
-        let b = bias.map_or(0.0, |b| b[j]);
-        match (b != 0.0, relu) {
-            (true, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v + b)),
-            (true, false) => plane.iter_mut().for_each(|v| *v += b),
-            (false, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v)),
-            (false, false) => {}
+/// What follows a convolution's own output (bias, then ReLU where
+/// [`Conv2d::relu`] asks for it) for every value: `residual`, laid out as
+/// the output, added elementwise, then `acts` in order, each exactly as
+/// [`unary`] computes it. A residual block's Add and the activation after
+/// it so run on each plane or tile as it is written, not as further passes
+/// over the whole output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub acts: &'a [Unary],
+}
+
+impl<'a> Epilogue<'a> {
+    /// The epilogue of outputs `range` of the whole, for a kernel that
+    /// writes only those.
+    pub(crate) fn part(&self, range: Range<usize>) -> Epilogue<'a> {
+        Epilogue {
+            residual: self.residual.map(|r| &r[range]),
+            acts: self.acts,
+        }
+    }
+
+    /// Finishes `out`, the outputs at `at..at + out.len()`.
+    pub(crate) fn finish(&self, out: &mut [f32], at: usize) {
+        let acts = match (self.residual, self.acts) {
+            // The usual residual block, in one pass.
+            (Some(r), [Unary::Relu, rest @ ..]) => {
+                let r = &r[at..at + out.len()];
+                out.iter_mut()
+                    .zip(r)
+                    .for_each(|(v, r)| *v = relu_keep_nan(*v + r));
+                rest
+            }
+            (Some(r), acts) => {
+                let r = &r[at..at + out.len()];
+                out.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                acts
+            }
+            (None, acts) => acts,
+        };
+        for &a in acts {
+            unary(a, out);
+        }
+    }
+}
+
+/// All that an output value gets after its sum: `bias` (per output
+/// channel), ReLU where `relu`, then `epilogue`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finish<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+    pub epilogue: Epilogue<'a>,
+}
+
+impl<'a> Finish<'a> {
+    /// The finish of outputs `range` of the whole.
+    pub(crate) fn part(&self, range: Range<usize>) -> Finish<'a> {
+        Finish {
+            epilogue: self.epilogue.part(range),
+            ..*self
+        }
+    }
+
+    /// Finishes the planes (of `plane_len`) of output channels `oc0..` in
+    /// `dst`, which start at output `at`: the epilogue of the GEMM path.
+    fn planes(&self, dst: &mut [f32], plane_len: usize, oc0: usize, at: usize) {
+        for (j, plane) in dst.chunks_mut(plane_len).enumerate() {
+            let b = self.bias.map_or(0.0, |b| b[oc0 + j]);
+            match (b != 0.0, self.relu) {
+                (true, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v + b)),
+                (true, false) => plane.iter_mut().for_each(|v| *v += b),
+                (false, true) => plane.iter_mut().for_each(|v| *v = relu_keep_nan(*v)),
+                (false, false) => {}
+            }
+            self.epilogue.finish(plane, at + j * plane_len);
         }
     }
 }
@@ -170,36 +239,62 @@ impl Conv2d {
         bias: Option<&[f32]>,
         y: &mut [f32],
     ) -> Result<(), KernelError> {
-        let d = self.check(x, w, bias, y)?;
+        self.run_into_with(cpu, x, w, bias, Epilogue::default(), y)
+    }
+
+    /// [`Conv2d::run_into`], then `epilogue` on every output value.
+    pub fn run_into_with(
+        &self,
+        cpu: &Cpu,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let d = self.check(x, w, bias, &epilogue, y)?;
         if y.is_empty() {
             return Ok(());
         }
+        let f = Finish {
+            bias,
+            relu: self.relu,
+            epilogue,
+        };
         match self.algorithm(&d) {
-            Algorithm::Winograd => self.winograd(cpu, d, x, w, bias, y),
+            Algorithm::Winograd => self.winograd(cpu, d, x, w, &f, y),
             #[cfg(target_arch = "x86_64")]
-            Algorithm::DirectAvx512 => self.direct_avx512(cpu, d, x, w, bias, y),
-            Algorithm::Im2colGemm => self.im2col_gemm(cpu, d, x, w, bias, y),
+            Algorithm::DirectAvx512 => self.direct_avx512(cpu, d, x, w, &f, y),
+            Algorithm::Im2colGemm => self.im2col_gemm(cpu, d, x, w, &f, y),
         }
         Ok(())
     }
 
     /// The sizes of a convolution of `x` by `w` into `y`, once they agree
-    /// with each other and with `bias`.
+    /// with each other, with `bias` and with the epilogue's residual.
     fn check(
         &self,
         x: &Tensor,
         w: &Tensor,
         bias: Option<&[f32]>,
+        epilogue: &Epilogue,
         y: &[f32],
     ) -> Result<Dims, KernelError> {
         let d = self.dims(&x.shape, &w.shape)?;
         let out = [d.n, d.m, d.oh, d.ow];
-        if y.len() != out.iter().product::<usize>() {
+        let len = out.iter().product::<usize>();
+        if y.len() != len {
             return Err(shape_err("Conv", "output", &[y.len()], format!("{out:?}")));
         }
         if let Some(b) = bias {
             if b.len() != d.m {
                 return Err(shape_err("Conv", "bias", &[b.len()], format!("[{}]", d.m)));
+            }
+        }
+        if let Some(r) = epilogue.residual {
+            if r.len() != len {
+                let want = format!("{len} values, as the output {out:?}");
+                return Err(shape_err("Conv", "residual", &[r.len()], want));
             }
         }
         Ok(d)
@@ -223,15 +318,7 @@ impl Conv2d {
         Algorithm::Im2colGemm
     }
 
-    fn winograd(
-        &self,
-        cpu: &Cpu,
-        d: Dims,
-        x: &Tensor,
-        w: &Tensor,
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-    ) {
+    fn winograd(&self, cpu: &Cpu, d: Dims, x: &Tensor, w: &Tensor, finish: &Finish, y: &mut [f32]) {
         let [pt, pl, _, _] = self.pads;
         winograd::conv3x3(
             cpu,
@@ -241,8 +328,7 @@ impl Conv2d {
             d.m,
             [pt, pl],
             [d.oh, d.ow],
-            bias,
-            self.relu,
+            finish,
             y,
         );
     }
@@ -254,7 +340,7 @@ impl Conv2d {
         d: Dims,
         x: &Tensor,
         w: &Tensor,
-        bias: Option<&[f32]>,
+        finish: &Finish,
         y: &mut [f32],
     ) {
         let packed = avx512::pack_direct(&w.data, d.m, d.c * d.kh * d.kw);
@@ -275,7 +361,8 @@ impl Conv2d {
         cpu.for_each_run(y, per_out, |first, run| {
             let images = run.len() / per_out;
             let x = &x.data[first * per_image..(first + images) * per_image];
-            avx512::direct_conv(geometry, x, &packed, bias, self.relu, run);
+            let finish = finish.part(first * per_out..(first + images) * per_out);
+            avx512::direct_conv(geometry, x, &packed, &finish, run);
         });
     }
 
@@ -285,7 +372,7 @@ impl Conv2d {
         d: Dims,
         x: &Tensor,
         w: &Tensor,
-        bias: Option<&[f32]>,
+        finish: &Finish,
         y: &mut [f32],
     ) {
         let Dims {
@@ -338,8 +425,7 @@ impl Conv2d {
                         cs: 1,
                     };
                     matmul(mg, ohw, k, dst, ohw, weights, cols, false);
-                    let bias = bias.map(|b| &b[grp * mg..(grp + 1) * mg]);
-                    add_bias_relu(dst, ohw, bias, self.relu);
+                    finish.planes(dst, ohw, grp * mg, (img * m + grp * mg) * ohw);
                 }
             }
         });

@@ -18,8 +18,8 @@ mod winograd;
 
 pub use batched::batched_matmul;
 pub use broadcast::{binary, binary_in_place, binary_into, broadcast_shape, Binary};
-pub use conv::Conv2d;
 pub(crate) use conv::Dims as ConvDims;
+pub use conv::{Conv2d, Epilogue};
 pub use elementwise::{flatten, relu, softmax, softmax_coerced};
 pub use layout::{concat, expand, gather, slice, split, transpose};
 pub use linear::{Gemm, ROW_BLOCK};

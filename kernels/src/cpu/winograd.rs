@@ -11,12 +11,14 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
+use super::conv::Finish;
 use super::elementwise::relu_keep_nan;
 use super::matmul::{matmul, View};
 use super::Cpu;
 
 /// What the caller has already checked: x is [N, C, H, W], w is [M, C, 3, 3],
-/// y is [N, M, OH, OW] for stride 1, dilation 1, one group.
+/// y is [N, M, OH, OW] for stride 1, dilation 1, one group, and `finish`
+/// agrees with them. Every output gets `finish`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
     cpu: &Cpu,
@@ -26,11 +28,11 @@ pub(crate) fn conv3x3(
     m: usize,
     [pt, pl]: [usize; 2],
     [oh, ow]: [usize; 2],
-    bias: Option<&[f32]>,
-    relu: bool,
+    finish: &Finish,
     y: &mut [f32],
 ) {
     let u = transform_filters(weights, m, c);
+    let per_out = m * oh * ow;
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         let packed = avx512::pack_filters(&u, m, c);
@@ -45,20 +47,21 @@ pub(crate) fn conv3x3(
             ow,
         };
         let per_image = c * h * w;
-        cpu.for_each_run(y, m * oh * ow, |first, run| {
-            let images = run.len() / (m * oh * ow);
+        cpu.for_each_run(y, per_out, |first, run| {
+            let images = run.len() / per_out;
             let x = &x[first * per_image..(first + images) * per_image];
-            avx512::winograd_conv3x3(g, x, &packed, bias, relu, run);
+            let finish = finish.part(first * per_out..(first + images) * per_out);
+            avx512::winograd_conv3x3(g, x, &packed, &finish, run);
         });
         return;
     }
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let tiles = th * tw;
-    cpu.for_each_run(y, m * oh * ow, |first, run| {
+    cpu.for_each_run(y, per_out, |first, run| {
         let mut v = vec![0f32; 16 * c * tiles];
         let mut prod = vec![0f32; 16 * m * tiles];
         let mut rows = Rows::new(w + pl + 4, tw, tiles);
-        for (offset, out) in run.chunks_mut(m * oh * ow).enumerate() {
+        for (offset, out) in run.chunks_mut(per_out).enumerate() {
             let img = &x[(first + offset) * c * h * w..(first + offset + 1) * c * h * w];
             transform_input(img, c, h, w, pt, pl, th, tw, &mut rows, &mut v);
             for xi in 0..16 {
@@ -81,7 +84,8 @@ pub(crate) fn conv3x3(
                     false,
                 );
             }
-            transform_output(&prod, m, tiles, tw, oh, ow, bias, relu, &mut rows, out);
+            let at = (first + offset) * per_out;
+            transform_output(&prod, [m, tiles, tw, oh, ow], finish, at, &mut rows, out);
         }
     });
 }
@@ -207,24 +211,20 @@ fn transform_input(
     }
 }
 
-/// Y = Aᵀ M A per output channel and tile, plus bias and ReLU, written where
-/// the 2×2 tile lies inside the output; a row of tiles at a time, as zips.
-#[allow(clippy::too_many_arguments)]
+/// Y = Aᵀ M A per output channel and tile, then `finish`, written where
+/// the 2×2 tile lies inside the output (one image's, outputs `at..` of the
+/// whole); a row of tiles at a time, as zips.
 fn transform_output(
     prod: &[f32],
-    m: usize,
-    tiles: usize,
-    tw: usize,
-    oh: usize,
-    ow: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
+    [m, tiles, tw, oh, ow]: [usize; 5],
+    finish: &Finish,
+    at: usize,
     rows: &mut Rows,
     out: &mut [f32],
 ) {
     let th = tiles / tw.max(1);
     for oc in 0..m {
-        let b = bias.map_or(0.0, |b| b[oc]);
+        let b = finish.bias.map_or(0.0, |b| b[oc]);
         let plane = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
         // All of this channel's tiles at once: each ξ's values are contiguous.
         let e: [&[f32]; 16] = std::array::from_fn(|xi| &prod[(xi * m + oc) * tiles..][..tiles]);
@@ -259,13 +259,14 @@ fn transform_output(
                 if oy < oh {
                     let src = &r[2 * ty * tw..2 * ty * tw + ow];
                     let dst = &mut plane[oy * ow..(oy + 1) * ow];
-                    if relu {
+                    if finish.relu {
                         dst.iter_mut()
                             .zip(src)
                             .for_each(|(d, v)| *d = relu_keep_nan(*v));
                     } else {
                         dst.copy_from_slice(src);
                     }
+                    finish.epilogue.finish(dst, at + (oc * oh + oy) * ow);
                 }
             }
         }

@@ -32,16 +32,22 @@ impl Backend for Cpu {
                     x.shape = view_2d(&x.shape);
                 }
                 let y_shape = conv.output_shape(&x.shape, &weight.shape)?;
-                let mut y = spare(y_shape.iter().product());
-                conv.run_into(self, &x, weight, bias, &mut y)?;
-                recycle(x.data);
                 let shape = if *one_d {
                     vec![y_shape[0], y_shape[1], y_shape[3]]
                 } else {
                     y_shape
                 };
+                let (residual, acts) = epilogue(post, &args, &shape);
+                let rest = &post[usize::from(residual.is_some()) + acts.len()..];
+                let epilogue = k::Epilogue {
+                    residual,
+                    acts: &acts,
+                };
+                let mut y = spare(shape.iter().product());
+                conv.run_into_with(self, &x, weight, bias, epilogue, &mut y)?;
+                recycle(x.data);
                 let mut y = Tensor { shape, data: y };
-                apply_post(post, &mut y, &args)?;
+                apply_post(rest, &mut y, &args)?;
                 Ok(vec![y])
             }
             Step::Linear {
@@ -123,6 +129,32 @@ fn add_bias(x: &mut Tensor, bias: &[f32], axis: usize) {
         let b = bias[i % c];
         run.iter_mut().for_each(|v| *v += b);
     }
+}
+
+/// The leading part of `post` a kernel epilogue takes, in the order
+/// [`k::Epilogue`] applies it, for an output shaped `shape`: a residual Add
+/// of that very shape (a broadcast one stays in [`apply_post`]), then the
+/// activations up to the next Add.
+fn epilogue<'a>(
+    post: &[Post],
+    args: &'a [Arg],
+    shape: &[usize],
+) -> (Option<&'a [f32]>, Vec<k::Unary>) {
+    let residual = match post.first() {
+        Some(Post::Add(i)) => args[*i]
+            .get()
+            .filter(|r| r.shape == shape)
+            .map(|r| &r.data[..]),
+        _ => None,
+    };
+    let acts = post[usize::from(residual.is_some())..]
+        .iter()
+        .map_while(|p| match p {
+            Post::Unary(u) => Some(*u),
+            Post::Add(_) => None,
+        })
+        .collect();
+    (residual, acts)
 }
 
 fn apply_post(post: &[Post], y: &mut Tensor, args: &[Arg]) -> Result<(), ModelError> {
