@@ -25,7 +25,8 @@ import torch
 import torchvision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPINFER = os.path.join(ROOT, "target", "release", "mpinfer")
+# MPINFER_BIN runs another build (a copy, so that rebuilding does not change it mid-run).
+MPINFER = os.environ.get("MPINFER_BIN", os.path.join(ROOT, "target", "release", "mpinfer"))
 TOLERANCE = 1e-4
 
 # Name and input size: 3x64x64 where the architecture allows, 224 for the

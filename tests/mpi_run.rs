@@ -239,6 +239,15 @@ struct CaseEntry {
     rtol: f64,
     nan_rows: Vec<usize>,
     variants: bool,
+    #[serde(default)]
+    others: Vec<OtherOutput>,
+}
+
+/// A model output after the first: written as `Y.SUFFIX.npy` beside `Y.npy`.
+#[derive(Deserialize)]
+struct OtherOutput {
+    suffix: String,
+    expected: String,
 }
 
 /// Input `mpinfer run` must refuse with an error naming one of `mentions`.
@@ -298,6 +307,8 @@ struct Case {
     shape: Vec<usize>,
     rtol: f64,
     variants: bool,
+    /// Per output after the first: its file's suffix, shape and values.
+    others: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
 impl Case {
@@ -311,6 +322,14 @@ impl Case {
             shape: j.shape.clone(),
             rtol: j.rtol,
             variants: j.variants,
+            others: j
+                .others
+                .iter()
+                .map(|o| {
+                    let (shape, values) = read_npy(&dir.join(&o.expected)).unwrap();
+                    (o.suffix.clone(), shape, values)
+                })
+                .collect(),
         };
         assert_eq!(
             case.shape, shape,
@@ -369,10 +388,19 @@ fn run_case(case: &Case, ranks: usize, extra: &[&str], out: &Path) -> Outcome {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let _ = std::fs::remove_file(out);
+    for (suffix, ..) in &case.others {
+        let _ = std::fs::remove_file(other_path(out, suffix));
+    }
     mpirun_mpinfer(ranks, &args, RUN_LIMIT)
 }
 
-/// The run succeeded and its output matches ONNX Runtime's, NaN for NaN.
+/// Where a run writing `out` puts the output with file suffix `suffix`.
+fn other_path(out: &Path, suffix: &str) -> PathBuf {
+    let text = out.display().to_string();
+    PathBuf::from(format!("{}.{suffix}.npy", text.trim_end_matches(".npy")))
+}
+
+/// The run succeeded and its outputs match ONNX Runtime's, NaN for NaN.
 fn check_case(case: &Case, o: &Outcome, out: &Path) -> Result<Vec<f32>, String> {
     o.succeeded()?;
     let (shape, y) = read_npy(out).map_err(|e| format!("{e}\n{}", o.show()))?;
@@ -384,6 +412,18 @@ fn check_case(case: &Case, o: &Outcome, out: &Path) -> Result<Vec<f32>, String> 
     }
     compare(&y, &case.expected, &case.shape, case.rtol, FLOOR)
         .map_err(|e| format!("differs from ONNX Runtime: {e}"))?;
+    for (suffix, want_shape, want) in &case.others {
+        let path = other_path(out, suffix);
+        let (shape, got) = read_npy(&path).map_err(|e| format!("{e}\n{}", o.show()))?;
+        if &shape != want_shape {
+            return Err(format!(
+                "{}: shape {shape:?}, ONNX Runtime's {want_shape:?}",
+                path.display()
+            ));
+        }
+        compare(&got, want, want_shape, case.rtol, FLOOR)
+            .map_err(|e| format!("{} differs from ONNX Runtime: {e}", path.display()))?;
+    }
     Ok(y)
 }
 

@@ -7,7 +7,7 @@ from SEED), their inputs as .npy, ONNX Runtime's outputs for them, and
 manifest.json:
 
     {"cases":  [{"name", "model", "input", "expected", "shape", "rtol", "nan_rows",
-                 "variants"}],
+                 "variants", "others": [{"suffix", "expected"}]}],
      "errors": [{"name", "model", "input", "mentions"}],
      "digits": {"model", "input", "labels", "accuracy_line"}}
 
@@ -16,7 +16,8 @@ Paths are relative to OUT_DIR except the digits example's, which are absolute.
 absolute floor proportional to the largest |expected|. `nan_rows` lists the
 samples whose input holds a NaN: their output rows must be NaN and no other.
 `variants` marks the cases also run with other schedules, rank weights and
-bf16 transfers.
+bf16 transfers. `others` are a model's outputs after the first: mpinfer
+writes each beside the output file, Y.npy as Y.SUFFIX.npy.
 """
 import json
 import os
@@ -170,12 +171,21 @@ def unsupported(rng):
     return b.finish([37], [8], 13)
 
 
-def two_outputs():
-    """A graph with two outputs, which runs refuse by name."""
+def three_outputs(rng):
+    """A graph with three outputs of different shapes, one named with
+    characters a file name should not hold."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 37])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 37]) for n in ("relu", "neg")]
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["relu"]),
-                               helper.make_node("Neg", ["x"], ["neg"])], "two", [x], outs)
+    shapes = {"logits": ["N", 5], "hidden": ["N", 16], "out/score:0": ["N", 1]}
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
+    w = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+         for n, s in [("w1", (37, 16)), ("b1", (16,)), ("w2", (16, 5))]]
+    w.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+             helper.make_node("Add", ["m1", "b1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["hidden"]),
+             helper.make_node("MatMul", ["hidden", "w2"], ["logits"]),
+             helper.make_node("ReduceSum", ["logits", "axes"], ["out/score:0"], keepdims=1)]
+    graph = helper.make_graph(nodes, "three", [x], outs, initializer=w)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -185,14 +195,15 @@ def run_ort(path, x):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0].astype(np.float32)
+    names = [o.name for o in sess.get_outputs()]
+    return names, [y.astype(np.float32) for y in sess.run(None, {"x": x})]
 
 
 def digits_accuracy():
     d = os.path.join(ROOT, "examples", "digits")
     paths = {k: os.path.join(d, f) for k, f in
              [("model", "model.onnx"), ("input", "images.npy"), ("labels", "labels.npy")]}
-    probs = run_ort(paths["model"], np.load(paths["input"]))
+    probs = run_ort(paths["model"], np.load(paths["input"]))[1][0]
     labels = np.load(paths["labels"])
     correct = int((probs.argmax(axis=1) == labels).sum())
     paths["accuracy_line"] = (
@@ -222,11 +233,19 @@ def main(out, seed):
 
     def case(name, model, x, rtol=1e-4, nan_rows=(), variants=False):
         np.save(os.path.join(out, f"{name}.in.npy"), x)
-        y = run_ort(os.path.join(out, model), x)
+        names, ys = run_ort(os.path.join(out, model), x)
+        y = ys[0]
         np.save(os.path.join(out, f"{name}.expected.npy"), y)
         bad = sorted({int(r) for r in np.argwhere(~np.isfinite(y))[:, 0]})
         if bad != sorted(nan_rows):
             sys.exit(f"{name}: ONNX Runtime gives non-finite rows {bad}, not {list(nan_rows)}")
+        # Outputs after the first: the file name mpinfer gives each, and
+        # ONNX Runtime's values.
+        others = []
+        for k, (oname, oy) in enumerate(zip(names[1:], ys[1:]), 1):
+            np.save(os.path.join(out, f"{name}.expected.{k}.npy"), oy)
+            clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in oname)
+            others.append({"suffix": clean, "expected": f"{name}.expected.{k}.npy"})
         cases.append({
             "name": name,
             "model": model,
@@ -236,6 +255,7 @@ def main(out, seed):
             "rtol": rtol,
             "nan_rows": list(nan_rows),
             "variants": variants,
+            "others": others,
         })
 
     def inputs(shape, batch):
@@ -255,6 +275,8 @@ def main(out, seed):
     case("conv_odd_b1", conv, inputs(conv_shape, 1))
     case("mlp_b13", mlp, inputs(mlp_shape, 13), variants=True)
     case("mlp_b0", mlp, inputs(mlp_shape, 0))
+    three = model_file("three_outputs", three_outputs(rng))
+    case("three_outputs_b9", three, inputs([37], 9))
     x = inputs(mlp_shape, 7)
     x[4, 11] = np.nan
     case("mlp_nan_b7", mlp, x, nan_rows=[4])
@@ -288,8 +310,6 @@ def main(out, seed):
     error("missing_input", mlp, "no_such_input.npy", ["no_such_input.npy"])
     error("unsupported_op", model_file("unsupported", unsupported(rng)), "mlp_b13.in.npy",
           ["Sin"])
-    error("two_outputs", model_file("two_outputs", two_outputs()), "mlp_b13.in.npy",
-          ["2 outputs (relu, neg)"])
     np.save(os.path.join(out, "wrong_shape.npy"), inputs([36], 4))
     error("wrong_input_shape", mlp, "wrong_shape.npy", ["wrong_shape.npy", "36", "shape"])
     np.save(os.path.join(out, "uint8.npy"), rng.integers(0, 255, size=(4, 37), dtype=np.uint8))

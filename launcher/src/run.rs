@@ -115,6 +115,8 @@ struct Sink {
     writer: Option<Output>,
     progress: Option<Progress>,
     labels: Option<Vec<i64>>,
+    /// Values per row of the first output, the one labels score.
+    classes: usize,
     /// Input row of the first row this run computes (after a resume).
     start: usize,
     correct: u64,
@@ -127,9 +129,9 @@ impl Outputs for Sink {
             return Ok(());
         };
         let rows = y.shape.first().copied().unwrap_or(0);
-        let classes = y.data.len() / rows.max(1);
-        for (i, row) in y.data.chunks(classes.max(1)).take(rows).enumerate() {
-            let best = row
+        let packed = y.data.len() / rows.max(1);
+        for (i, row) in y.data.chunks(packed.max(1)).take(rows).enumerate() {
+            let best = row[..self.classes.min(row.len())]
                 .iter()
                 .enumerate()
                 .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
@@ -208,9 +210,8 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let threads = args.threads.unwrap_or_else(|| job.default_threads());
     let cpu = cpu_device(job, args, threads)?;
     let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
-    let model = onnx::load(&args.model)?;
-    // Refused before any output file is opened.
-    model.single_output()?;
+    // Several outputs run as one, each row theirs side by side.
+    let (model, parts) = onnx::load(&args.model)?.pack_outputs()?;
     // Weights in data files beside the model must match too.
     let data_files = model.data_files();
     same_files_everywhere(
@@ -220,19 +221,28 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let mut input = open_input(&args.input, &model, rank)?;
     let rows = runner::Rows::rows(&input);
     let labels = load_labels(args.labels.as_deref(), rows)?;
-    let out_sample = model.output_sample_shapes()?.swap_remove(0);
-    let shape: Vec<usize> = std::iter::once(rows)
-        .chain(out_sample.iter().copied())
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    let files: Vec<(PathBuf, Vec<usize>)> = output::output_paths(&args.output, &names)
+        .into_iter()
+        .zip(&parts)
+        .map(|(path, p)| {
+            (
+                path,
+                std::iter::once(rows).chain(p.sample.clone()).collect(),
+            )
+        })
         .collect();
+    let shapes: Vec<&Vec<usize>> = files.iter().map(|f| &f.1).collect();
     let identity = format!(
-        "model {:x}-{:x} input {:x}-{:x} output {shape:?}",
+        "model {:x}-{:x} input {:x}-{:x} output {shapes:?}",
         fingerprints[0], fingerprints[1], fingerprints[2], fingerprints[3]
     );
-    let (first_row, writer) = start_row(job, &comm, args, &shape, identity)?;
+    let (first_row, writer) = start_row(job, &comm, args, &files, identity)?;
     input.start = first_row;
     let progress = (rank == 0).then(|| Progress::new(rows - input.start));
     let mut sink = Sink {
         writer,
+        classes: parts[0].row_len(),
         progress,
         labels,
         start: input.start,
@@ -285,16 +295,16 @@ fn start_row(
     job: &Job,
     comm: &RunComm,
     args: &Args,
-    shape: &[usize],
+    files: &[(PathBuf, Vec<usize>)],
     identity: String,
 ) -> Result<(usize, Option<Output>)> {
     let mut first_row = [0i64];
     let mut writer = None;
     if job.rank() == 0 {
         let committed = output::committed_rows(&args.output, &identity)?;
-        let resume_rows = resume_from(args, committed, shape[0]);
+        let resume_rows = resume_from(args, committed, files[0].1[0]);
         first_row[0] = resume_rows.unwrap_or(0) as i64;
-        writer = Some(Output::open(&args.output, shape, identity, resume_rows)?);
+        writer = Some(Output::open(files, identity, resume_rows)?);
     }
     if job.size() > 1 {
         comm.broadcast(&mut first_row, Opts::default())?;

@@ -16,12 +16,14 @@ mod fuse;
 pub(crate) mod infer;
 mod ints;
 pub mod op;
+mod pack;
 mod spec;
 
 pub use batch::BatchAxis;
 pub use fuse::{fold_batch_norms, fuse_linear_bias, prune_dead};
 pub use ints::Ints;
 pub use op::{AutoPad, Compare, Elem, Op, Spatial};
+pub use pack::OutputPart;
 pub use spec::{Known, Spec};
 
 use crate::model::Weight;
@@ -94,8 +96,8 @@ impl Model {
             .collect()
     }
 
-    /// The one output a run writes; a model with several is refused, naming
-    /// them.
+    /// The one output a run computes; a model with several is refused,
+    /// naming them ([`Model::pack_outputs`] makes one).
     pub fn single_output(&self) -> Result<ValueId, crate::ModelError> {
         match self.outputs[..] {
             [v] => Ok(v),
