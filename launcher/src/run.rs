@@ -7,7 +7,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
 use mpinfer_collectives::{Opts, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
+use mpinfer_kernels::cuda::Gpu;
 use mpinfer_kernels::{device, Device, DeviceRequest, StoredDType, Tensor};
+use mpinfer_runtime::exec::CudaBackend;
 use mpinfer_runtime::model::Model;
 use mpinfer_runtime::npy::{self, NpyDType, NpyFile};
 use mpinfer_runtime::run::{
@@ -208,7 +210,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
     let rank = job.rank();
     let comm = job.counting_communicator()?;
     let threads = args.threads.unwrap_or_else(|| job.default_threads());
-    let cpu = cpu_device(job, args, threads)?;
+    let device = open_device(job, args, threads)?;
     let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
     // Several outputs run as one, each row theirs side by side.
     let (model, parts) = onnx::load(&args.model)?.pack_outputs()?;
@@ -250,30 +252,44 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         counted: 0,
     };
     let opts = run_options(job, args)?;
-    let metrics = runner::run(&comm, &model, &cpu, &input, &mut sink, &opts)?;
+    let metrics = match &device {
+        Opened::Cpu(cpu) => runner::run(&comm, &model, cpu, &input, &mut sink, &opts)?,
+        Opened::Cuda(cuda) => {
+            let m = runner::run(&comm, &model, &**cuda, &input, &mut sink, &opts)?;
+            let host = cuda.host_steps();
+            if !host.is_empty() {
+                log::info!("steps run on the CPU for want of a CUDA kernel: {host:?}");
+            }
+            m
+        }
+    };
     finish_outputs(&comm, rank, sink)?;
     report(job, &comm, &metrics, rows, threads, start, args)
 }
 
-/// The CPU the model runs on, with the device choice logged by rank 0.
-fn cpu_device(job: &Job, args: &Args, threads: usize) -> Result<Cpu> {
-    let (device, why) = device::choose(args.device, job.local_rank())?;
-    // The CUDA kernels exist, but the executor does not drive them yet:
-    // asked for CUDA, say so; left to choose, use the CPU and say why.
-    let why = match (device, args.device) {
-        (Device::Cpu, _) => why,
-        (gpu, DeviceRequest::Cuda) => bail!(
-            "running whole models on {gpu:?} is not supported yet (the CUDA kernels are, one by one); use --device cpu"
-        ),
-        (gpu, _) => format!("{gpu:?} found, but models run on the CPU in this version"),
-    };
-    if job.rank() == 0 {
-        log::info!("device: CPU with {threads} threads per rank ({why})");
-    }
-    Ok(Cpu::new(threads))
+/// The device a rank runs on.
+enum Opened {
+    Cpu(Cpu),
+    Cuda(Box<CudaBackend>),
 }
 
-/// `--labels`, one per input row.
+/// The device this rank runs on, its choice logged by rank 0: with CUDA,
+/// local rank `r` takes device `r` mod the device count, and the CPU runs
+/// the steps that have no CUDA kernel.
+fn open_device(job: &Job, args: &Args, threads: usize) -> Result<Opened> {
+    let (device, why) = device::choose(args.device, job.local_rank())?;
+    if job.rank() == 0 {
+        log::info!("device: {device:?} ({why}); {threads} CPU threads per rank");
+    }
+    Ok(match device {
+        Device::Cpu => Opened::Cpu(Cpu::new(threads)),
+        Device::Cuda(ordinal) => {
+            let gpu = Gpu::new(ordinal)?;
+            Opened::Cuda(Box::new(CudaBackend::new(gpu, Cpu::new(threads))))
+        }
+    })
+}
+
 fn load_labels(path: Option<&Path>, rows: usize) -> Result<Option<Vec<i64>>> {
     let Some(path) = path else {
         return Ok(None);

@@ -11,10 +11,40 @@ use mpinfer_kernels::cpu::{self as k, Cpu, Reduce};
 use mpinfer_kernels::{KernelError, Tensor};
 
 impl Backend for Cpu {
+    type Value = Tensor;
+
+    fn upload(&self, t: Tensor) -> Result<Tensor, ModelError> {
+        Ok(t)
+    }
+
+    fn download(&self, v: Tensor) -> Result<Tensor, ModelError> {
+        Ok(v)
+    }
+
+    fn shape<'v>(&self, v: &'v Tensor) -> &'v [usize] {
+        &v.shape
+    }
+
+    fn reshape(&self, v: Tensor, shape: Vec<usize>) -> Result<Tensor, ModelError> {
+        Ok(v.reshape(shape))
+    }
+
+    fn zeros(&self, shape: Vec<usize>) -> Result<Tensor, ModelError> {
+        Ok(Tensor::zeros(shape))
+    }
+
+    fn release(&self, v: Tensor) {
+        recycle(v.data);
+    }
+
+    fn duplicate(&self, v: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(v.clone())
+    }
+
     fn run(
         &self,
         step: &Step,
-        args: Vec<Arg>,
+        args: Vec<Arg<Tensor>>,
         known: &[Option<&Known>],
     ) -> Result<Vec<Tensor>, ModelError> {
         match step {
@@ -137,7 +167,7 @@ fn add_bias(x: &mut Tensor, bias: &[f32], axis: usize) {
 /// activations up to the next Add.
 fn epilogue<'a>(
     post: &[Post],
-    args: &'a [Arg],
+    args: &'a [Arg<'_, Tensor>],
     shape: &[usize],
 ) -> (Option<&'a [f32]>, Vec<k::Unary>) {
     let residual = match post.first() {
@@ -157,7 +187,7 @@ fn epilogue<'a>(
     (residual, acts)
 }
 
-fn apply_post(post: &[Post], y: &mut Tensor, args: &[Arg]) -> Result<(), ModelError> {
+fn apply_post(post: &[Post], y: &mut Tensor, args: &[Arg<Tensor>]) -> Result<(), ModelError> {
     for p in post {
         match p {
             Post::Unary(u) => k::unary(*u, &mut y.data),
@@ -167,7 +197,10 @@ fn apply_post(post: &[Post], y: &mut Tensor, args: &[Arg]) -> Result<(), ModelEr
     Ok(())
 }
 
-fn inputs<'a>(args: &'a [Arg], known: &'a [Option<&'a Known>]) -> Vec<Option<Input<'a>>> {
+fn inputs<'a>(
+    args: &'a [Arg<'_, Tensor>],
+    known: &'a [Option<&'a Known>],
+) -> Vec<Option<Input<'a>>> {
     args.iter()
         .zip(known)
         .map(|(a, kn)| match (a.get(), kn) {
@@ -198,7 +231,7 @@ fn planning(e: String) -> ModelError {
 fn node(
     cpu: &Cpu,
     op: &Op,
-    mut args: Vec<Arg>,
+    mut args: Vec<Arg<Tensor>>,
     known: &[Option<&Known>],
 ) -> Result<Vec<Tensor>, ModelError> {
     let one = |t: Tensor| Ok(vec![t]);
@@ -305,7 +338,7 @@ fn node(
     }
 }
 
-fn broadcast(args: &[Arg]) -> Result<Vec<usize>, ModelError> {
+fn broadcast(args: &[Arg<Tensor>]) -> Result<Vec<usize>, ModelError> {
     Ok(k::broadcast_shape(
         &args[0].tensor().shape,
         &args[1].tensor().shape,
@@ -315,10 +348,10 @@ fn broadcast(args: &[Arg]) -> Result<Vec<usize>, ModelError> {
 /// Ops whose output depends on integer inputs known while planning.
 fn shaped(
     op: &Op,
-    mut args: Vec<Arg>,
+    mut args: Vec<Arg<Tensor>>,
     known: &[Option<&Known>],
 ) -> Result<Vec<Tensor>, ModelError> {
-    let shape_of = |args: &[Arg]| -> Result<Vec<Vec<usize>>, ModelError> {
+    let shape_of = |args: &[Arg<Tensor>]| -> Result<Vec<Vec<usize>>, ModelError> {
         infer::infer(op, &inputs(args, known), 1).map_err(planning)
     };
     let one = |t: Tensor| Ok(vec![t]);

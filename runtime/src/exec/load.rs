@@ -8,7 +8,7 @@ use crate::graph::infer::conv_at;
 use crate::graph::{Elem, Model, Op, Spatial, Spec, ValueId};
 use crate::model::Weight;
 use crate::ModelError;
-use mpinfer_kernels::cpu::Gemm;
+use mpinfer_kernels::cpu::{Cpu, Gemm};
 use mpinfer_kernels::{Stored, StoredDType, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,13 +32,13 @@ pub fn load_program(
     nodes: &[usize],
     keep: Vec<ValueId>,
     dtype: StoredDType,
-    backend: &dyn Backend,
+    cpu: &Cpu,
 ) -> Result<Program, ModelError> {
     let mut consts = Consts::new(dtype);
     let mut instrs = Vec::new();
     for &i in nodes {
         if !spec.runs[i] {
-            consts.fold(model, spec, i, backend)?;
+            consts.fold(model, spec, i, cpu)?;
             continue;
         }
         let (step, inputs) = whole_step(model, spec, i, &mut consts)?;
@@ -94,7 +94,7 @@ impl Consts {
         model: &Model,
         spec: &Spec,
         i: usize,
-        backend: &dyn Backend,
+        cpu: &Cpu,
     ) -> Result<(), ModelError> {
         let node = &model.nodes[i];
         if node
@@ -118,12 +118,12 @@ impl Consts {
             .iter()
             .zip(&known)
             .map(|(x, k)| match (x, k) {
-                (In::Const(t), _) => Arg::Ref(t.as_ref()),
-                (_, Some(crate::graph::Known::Float(t))) => Arg::Ref(t.as_ref()),
+                (In::Const(t), _) => Arg::Host(t.as_ref()),
+                (_, Some(crate::graph::Known::Float(t))) => Arg::Host(t.as_ref()),
                 _ => Arg::Absent,
             })
             .collect();
-        let ys = backend.run(&Step::Node(node.op.clone()), args, &known)?;
+        let ys = cpu.run(&Step::Node(node.op.clone()), args, &known)?;
         for (&v, y) in node.outputs.iter().zip(ys) {
             self.read.insert(v, Arc::new(y));
         }

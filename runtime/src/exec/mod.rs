@@ -2,12 +2,14 @@
 //! values, each value freed after its last use and its buffer reused.
 
 mod cpu;
+mod cuda;
 mod fuse;
 pub(crate) mod load;
 mod pool;
 mod program;
 mod step;
 
+pub use cuda::CudaBackend;
 pub(crate) use fuse::fuse_posts;
 pub use load::{load_program, round_to};
 pub use program::{Comm, In, Instr, Program};
@@ -20,31 +22,68 @@ use std::ops::Range;
 
 /// Where kernels run. The executor hands every step to one backend; a
 /// backend runs steps on its device and keeps the graph out of its code.
+/// Values stay on the device between steps: the executor moves them to the
+/// host only for collectives and for the values a program returns.
 pub trait Backend {
+    /// A value as this backend holds it between steps.
+    type Value;
+
     /// Runs `step` on `args` (one per input of the step; absent ones for
     /// inputs left out or known while planning, whose values are in
     /// `known`). Returns the step's outputs.
     fn run(
         &self,
         step: &Step,
-        args: Vec<Arg>,
+        args: Vec<Arg<'_, Self::Value>>,
         known: &[Option<&Known>],
-    ) -> Result<Vec<Tensor>, ModelError>;
+    ) -> Result<Vec<Self::Value>, ModelError>;
+
+    /// A value from the host: the input, or a collective's result.
+    fn upload(&self, t: Tensor) -> Result<Self::Value, ModelError>;
+
+    /// A value for the host: for a collective, or to return.
+    fn download(&self, v: Self::Value) -> Result<Tensor, ModelError>;
+
+    fn shape<'v>(&self, v: &'v Self::Value) -> &'v [usize];
+
+    /// The same elements under another shape.
+    fn reshape(&self, v: Self::Value, shape: Vec<usize>) -> Result<Self::Value, ModelError>;
+
+    fn zeros(&self, shape: Vec<usize>) -> Result<Self::Value, ModelError>;
+
+    /// A value no longer needed: its memory may serve the next.
+    fn release(&self, _v: Self::Value) {}
+
+    /// A copy of a value that another step still reads.
+    fn duplicate(&self, v: &Self::Value) -> Result<Self::Value, ModelError>;
 }
 
 /// One input of a step: a value whose last use this is (the step may reuse
-/// its buffer), one read in place, or none.
-pub enum Arg<'a> {
-    Owned(Tensor),
-    Ref(&'a Tensor),
+/// its buffer), one read in place, a constant on the host (a weight or a
+/// value folded while planning), or none.
+pub enum Arg<'a, V> {
+    Owned(V),
+    Ref(&'a V),
+    Host(&'a Tensor),
     Absent,
 }
 
-impl<'a> Arg<'a> {
+impl<'a, V> Arg<'a, V> {
+    pub fn owned(&self) -> bool {
+        matches!(self, Arg::Owned(_))
+    }
+
+    pub fn take(&mut self) -> Arg<'a, V> {
+        std::mem::replace(self, Arg::Absent)
+    }
+}
+
+/// On the CPU, values and host constants are the same tensors.
+impl<'a> Arg<'a, Tensor> {
     pub fn get(&self) -> Option<&Tensor> {
         match self {
             Arg::Owned(t) => Some(t),
-            Arg::Ref(t) => Some(t),
+            Arg::Ref(t) | Arg::Host(t) => Some(t),
             Arg::Absent => None,
         }
     }
@@ -54,18 +93,10 @@ impl<'a> Arg<'a> {
         self.get().expect("an input the plan requires is present")
     }
 
-    pub fn owned(&self) -> bool {
-        matches!(self, Arg::Owned(_))
-    }
-
-    pub fn take(&mut self) -> Arg<'a> {
-        std::mem::replace(self, Arg::Absent)
-    }
-
     pub fn into_owned(self) -> Tensor {
         match self {
             Arg::Owned(t) => t,
-            Arg::Ref(t) => t.clone(),
+            Arg::Ref(t) | Arg::Host(t) => t.clone(),
             Arg::Absent => panic!("an input the plan requires is present"),
         }
     }

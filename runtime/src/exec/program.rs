@@ -1,6 +1,5 @@
 //! A program: the steps one rank runs, in order, over the graph's values.
 
-use super::pool::recycle;
 use super::step::Step;
 use super::{Arg, Backend};
 use crate::graph::{Known, Model, Spec, ValueId};
@@ -123,17 +122,17 @@ impl Program {
     /// Runs the program on `inputs` (values already computed: the graph
     /// input, or what an earlier stage sent) and returns the kept values.
     /// `comm` carries out each collective on its value.
-    pub fn run<E: From<ModelError>>(
+    pub fn run<B: Backend, E: From<ModelError>>(
         &self,
-        backend: &dyn Backend,
+        backend: &B,
         model: &Model,
         spec: &Spec,
         inputs: Vec<(ValueId, Tensor)>,
         comm: &mut dyn FnMut(ValueId, &Comm, &mut Tensor) -> Result<(), E>,
     ) -> Result<Vec<Tensor>, E> {
-        let mut values: Vec<Option<Tensor>> = vec![None; model.values.len()];
+        let mut values: Vec<Option<B::Value>> = (0..model.values.len()).map(|_| None).collect();
         for (v, t) in inputs {
-            values[v] = Some(t);
+            values[v] = Some(backend.upload(t)?);
         }
         for (i, ins) in self.instrs.iter().enumerate() {
             match ins {
@@ -150,66 +149,83 @@ impl Program {
                         values[v] = Some(y);
                     }
                 }
+                // Collectives run on the host.
                 Instr::Comm { value, comm: c } => {
-                    let t = values[*value]
-                        .as_mut()
+                    let v = values[*value]
+                        .take()
                         .expect("a collective's value is computed before it");
-                    comm(*value, c, t)?;
+                    let mut t = backend.download(v)?;
+                    comm(*value, c, &mut t)?;
+                    values[*value] = Some(backend.upload(t)?);
                 }
             }
             for &v in &self.free[i] {
                 if let Some(t) = values[v].take() {
-                    recycle(t.data);
+                    backend.release(t);
                 }
             }
         }
-        Ok(self
-            .keep
+        self.keep
             .iter()
-            .map(|&v| values[v].take().unwrap_or_else(|| Tensor::zeros(vec![0])))
-            .collect())
+            .map(|&v| match values[v].take() {
+                Some(t) => Ok(backend.download(t)?),
+                None => Ok(Tensor::zeros(vec![0])),
+            })
+            .collect()
+    }
+
+    /// Input `x` of instruction `i`: taken when this is its last read.
+    fn take_or_copy<B: Backend>(
+        &self,
+        backend: &B,
+        values: &mut [Option<B::Value>],
+        i: usize,
+        x: &In,
+    ) -> Result<B::Value, ModelError> {
+        let In::Value(v) = x else {
+            unreachable!("a view reads a value")
+        };
+        let last = self.last[*v] == i && !self.keep.contains(v);
+        match (last, &values[*v]) {
+            (true, _) => Ok(values[*v].take().expect("computed before it")),
+            (false, Some(t)) => backend.duplicate(t),
+            (false, None) => unreachable!("a view's input is computed before it"),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_step(
+    fn run_step<B: Backend>(
         &self,
-        backend: &dyn Backend,
+        backend: &B,
         model: &Model,
         spec: &Spec,
-        values: &mut [Option<Tensor>],
+        values: &mut [Option<B::Value>],
         i: usize,
         step: &Step,
         inputs: &[In],
         outputs: &[ValueId],
-    ) -> Result<Vec<Tensor>, ModelError> {
+    ) -> Result<Vec<B::Value>, ModelError> {
         match step {
             Step::Zeros(empty) => {
                 let mut shape = spec.shape(outputs[0]).to_vec();
                 if let Some(a) = empty {
                     shape[*a] = 0;
                 }
-                return Ok(vec![Tensor::zeros(shape)]);
+                return Ok(vec![backend.zeros(shape)?]);
             }
             // A reshape of this rank's share: the whole output's shape at
             // this batch size, with the rank's part of the split axis.
             Step::View { shards, rank } => {
                 let mut shape = spec.shape(outputs[0]).to_vec();
                 shape[shards.axis] = shards.local(*rank, shape[shards.axis]);
-                let x = match &inputs[0] {
-                    In::Value(v) if self.last[*v] == i && !self.keep.contains(v) => {
-                        values[*v].take()
-                    }
-                    In::Value(v) => values[*v].clone(),
-                    _ => None,
-                };
-                let x = x.expect("a view's input is computed before it");
-                return Ok(vec![x.reshape(shape)]);
+                let x = self.take_or_copy(backend, values, i, &inputs[0])?;
+                return Ok(vec![backend.reshape(x, shape)?]);
             }
             _ => {}
         }
         // A value read once, by its last reader (or rewritten by it), is
         // handed over so the step can work in its buffer.
-        let consumed: Vec<Option<Tensor>> = inputs
+        let consumed: Vec<Option<B::Value>> = inputs
             .iter()
             .map(|x| match x {
                 In::Value(v)
@@ -225,7 +241,7 @@ impl Program {
                 _ => None,
             })
             .collect();
-        let values: &[Option<Tensor>] = values;
+        let values: &[Option<B::Value>] = values;
         let mut known: Vec<Option<&Known>> = Vec::with_capacity(inputs.len());
         let mut args = Vec::with_capacity(inputs.len());
         for (x, own) in inputs.iter().zip(consumed) {
@@ -233,7 +249,7 @@ impl Program {
                 (_, Some(t)) => (Arg::Owned(t), None),
                 (In::Value(v), None) => match (&values[*v], spec.known(*v)) {
                     (Some(t), _) => (Arg::Ref(t), None),
-                    (None, Some(Known::Float(t))) => (Arg::Ref(t.as_ref()), spec.known(*v)),
+                    (None, Some(Known::Float(t))) => (Arg::Host(t.as_ref()), spec.known(*v)),
                     (None, Some(k)) => (Arg::Absent, Some(k)),
                     (None, None) => {
                         return Err(ModelError::Kernel(mpinfer_kernels::KernelError::Invalid {
@@ -245,7 +261,7 @@ impl Program {
                         }))
                     }
                 },
-                (In::Const(t), None) => (Arg::Ref(t.as_ref()), None),
+                (In::Const(t), None) => (Arg::Host(t.as_ref()), None),
                 (In::Absent, None) => (Arg::Absent, None),
             };
             args.push(arg);

@@ -7,8 +7,8 @@ mod data;
 mod pipeline;
 mod tensor;
 
-use crate::exec::{load_program, Program};
-use crate::graph::Spec;
+use crate::exec::{load_program, Comm, CudaBackend, Program};
+use crate::graph::{Spec, ValueId};
 use crate::model::Model;
 use crate::ModelError;
 use clap::ValueEnum;
@@ -263,11 +263,60 @@ impl Clock {
     }
 }
 
+/// Where a run's steps execute.
+#[derive(Clone, Copy)]
+pub enum Exec<'a> {
+    Cpu(&'a Cpu),
+    Cuda(&'a CudaBackend),
+}
+
+impl<'a> From<&'a Cpu> for Exec<'a> {
+    fn from(cpu: &'a Cpu) -> Self {
+        Exec::Cpu(cpu)
+    }
+}
+
+impl<'a> From<&'a CudaBackend> for Exec<'a> {
+    fn from(cuda: &'a CudaBackend) -> Self {
+        Exec::Cuda(cuda)
+    }
+}
+
+impl Exec<'_> {
+    /// The CPU that folds constants while programs are built (and, with
+    /// CUDA, runs the steps that have no CUDA kernel).
+    pub fn cpu(&self) -> &Cpu {
+        match self {
+            Exec::Cpu(cpu) => cpu,
+            Exec::Cuda(cuda) => cuda.cpu(),
+        }
+    }
+
+    /// `program` on this device; its work is finished when this returns.
+    pub(crate) fn run(
+        &self,
+        program: &Program,
+        model: &Model,
+        spec: &Spec,
+        inputs: Vec<(ValueId, Tensor)>,
+        comm: &mut dyn FnMut(ValueId, &Comm, &mut Tensor) -> Result<(), RunError>,
+    ) -> Result<Vec<Tensor>, RunError> {
+        match self {
+            Exec::Cpu(cpu) => program.run(*cpu, model, spec, inputs, comm),
+            Exec::Cuda(cuda) => {
+                let ys = program.run(*cuda, model, spec, inputs, comm)?;
+                cuda.gpu().synchronize()?;
+                Ok(ys)
+            }
+        }
+    }
+}
+
 /// What every strategy works with.
 pub(crate) struct Ctx<'a, T: Transport> {
     pub comm: &'a Communicator<Counting<T>>,
     pub model: &'a Model,
-    pub cpu: &'a Cpu,
+    pub exec: Exec<'a>,
     pub opts: &'a RunOptions,
     pub clock: Clock,
     pub rows_done: u64,
@@ -295,7 +344,7 @@ impl<T: Transport> Ctx<'_, T> {
             &all,
             self.model.outputs.clone(),
             self.opts.dtype,
-            self.cpu,
+            self.exec.cpu(),
         )
     }
 
@@ -308,10 +357,10 @@ impl<T: Transport> Ctx<'_, T> {
     /// first kept value.
     pub fn forward(&mut self, program: &Program, x: Tensor) -> Result<Tensor, RunError> {
         let spec = self.spec(x.shape[0])?;
-        let (model, cpu) = (self.model, self.cpu);
+        let (model, exec) = (self.model, self.exec);
         let input = model.input;
         let mut ys = self.clock.compute(|| {
-            program.run::<RunError>(cpu, model, &spec, vec![(input, x)], &mut |_, _, _| {
+            exec.run(program, model, &spec, vec![(input, x)], &mut |_, _, _| {
                 unreachable!("a whole program has no collectives")
             })
         })?;
@@ -403,10 +452,10 @@ impl<T: Transport> Ctx<'_, T> {
 
 /// Runs `model` on every row of `input`; rank 0's `outputs` receives them
 /// all in order. Returns this rank's metrics.
-pub fn run<T: Transport>(
-    comm: &Communicator<Counting<T>>,
-    model: &Model,
-    cpu: &Cpu,
+pub fn run<'a, T: Transport>(
+    comm: &'a Communicator<Counting<T>>,
+    model: &'a Model,
+    exec: impl Into<Exec<'a>>,
     input: &dyn Rows,
     outputs: &mut dyn Outputs,
     opts: &RunOptions,
@@ -429,7 +478,7 @@ pub fn run<T: Transport>(
     let mut ctx = Ctx {
         comm,
         model,
-        cpu,
+        exec: exec.into(),
         opts,
         clock: Clock::new(opts.slowdown),
         rows_done: 0,

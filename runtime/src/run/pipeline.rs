@@ -234,7 +234,7 @@ fn load_stage<T: Transport>(
         &list,
         keep,
         ctx.opts.dtype,
-        ctx.cpu,
+        ctx.exec.cpu(),
     )?;
     ctx.weight_bytes = 4 * program.weight_values();
     Ok(program)
@@ -280,9 +280,9 @@ pub(crate) fn run<T: Transport>(
                 Some(data) => pipe.unpack(&spec, data),
                 None => vec![(ctx.model.input, ctx.read(input, pipe.rows(mb))?)],
             };
-            let (model, cpu) = (ctx.model, ctx.cpu);
+            let (model, exec) = (ctx.model, ctx.exec);
             let ys = ctx.clock.compute(|| {
-                program.run::<RunError>(cpu, model, &spec, values, &mut |_, _, _| {
+                exec.run(&program, model, &spec, values, &mut |_, _, _| {
                     unreachable!("a stage has no collectives")
                 })
             })?;

@@ -156,7 +156,14 @@ pub(crate) fn run<T: Transport>(
     let rank = ctx.comm.rank();
     let spec1 = ctx.spec(1)?;
     let plan = plan(ctx.model, ctx.comm.size())?;
-    let program = shard::program(ctx.model, &spec1, &plan, rank, ctx.opts.dtype, ctx.cpu)?;
+    let program = shard::program(
+        ctx.model,
+        &spec1,
+        &plan,
+        rank,
+        ctx.opts.dtype,
+        ctx.exec.cpu(),
+    )?;
     ctx.weight_bytes = 4 * program.weight_values();
     let total = input.rows();
     let rows = ctx.opts.batch_size.unwrap_or(DEFAULT_ROWS);
@@ -191,12 +198,12 @@ fn step<T: Transport>(
     x: Tensor,
 ) -> Result<Tensor, RunError> {
     let spec = ctx.spec(x.shape[0])?;
-    let (model, cpu) = (ctx.model, ctx.cpu);
+    let (model, exec) = (ctx.model, ctx.exec);
     let (started, comm_before) = (Instant::now(), ctx.clock.comm);
     let mut comm = |v: ValueId, c: &Comm, t: &mut Tensor| -> Result<(), RunError> {
         collective(ctx, c, t, spec.shape(v))
     };
-    let mut ys = program.run::<RunError>(cpu, model, &spec, vec![(model.input, x)], &mut comm)?;
+    let mut ys = exec.run(program, model, &spec, vec![(model.input, x)], &mut comm)?;
     let in_comm = ctx.clock.comm - comm_before;
     ctx.clock
         .charge_compute(started.elapsed().saturating_sub(in_comm));

@@ -61,7 +61,7 @@ pub(super) fn program(
     plan: &TensorPlan,
     rank: usize,
     dtype: StoredDType,
-    backend: &dyn crate::exec::Backend,
+    cpu: &mpinfer_kernels::cpu::Cpu,
 ) -> Result<Program, ModelError> {
     let mut consts = Consts::new(dtype);
     let mut s = Shard {
@@ -74,7 +74,7 @@ pub(super) fn program(
     };
     for i in 0..model.nodes.len() {
         if plan.parts[i] == Part::Folded {
-            consts.fold(model, spec, i, backend)?;
+            consts.fold(model, spec, i, cpu)?;
             continue;
         }
         for (v, l) in &plan.gathers[i] {

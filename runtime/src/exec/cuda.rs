@@ -1,0 +1,336 @@
+//! The CUDA backend: values live on one device between steps.
+//!
+//! Steps with a CUDA kernel run there: 2-D convolutions, linear layers,
+//! 2-D pooling, global average pooling, ReLU, softmax and reshapes. Any
+//! other step runs on the CPU: its inputs come to the host, its outputs go
+//! back, and each such op is logged once and counted
+//! ([`CudaBackend::host_steps`]).
+//!
+//! Activations are f32 on the device. Weights carry the precision of the
+//! stored type (`--dtype`), rounded on the host as the CPU backend rounds
+//! them, so both backends compute the same values.
+
+use super::step::{Post, Step};
+use super::{Arg, Backend};
+use crate::graph::infer::{self, Input};
+use crate::graph::{Known, Op};
+use crate::ModelError;
+use mpinfer_kernels::cpu::{Cpu, PoolKind, Unary};
+use mpinfer_kernels::cuda::{Gpu, GpuTensor};
+use mpinfer_kernels::{StoredDType, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// A weight on the device, and the host copy whose address keys it.
+type Uploaded = (Arc<dyn Send + Sync>, Arc<GpuTensor>);
+
+pub struct CudaBackend {
+    gpu: Gpu,
+    cpu: Cpu,
+    /// Weights uploaded once, by the address of the host copy a step holds
+    /// (which the entry keeps alive, so the address is not reused).
+    weights: Mutex<HashMap<usize, Uploaded>>,
+    host: Mutex<BTreeMap<String, u64>>,
+}
+
+/// f32 on the device: see the module's note on precision.
+const ON_DEVICE: StoredDType = StoredDType::F32;
+
+impl CudaBackend {
+    /// `cpu` runs the steps that have no CUDA kernel.
+    pub fn new(gpu: Gpu, cpu: Cpu) -> CudaBackend {
+        CudaBackend {
+            gpu,
+            cpu,
+            weights: Mutex::new(HashMap::new()),
+            host: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn cpu(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    /// Per op, how many steps ran on the CPU for want of a CUDA kernel.
+    pub fn host_steps(&self) -> BTreeMap<String, u64> {
+        self.host.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn weight<T: Send + Sync + 'static>(
+        &self,
+        host: &Arc<T>,
+        tensor: impl FnOnce(&T) -> Tensor,
+    ) -> Result<Arc<GpuTensor>, ModelError> {
+        let key = Arc::as_ptr(host) as usize;
+        let mut w = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = w.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.gpu.upload(&tensor(host), ON_DEVICE)?);
+        w.insert(key, (host.clone(), t.clone()));
+        Ok(t)
+    }
+
+    /// An argument as a device value of its own: taken when the step may
+    /// consume it, else copied (a host constant uploaded).
+    fn owned(&self, a: Arg<'_, GpuTensor>) -> Result<GpuTensor, ModelError> {
+        match a {
+            Arg::Owned(t) => Ok(t),
+            Arg::Ref(t) => self.duplicate(t),
+            Arg::Host(t) => Ok(self.gpu.upload(t, ON_DEVICE)?),
+            Arg::Absent => unreachable!("the plan requires this input"),
+        }
+    }
+
+    /// `step` on the CPU, its inputs brought to the host.
+    fn on_host(
+        &self,
+        step: &Step,
+        args: Vec<Arg<'_, GpuTensor>>,
+        known: &[Option<&Known>],
+    ) -> Result<Vec<GpuTensor>, ModelError> {
+        let name = match step {
+            Step::Node(op) => format!("{op:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            other => format!("{other:?}").chars().take(24).collect(),
+        };
+        {
+            let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
+            let n = host.entry(name.clone()).or_insert(0);
+            if *n == 0 {
+                log::info!("{name} has no CUDA kernel: it runs on the CPU");
+            }
+            *n += 1;
+        }
+        let host_args = args
+            .into_iter()
+            .map(|a| {
+                Ok(match a {
+                    Arg::Owned(t) => Arg::Owned(self.gpu.download(&t)?),
+                    Arg::Ref(t) => Arg::Owned(self.gpu.download(t)?),
+                    Arg::Host(t) => Arg::Host(t),
+                    Arg::Absent => Arg::Absent,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        self.cpu
+            .run(step, host_args, known)?
+            .iter()
+            .map(|y| Ok(self.gpu.upload(y, ON_DEVICE)?))
+            .collect()
+    }
+}
+
+impl Backend for CudaBackend {
+    type Value = GpuTensor;
+
+    fn upload(&self, t: Tensor) -> Result<GpuTensor, ModelError> {
+        Ok(self.gpu.upload(&t, ON_DEVICE)?)
+    }
+
+    fn download(&self, v: GpuTensor) -> Result<Tensor, ModelError> {
+        Ok(self.gpu.download(&v)?)
+    }
+
+    fn shape<'v>(&self, v: &'v GpuTensor) -> &'v [usize] {
+        v.shape()
+    }
+
+    fn reshape(&self, v: GpuTensor, shape: Vec<usize>) -> Result<GpuTensor, ModelError> {
+        Ok(v.reshape(shape)?)
+    }
+
+    fn zeros(&self, shape: Vec<usize>) -> Result<GpuTensor, ModelError> {
+        Ok(self.gpu.full(shape, ON_DEVICE, 0.0)?)
+    }
+
+    fn duplicate(&self, v: &GpuTensor) -> Result<GpuTensor, ModelError> {
+        Ok(self.gpu.upload(&self.gpu.download(v)?, ON_DEVICE)?)
+    }
+
+    fn run(
+        &self,
+        step: &Step,
+        args: Vec<Arg<'_, GpuTensor>>,
+        known: &[Option<&Known>],
+    ) -> Result<Vec<GpuTensor>, ModelError> {
+        if on_device(step, &args) {
+            self.on_device(step, args, known)
+        } else {
+            self.on_host(step, args, known)
+        }
+    }
+}
+
+/// Whether the CUDA kernels run `step` on these arguments.
+fn on_device(step: &Step, args: &[Arg<'_, GpuTensor>]) -> bool {
+    let rank = match args.first() {
+        Some(Arg::Owned(t)) => t.shape().len(),
+        Some(Arg::Ref(t)) => t.shape().len(),
+        _ => return false,
+    };
+    match step {
+        Step::Conv {
+            one_d: false, post, ..
+        } => relu_only(post),
+        Step::Linear { gemm, post, .. } => relu_only(post) && !gemm.trans_a,
+        Step::Node(op) => match op {
+            Op::Unary(Unary::Relu)
+            | Op::Identity
+            | Op::Softmax { .. }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. } => true,
+            Op::Pool { .. } | Op::GlobalPool(PoolKind::Average) => rank == 4,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+impl CudaBackend {
+    /// `step` with the CUDA kernels; [`on_device`] said they run it.
+    fn on_device(
+        &self,
+        step: &Step,
+        mut args: Vec<Arg<'_, GpuTensor>>,
+        known: &[Option<&Known>],
+    ) -> Result<Vec<GpuTensor>, ModelError> {
+        let y = match step {
+            Step::Conv {
+                conv,
+                weight,
+                bias,
+                post,
+                ..
+            } => {
+                let w = self.weight(weight, |t| t.clone())?;
+                let b = bias
+                    .as_ref()
+                    .map(|b| self.weight(b, |v| Tensor::new(vec![v.len()], v.to_vec())))
+                    .transpose()?;
+                let mut conv = *conv;
+                conv.relu |= !post.is_empty();
+                let x = self.owned(args[0].take())?;
+                self.gpu.conv2d(&conv, &x, &w, b.as_deref())?
+            }
+            Step::Linear {
+                gemm,
+                weight,
+                bias,
+                post,
+            } => {
+                let w = self.weight(weight, |t| t.clone())?;
+                let b = bias
+                    .as_ref()
+                    .map(|b| self.weight(b, |t| t.clone()))
+                    .transpose()?;
+                let mut g = *gemm;
+                g.relu |= !post.is_empty();
+                g.beta = if b.is_some() { 1.0 } else { 0.0 };
+                let x = self.owned(args[0].take())?;
+                let mut shape = x.shape().to_vec();
+                let k = *shape.last().unwrap_or(&1);
+                let rows = x.len() / k.max(1);
+                let y = self
+                    .gpu
+                    .gemm(&g, &x.reshape(vec![rows, k])?, &w, b.as_deref())?;
+                *shape.last_mut().expect("a matrix") = y.shape()[1];
+                y.reshape(shape)?
+            }
+            Step::Node(op) => self.node(op, args, known)?,
+            _ => unreachable!("on_device chose the steps"),
+        };
+        Ok(vec![y])
+    }
+
+    fn node(
+        &self,
+        op: &Op,
+        mut args: Vec<Arg<'_, GpuTensor>>,
+        known: &[Option<&Known>],
+    ) -> Result<GpuTensor, ModelError> {
+        let invalid = |what: String| {
+            ModelError::Kernel(mpinfer_kernels::KernelError::Invalid { op: "node", what })
+        };
+        Ok(match op {
+            Op::Unary(_) => {
+                let mut y = self.owned(args[0].take())?;
+                self.gpu.relu(&mut y)?;
+                y
+            }
+            Op::Identity => self.owned(args[0].take())?,
+            Op::Softmax { axis, coerced } => {
+                let mut y = self.owned(args[0].take())?;
+                let rank = y.shape().len();
+                let a = crate::graph::op::norm_axis(*axis, rank, *coerced)
+                    .ok_or_else(|| invalid(format!("axis {axis} outside rank {rank}")))?;
+                if *coerced {
+                    self.gpu.softmax_coerced(&mut y, a)?;
+                } else {
+                    self.gpu.softmax(&mut y, a)?;
+                }
+                y
+            }
+            Op::Pool {
+                pool,
+                spatial,
+                auto_pad,
+            } => {
+                let x = self.owned(args[0].take())?;
+                let (p, _) =
+                    infer::pool_at(pool, *spatial, *auto_pad, x.shape()).map_err(invalid)?;
+                self.gpu.pool2d(&p, &x)?
+            }
+            Op::GlobalPool(_) => self.gpu.global_average_pool(&self.owned(args[0].take())?)?,
+            _ => {
+                // The reshapes: the shape worked out as the CPU works it out.
+                let inputs: Vec<Option<Input>> = args
+                    .iter()
+                    .zip(known)
+                    .map(|(a, k)| shape_input(a, *k))
+                    .collect();
+                let to = infer::infer(op, &inputs, 1).map_err(invalid)?.remove(0);
+                self.owned(args[0].take())?.reshape(to)?
+            }
+        })
+    }
+}
+
+/// Fused work the device kernels do themselves: a ReLU at most.
+fn relu_only(post: &[Post]) -> bool {
+    matches!(post, [] | [Post::Unary(Unary::Relu)])
+}
+
+fn shape_input<'a>(a: &'a Arg<'_, GpuTensor>, k: Option<&'a Known>) -> Option<Input<'a>> {
+    match (a, k) {
+        (Arg::Owned(t), _) => Some(Input {
+            shape: t.shape(),
+            known: None,
+        }),
+        (Arg::Ref(t), _) => Some(Input {
+            shape: t.shape(),
+            known: None,
+        }),
+        (Arg::Host(t), _) => Some(Input {
+            shape: &t.shape,
+            known: k,
+        }),
+        (Arg::Absent, Some(kn)) => Some(Input {
+            shape: match kn {
+                Known::Ints(t) => &t.shape,
+                Known::Float(t) => &t.shape,
+            },
+            known: Some(kn),
+        }),
+        (Arg::Absent, None) => None,
+    }
+}
