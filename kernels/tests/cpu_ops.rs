@@ -22,6 +22,19 @@ struct ConvCase {
     conv: Conv2d,
 }
 
+impl ConvCase {
+    /// A random input, weight and bias of this case's shapes.
+    fn operands(&self, rng: &mut StdRng) -> (Tensor, Tensor, Vec<f32>) {
+        let x = random(&[self.n, self.c, self.h, self.w], rng);
+        let w = random(
+            &[self.m, self.c / self.conv.groups, self.k[0], self.k[1]],
+            rng,
+        );
+        let bias = (0..self.m).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        (x, w, bias)
+    }
+}
+
 fn conv_cases() -> Vec<ConvCase> {
     let c = |n, c, h, w, m, k: [usize; 2], conv| ConvCase {
         n,
@@ -322,12 +335,7 @@ fn conv2d_matches_the_reference() {
     for threads in [1, 3] {
         let cpu = Cpu::new(threads);
         for (idx, case) in conv_cases().into_iter().enumerate() {
-            let x = random(&[case.n, case.c, case.h, case.w], &mut rng);
-            let w = random(
-                &[case.m, case.c / case.conv.groups, case.k[0], case.k[1]],
-                &mut rng,
-            );
-            let bias: Vec<f32> = (0..case.m).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let (x, w, bias) = case.operands(&mut rng);
             for with_bias in [false, true] {
                 let b = with_bias.then_some(&bias[..]);
                 let (shape, want, scale) = conv_reference(&x, &w, b, &case.conv);
@@ -400,12 +408,7 @@ fn conv2d_epilogue_matches_the_reference() {
     for threads in [1, 3] {
         let cpu = Cpu::new(threads);
         for (idx, case) in conv_cases().into_iter().enumerate() {
-            let x = random(&[case.n, case.c, case.h, case.w], &mut rng);
-            let w = random(
-                &[case.m, case.c / case.conv.groups, case.k[0], case.k[1]],
-                &mut rng,
-            );
-            let bias: Vec<f32> = (0..case.m).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let (x, w, bias) = case.operands(&mut rng);
             let b = (idx % 2 == 0).then_some(&bias[..]);
             let (shape, conv, conv_scale) = conv_reference(&x, &w, b, &case.conv);
             let mut residual = random(&shape, &mut rng).data;
