@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close_tensors, random};
 use mpinfer_kernels::cpu::{self, Conv2d, Cpu, Gemm, Pool2d, PoolKind};
+use mpinfer_kernels::cuda::cache::KernelCache;
 use mpinfer_kernels::cuda::{self, nvrtc, Gpu, GpuTensor};
 use mpinfer_kernels::device::{self, choose};
 use mpinfer_kernels::{Device, DeviceRequest, KernelError, Stored, StoredDType, Tensor};
@@ -25,31 +26,38 @@ use rand::SeedableRng;
 
 const DTYPES: [StoredDType; 3] = [StoredDType::F32, StoredDType::F16, StoredDType::BF16];
 
-/// The NVRTC library of the pip wheel in the workspace's `.venv`.
+/// The NVRTC library of a pip wheel (CUDA 13 or 12) in the workspace's
+/// `.venv`.
 fn venv_nvrtc() -> Option<PathBuf> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
-    std::fs::read_dir(lib)
+    let sites: Vec<PathBuf> = std::fs::read_dir(lib)
         .ok()?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .map(|e| {
-            e.path()
-                .join("site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12")
+        .map(|e| e.path().join("site-packages/nvidia"))
+        .collect();
+    sites
+        .iter()
+        .flat_map(|site| {
+            [
+                site.join("cu13/lib/libnvrtc.so.13"),
+                site.join("cuda_nvrtc/lib/libnvrtc.so.12"),
+            ]
         })
         .find(|p| p.is_file())
 }
 
-/// Loads NVRTC, preferring the workspace's wheel, by full path: the
-/// library is opened directly rather than through `LD_LIBRARY_PATH`, which
-/// the loader only reads at process start. `None` when there is none.
+/// Loads NVRTC wherever the search finds it; `None` when there is none.
+/// When the workspace's wheel is there, some NVRTC must load: the tests
+/// compiling kernels then run rather than skip.
 fn nvrtc_loaded() -> Option<String> {
-    if let Some(path) = venv_nvrtc() {
-        let path = path.canonicalize().unwrap_or(path);
-        nvrtc::load_library(&path)
-            .unwrap_or_else(|e| panic!("{} exists but does not load: {e}", path.display()));
-        return Some(path.display().to_string());
+    match nvrtc::ensure_loaded() {
+        Ok(found) => Some(found),
+        Err(e) => match venv_nvrtc() {
+            Some(path) => panic!("{} exists but no NVRTC loads: {e}", path.display()),
+            None => None,
+        },
     }
-    nvrtc::ensure_loaded().ok()
 }
 
 /// The device `choose` picks, or `None` with the skip recorded for the
@@ -205,6 +213,105 @@ fn cubins_for_ampere_and_hopper_do_not_spill_registers() {
             );
         }
     }
+}
+
+#[test]
+fn nvrtc_reports_its_file_version_and_architectures() {
+    if nvrtc_loaded().is_none() {
+        skip("NVRTC not found (run scripts/setup.sh)");
+        return;
+    }
+    let found = nvrtc::library().unwrap();
+    println!("{found}; architectures {:?}", found.architectures());
+    assert!(found.path().is_file(), "{}", found.path().display());
+    let (major, _) = found.version();
+    assert!(major >= 12, "{found}");
+    assert_eq!(nvrtc::version().unwrap(), found.version());
+    let archs = found.architectures();
+    assert!(archs.contains(&80) && archs.contains(&90), "{archs:?}");
+    assert!(archs.windows(2).all(|w| w[0] < w[1]), "{archs:?}");
+    assert_eq!(nvrtc::compile_target((9, 0), archs).unwrap(), "sm_90");
+    // Asking for the library in use again is no error.
+    nvrtc::load_library(found.path()).unwrap();
+}
+
+#[test]
+fn the_kernel_cache_compiles_once_and_then_reads_the_image_back() {
+    if nvrtc_loaded().is_none() {
+        skip("NVRTC not found (run scripts/setup.sh)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mpinfer-kernel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let source = &nvrtc::ELEMENTWISE;
+    let cache = KernelCache::new(Some(dir.clone()));
+    let first = cache.compile(source, "compute_80", &[]).unwrap();
+    assert_eq!(cache.compiled(), 1);
+    assert!(
+        String::from_utf8_lossy(&first).contains(".target sm_80"),
+        "PTX for sm_80"
+    );
+    let again = cache.compile(source, "compute_80", &[]).unwrap();
+    assert_eq!(cache.compiled(), 1, "the second call compiled again");
+    assert_eq!(again, first);
+    // A later process, sharing the directory, compiles nothing either.
+    let later = KernelCache::new(Some(dir.clone()));
+    assert_eq!(later.compile(source, "compute_80", &[]).unwrap(), first);
+    assert_eq!(later.compiled(), 0);
+    // Other options are another image.
+    later.compile(source, "compute_80", &["-lineinfo"]).unwrap();
+    assert_eq!(later.compiled(), 1);
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(entries, 2);
+}
+
+/// Set in the child process of the next test: the `$CUDA_HOME` it expects
+/// NVRTC under.
+const EXPECT_CUDA_HOME: &str = "MPINFER_TEST_EXPECT_CUDA_HOME";
+
+#[test]
+fn nvrtc_under_cuda_home_is_found_before_the_wheel() {
+    if let Some(home) = std::env::var_os(EXPECT_CUDA_HOME) {
+        let found = nvrtc::library().unwrap();
+        assert!(
+            found.path().starts_with(&home),
+            "{found}, not under {}",
+            Path::new(&home).display()
+        );
+        return;
+    }
+    let Some(wheel) = venv_nvrtc() else {
+        skip("no NVRTC wheel in .venv to stand for a toolkit (run scripts/setup.sh)");
+        return;
+    };
+    // A toolkit whose lib64 is the wheel's directory (so that NVRTC's
+    // builtins sit beside it too).
+    let home = std::env::temp_dir().join(format!("mpinfer-cuda-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink(wheel.parent().unwrap(), home.join("lib64")).unwrap();
+    // A fresh process, since this one may have bound NVRTC already.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "nvrtc_under_cuda_home_is_found_before_the_wheel",
+            "--nocapture",
+        ])
+        .env(EXPECT_CUDA_HOME, &home)
+        .env("CUDA_HOME", &home)
+        .env_remove("CUDA_PATH")
+        .env_remove(nvrtc::NVRTC_ENV)
+        .env_remove("MPINFER_SKIP_LOG")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&home).unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

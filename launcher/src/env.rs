@@ -1,13 +1,62 @@
 //! `mpinfer env`: what the job looks like from each rank: which launcher
-//! started it, where each rank runs, and what it will compute on.
+//! started it, where each rank runs, what it will compute on, and the NVRTC
+//! and kernel cache its CUDA kernels would use.
 
 use crate::job::Job;
 use crate::launch::{launcher, launcher_local_rank, mpi_library};
 use anyhow::Result;
 use mpinfer_collectives::Opts;
+use mpinfer_kernels::cuda::{cache, nvrtc};
 
 fn host() -> String {
     mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
+}
+
+/// The NVRTC library this rank finds and what it compiles for, or why
+/// there is none.
+fn nvrtc_found() -> String {
+    match nvrtc::library() {
+        Ok(found) => {
+            let archs: Vec<String> = found
+                .architectures()
+                .iter()
+                .map(|a| format!("sm_{a}"))
+                .collect();
+            format!("{found}; compiles for {}", archs.join(" "))
+        }
+        Err(e) => format!("none: {}", e.chain()),
+    }
+}
+
+fn cache_dir() -> String {
+    match cache::dir() {
+        Some(dir) => dir.display().to_string(),
+        None => format!(
+            "none (set {} or HOME): kernels are compiled by every process",
+            cache::CACHE_ENV
+        ),
+    }
+}
+
+/// Prints `label: value`, or one such line per distinct value naming the
+/// ranks that have it.
+fn print_shared(label: &str, values: &[&str]) {
+    if values.iter().all(|v| *v == values[0]) {
+        println!("{label}: {}", values[0]);
+        return;
+    }
+    let mut shown: Vec<&str> = Vec::new();
+    for value in values {
+        if shown.contains(value) {
+            continue;
+        }
+        shown.push(value);
+        let ranks: Vec<String> = (0..values.len())
+            .filter(|&r| values[r] == *value)
+            .map(|r| r.to_string())
+            .collect();
+        println!("{label} on ranks {}: {value}", ranks.join(", "));
+    }
 }
 
 /// `mpinfer env`: one line per rank, printed by rank 0.
@@ -34,7 +83,8 @@ pub fn run(
         host(),
         threads,
     );
-    let mine = line.into_bytes();
+    // Fields joined by NULs, which none of them holds.
+    let mine = [line, nvrtc_found(), cache_dir()].join("\0").into_bytes();
     let p = job.size();
     let mut lens = vec![0i64; p];
     comm.allgather(&mut lens, Opts::default().send(&[mine.len() as i64]))?;
@@ -55,10 +105,28 @@ pub fn run(
             "rank", "local rank", "host", "threads"
         );
         let mut at = 0;
+        let mut reports = Vec::new();
         for c in counts {
-            println!("{}", String::from_utf8_lossy(&all[at..at + c]));
+            reports.push(String::from_utf8_lossy(&all[at..at + c]).into_owned());
             at += c;
         }
+        print_reports(&reports);
     }
     Ok(())
+}
+
+/// Each rank's line, then the NVRTC and cache lines they share.
+fn print_reports(reports: &[String]) {
+    let fields: Vec<Vec<&str>> = reports.iter().map(|r| r.split('\0').collect()).collect();
+    let field = |i: usize| -> Vec<&str> {
+        fields
+            .iter()
+            .map(|f| f.get(i).copied().unwrap_or("?"))
+            .collect()
+    };
+    for line in field(0) {
+        println!("{line}");
+    }
+    print_shared("NVRTC", &field(1));
+    print_shared("kernel cache", &field(2));
 }

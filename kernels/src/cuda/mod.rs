@@ -2,11 +2,10 @@
 //! device memory between layers.
 //!
 //! The kernels are our own `.cu` files (`kernels/cuda/`), compiled by NVRTC
-//! the first time a process needs them: to a cubin for the device's exact
-//! architecture where this NVRTC knows it (so any 12.x driver loads it),
-//! else to PTX for the newest architecture it knows, which the driver
-//! compiles. Compiled images are shared by every [`Gpu`] in the process;
-//! each `Gpu` loads a file's module once.
+//! the first time they are needed ([`nvrtc::compile_target`] says for
+//! what) and kept on disk for later processes ([`cache`]). Compiled images
+//! are shared by every [`Gpu`] in the process; each `Gpu` loads a file's
+//! module once.
 //!
 //! All operands of one op share a storage type ([`StoredDType`]); 16-bit
 //! tensors are read and written as 16 bits and computed in f32. On devices
@@ -16,6 +15,7 @@
 //! Nothing here is behind a cargo feature: the driver and NVRTC are loaded
 //! at run time, and [`crate::device::choose`] decides whether to use them.
 
+pub mod cache;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -164,24 +164,13 @@ impl Gpu {
         Ok(())
     }
 
-    /// What NVRTC compiles for on this device: `sm_XY`, or `compute_XY`
-    /// when this NVRTC predates the device.
+    /// What NVRTC compiles for on this device (see
+    /// [`nvrtc::compile_target`]).
     pub fn compile_target(&self) -> Result<String, KernelError> {
         if let Some(target) = self.target.get() {
             return Ok(target.clone());
         }
-        let (major, minor) = self.capability;
-        let want = major * 10 + minor;
-        let archs = nvrtc::supported_architectures()?;
-        let target = if archs.contains(&want) {
-            format!("sm_{want}")
-        } else if let Some(best) = archs.iter().copied().filter(|a| *a <= want).max() {
-            format!("compute_{best}")
-        } else {
-            return Err(KernelError::Unavailable(format!(
-                "NVRTC cannot compile for compute capability {major}.{minor} (it knows {archs:?})"
-            )));
-        };
+        let target = nvrtc::compile_target(self.capability, &nvrtc::supported_architectures()?)?;
         Ok(self.target.get_or_init(|| target).clone())
     }
 
@@ -200,7 +189,7 @@ impl Gpu {
             {
                 Some(image) => image.bytes.clone(),
                 None => {
-                    let bytes: Arc<[u8]> = nvrtc::compile(source, &target, &[])?.image.into();
+                    let bytes: Arc<[u8]> = cache::kernels().compile(source, &target, &[])?.into();
                     images.push(Image {
                         file: source.name,
                         target: target.clone(),
