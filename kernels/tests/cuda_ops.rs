@@ -20,7 +20,7 @@ use mpinfer_kernels::cuda::cache::KernelCache;
 use mpinfer_kernels::cuda::{self, nvrtc, Gpu, GpuTensor};
 use mpinfer_kernels::device::{self, choose};
 use mpinfer_kernels::{Device, DeviceRequest, KernelError, Stored, StoredDType, Tensor};
-use mpinfer_testkit::skip;
+use mpinfer_testkit::{skip, skip_cuda};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -68,7 +68,7 @@ fn gpu() -> Option<Gpu> {
         Ok((Device::Cuda(i), _)) => Some(Gpu::new(i).expect("open the CUDA device choose picked")),
         Ok((Device::Cpu, why)) => {
             let why = why.trim_end_matches("; using the CPU");
-            skip(&format!("no CUDA device to test on: {why}"));
+            skip_cuda(&format!("no CUDA device to test on: {why}"));
             None
         }
         Err(e) => panic!("choose(Auto) must not fail: {e}"),

@@ -35,6 +35,23 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// The variable that makes a test needing a GPU fail instead of skipping:
+/// on a machine that has one, a skip would hide a broken driver or toolkit.
+pub const REQUIRE_CUDA: &str = "MPINFER_REQUIRE_CUDA";
+
+/// [`skip`] for a test that needs a CUDA device, or a panic naming the
+/// reason when `MPINFER_REQUIRE_CUDA=1`.
+pub fn skip_cuda(reason: &str) {
+    if required(std::env::var(REQUIRE_CUDA).ok().as_deref()) {
+        panic!("{REQUIRE_CUDA}=1, but {reason}");
+    }
+    skip(reason);
+}
+
+fn required(value: Option<&str>) -> bool {
+    matches!(value, Some(v) if !v.is_empty() && v != "0")
+}
+
 /// `SKIPPED <binary>::<test>: <reason>`, on one line.
 pub fn skip_line(test: &str, reason: &str) -> String {
     let reason = reason.replace('\n', " ");
@@ -66,6 +83,15 @@ fn strip_hash(stem: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requiring_cuda_takes_any_value_but_empty_and_zero() {
+        assert!(required(Some("1")));
+        assert!(required(Some("yes")));
+        assert!(!required(Some("0")));
+        assert!(!required(Some("")));
+        assert!(!required(None));
+    }
 
     #[test]
     fn a_skip_line_is_one_line_that_names_the_test() {
