@@ -93,14 +93,7 @@ impl CudaBackend {
         args: Vec<Arg<'_, GpuTensor>>,
         known: &[Option<&Known>],
     ) -> Result<Vec<GpuTensor>, ModelError> {
-        let name = match step {
-            Step::Node(op) => format!("{op:?}")
-                .split([' ', '(', '{'])
-                .next()
-                .unwrap_or("")
-                .to_string(),
-            other => format!("{other:?}").chars().take(24).collect(),
-        };
+        let name = step_name(step);
         {
             let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
             let n = host.entry(name.clone()).or_insert(0);
@@ -302,6 +295,35 @@ impl CudaBackend {
                 self.owned(args[0].take())?.reshape(to)?
             }
         })
+    }
+}
+
+/// What the log and the count call a step: its op, or its kind.
+fn step_name(step: &Step) -> String {
+    let kind = match step {
+        Step::Node(op) => {
+            let op = format!("{op:?}");
+            return op.split([' ', '{']).next().unwrap_or("node").to_string();
+        }
+        Step::Conv { post, .. } | Step::Linear { post, .. } if !post.is_empty() => {
+            return format!("{} with fused {post:?}", step_name_plain(step));
+        }
+        _ => step_name_plain(step),
+    };
+    kind.to_string()
+}
+
+fn step_name_plain(step: &Step) -> &'static str {
+    match step {
+        Step::Conv { one_d: true, .. } => "Conv 1-D",
+        Step::Conv { .. } => "Conv",
+        Step::Linear { .. } => "Linear",
+        Step::Affine { .. } => "BatchNormalization",
+        Step::Node(_) => "node",
+        Step::Channels(_) => "Channels",
+        Step::Bias { .. } => "Bias",
+        Step::Zeros(_) => "Zeros",
+        Step::View { .. } => "View",
     }
 }
 

@@ -11,7 +11,7 @@ use mpinfer_kernels::{StoredDType, Tensor};
 use mpinfer_runtime::exec::{load_program, Program};
 use mpinfer_runtime::graph::Spec;
 use mpinfer_runtime::model::Model;
-use mpinfer_runtime::run::{run, Outputs, RunError, RunOptions};
+use mpinfer_runtime::run::{run, Exec, Outputs, RunError, RunOptions};
 use mpinfer_runtime::ModelError;
 
 #[derive(Default)]
@@ -33,10 +33,32 @@ impl Outputs for Collect {
 
 /// Rank 0's output rows in order, and how many rows each rank computed.
 pub fn run_on(ranks: usize, model: &Model, x: &Tensor, opts: &RunOptions) -> (Tensor, Vec<usize>) {
+    let cpu = Cpu::new(1);
+    run_with(ranks, model, Exec::Cpu(&cpu), x, opts)
+}
+
+/// Rank 0's output rows in order, every rank running on `exec`.
+pub fn run_on_device(
+    ranks: usize,
+    model: &Model,
+    exec: Exec<'_>,
+    x: &Tensor,
+    opts: &RunOptions,
+) -> Tensor {
+    run_with(ranks, model, exec, x, opts).0
+}
+
+fn run_with(
+    ranks: usize,
+    model: &Model,
+    exec: Exec<'_>,
+    x: &Tensor,
+    opts: &RunOptions,
+) -> (Tensor, Vec<usize>) {
     let results = LocalWorld::run(ranks, |t| {
         let comm = Communicator::new(Counting::new(t), Config::default());
         let mut out = Collect::default();
-        run(&comm, model, &Cpu::new(1), x, &mut out, opts).expect("run");
+        run(&comm, model, exec, x, &mut out, opts).expect("run");
         (out.rows, out.computed)
     });
     let computed = results.iter().map(|r| r.1).collect();

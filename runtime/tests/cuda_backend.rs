@@ -1,0 +1,95 @@
+//! Whole models on the CUDA backend against the CPU backend: the exported
+//! fixtures (residuals, concatenations, attention) and every strategy on
+//! two in-process ranks. Skipped, visibly, where no CUDA device (real or
+//! emulated) is found; `MPINFER_REQUIRE_CUDA=1` makes that a failure.
+
+mod common;
+
+use common::{run_on_device, whole_program};
+use mpinfer_kernels::cpu::Cpu;
+use mpinfer_kernels::cuda::Gpu;
+use mpinfer_kernels::device::choose;
+use mpinfer_kernels::{Device, DeviceRequest, Tensor};
+use mpinfer_runtime::exec::{Backend, CudaBackend};
+use mpinfer_runtime::model::Model;
+use mpinfer_runtime::onnx;
+use mpinfer_runtime::run::{Exec, RunOptions, Strategy};
+use mpinfer_runtime::ModelError;
+use mpinfer_testkit::skip_cuda;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+
+fn backend() -> Option<CudaBackend> {
+    match choose(DeviceRequest::Auto, 0) {
+        Ok((Device::Cuda(i), _)) => Some(CudaBackend::new(
+            Gpu::new(i).expect("open the device choose picked"),
+            Cpu::new(1),
+        )),
+        Ok((Device::Cpu, why)) => {
+            let why = why.trim_end_matches("; using the CPU");
+            skip_cuda(&format!("no CUDA device to test on: {why}"));
+            None
+        }
+        Err(e) => panic!("choose(Auto) must not fail: {e}"),
+    }
+}
+
+fn input(model: &Model, rows: usize) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(7);
+    let shape: Vec<usize> = std::iter::once(rows)
+        .chain(model.sample_shape.iter().copied())
+        .collect();
+    let n = shape.iter().product();
+    Tensor::new(shape, (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect())
+}
+
+fn close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let scale = want
+        .data
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-30);
+    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * scale,
+            "{what}: element {i}: CUDA {g}, CPU {w}"
+        );
+    }
+}
+
+/// `model` whole on `backend`, as one rank alone runs it.
+fn whole<B: Backend>(backend: &B, model: &Model, x: &Tensor) -> Tensor {
+    let (program, spec) = whole_program(model, x.shape[0]);
+    let mut no_comm = |_: usize, _: &_, _: &mut Tensor| -> Result<(), ModelError> {
+        unreachable!("a whole program has no collectives")
+    };
+    let inputs = vec![(model.input, x.clone())];
+    let mut ys = program
+        .run(backend, model, &spec, inputs, &mut no_comm)
+        .unwrap();
+    ys.swap_remove(0)
+}
+
+#[test]
+fn exported_models_match_the_cpu_on_the_device() {
+    let Some(cuda) = backend() else { return };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
+    for family in ["sequential", "resnet_basic", "densenet", "vit"] {
+        let model = onnx::load(&fixtures.join(format!("{family}.dynamo.onnx"))).unwrap();
+        let x = input(&model, 3);
+        let cpu = whole(&Cpu::new(1), &model, &x);
+        let gpu = whole(&cuda, &model, &x);
+        close(&gpu, &cpu, family);
+        for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
+            let opts = RunOptions {
+                strategy,
+                batch_size: Some(2),
+                ..RunOptions::default()
+            };
+            let got = run_on_device(2, &model, Exec::Cuda(&cuda), &x, &opts);
+            close(&got, &cpu, &format!("{family}, {strategy:?} on 2 ranks"));
+        }
+    }
+}
