@@ -64,7 +64,7 @@ build() {
     shift 2
     local flags=("$@")
     local common=(-std=c++17 -fPIC -pthread -fno-strict-aliasing -fvisibility=hidden -fvisibility-inlines-hidden
-        -g -Wall -Wno-unused-function -Ikernels/cuda -Ikernels/emu -DMPINFER_EMU)
+        -g -Wall -Wno-unused-function -Wno-unknown-pragmas -Ikernels/cuda -Ikernels/emu -DMPINFER_EMU)
     local stamp
     stamp=$({
         cat kernels/emu/* kernels/cuda/* "${BASH_SOURCE[0]}"
@@ -111,8 +111,14 @@ build() {
     echo "$stamp" >"$out/stamp"
 }
 
+# Only explicit fmaf fuses (as fmaf does on the device), whatever the host;
+# with FMA instructions it is one instead of a call into libm.
 build_plain() {
-    build target/cuda-emu "${CXX:-$(first_compiler clang++ g++)}" -O2
+    local flags=(-O2 -ffp-contract=off)
+    if [ "$(uname -m)" = x86_64 ] && grep -qw fma /proc/cpuinfo 2>/dev/null; then
+        flags+=(-mfma)
+    fi
+    build target/cuda-emu "${CXX:-$(first_compiler clang++ g++)}" "${flags[@]}"
 }
 
 # GCC's: its AddressSanitizer runtime comes with the compiler, and a
@@ -136,6 +142,12 @@ run_tests() {
         echo "export LD_LIBRARY_PATH=\"$PWD/$out\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
         echo 'export MPINFER_CUDA_EMULATED=1'
         if [ -n "$preload" ]; then
+            # The sanitizer's dlopen hides its caller's RUNPATH, through
+            # which NVRTC finds its builtins library beside it.
+            local nvrtc
+            for nvrtc in "$PWD"/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib; do
+                [ -d "$nvrtc" ] && echo "export LD_LIBRARY_PATH=\"\$LD_LIBRARY_PATH:$nvrtc\""
+            done
             echo "export LD_PRELOAD=\"$preload\""
             # Leaks are not checked: the driver keeps its state until exit
             # by design, and Rust test binaries leak their own on purpose.

@@ -1,8 +1,7 @@
 // Running a grid: blocks spread over a few OS threads, each block's CUDA
-// threads as fibers (ucontext) of one OS thread, switched at barriers and
-// warp-wide operations only.
+// threads as fibers of one OS thread, switched at barriers and warp-wide
+// operations only.
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "context.h"
 #include "emu.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -47,7 +47,7 @@ constexpr size_t STACK_BYTES = 128 * 1024;
 enum class State { ready, at_barrier, in_warp_op, done };
 
 struct Fiber {
-    ucontext_t context;
+    Context context;
     char* stack = nullptr;  // STACK_BYTES above a guard page
     Coords coords;
     unsigned tid = 0;
@@ -83,7 +83,7 @@ struct Warp {
 struct Block {
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
-    ucontext_t scheduler;
+    Context scheduler;
     const void* scheduler_stack = nullptr;  // AddressSanitizer bookkeeping
     size_t scheduler_stack_size = 0;
     const Launch* launch = nullptr;
@@ -124,7 +124,7 @@ void to_scheduler(bool dying) {
     Block& b = this_block;
     Fiber* f = b.running;
     start_switch(dying ? nullptr : &f->fake_stack, b.scheduler_stack, b.scheduler_stack_size);
-    swapcontext(&f->context, &b.scheduler);
+    switch_context(f->context, b.scheduler);
     finish_switch(f->fake_stack, nullptr, nullptr);
     current = &f->coords;
 }
@@ -217,31 +217,48 @@ bool prepare(Block& b, const Launch& l, unsigned linear_block) {
                     l.grid};
         f.state = State::ready;
         f.fake_stack = nullptr;
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack;
-        f.context.uc_stack.ss_size = STACK_BYTES;
-        f.context.uc_link = nullptr;
-        makecontext(&f.context, fiber_main, 0);
+        prepare_context(f.context, f.stack, STACK_BYTES, fiber_main);
     }
     return true;
 }
 
-// Runs one block on this OS thread; "" or the fault.
+void resume(Block& b, Fiber& f) {
+    b.running = &f;
+    void* fake_stack = nullptr;
+    start_switch(&fake_stack, f.stack, STACK_BYTES);
+    switch_context(b.scheduler, f.context);
+    finish_switch(fake_stack, nullptr, nullptr);
+}
+
+// Runs warp w until none of its threads can go on; whether any ran.
+bool run_warp(Block& b, unsigned w) {
+    unsigned first = w * WARP, end = std::min(b.threads, first + WARP);
+    bool ran = false;
+    for (bool again = true; again && b.error.empty();) {
+        again = false;
+        for (unsigned t = first; t < end && b.error.empty(); ++t) {
+            if (b.fibers[t].state != State::ready) continue;
+            resume(b, b.fibers[t]);
+            ran = again = true;
+        }
+    }
+    return ran;
+}
+
+// Runs one block on this OS thread; "" or the fault. Each warp runs as far
+// as it can before the next starts, up to a __syncthreads that the others
+// have not reached: a missing barrier then lets one warp overwrite shared
+// memory that another has yet to read. Odd blocks take their warps last to
+// first, so that a race is caught whichever side of it runs ahead.
 std::string run_block(const Launch& l, unsigned linear_block) {
     Block& b = this_block;
     if (!prepare(b, l, linear_block)) return b.error;
     const Coords* outer = current;
+    unsigned warps = (unsigned)b.warps.size();
     while (b.live > 0 && b.error.empty()) {
         bool ran = false;
-        for (unsigned t = 0; t < b.threads && b.error.empty(); ++t) {
-            Fiber& f = b.fibers[t];
-            if (f.state != State::ready) continue;
-            ran = true;
-            b.running = &f;
-            void* fake_stack = nullptr;
-            start_switch(&fake_stack, f.stack, STACK_BYTES);
-            swapcontext(&b.scheduler, &f.context);
-            finish_switch(fake_stack, nullptr, nullptr);
+        for (unsigned i = 0; i < warps && b.error.empty(); ++i) {
+            ran |= run_warp(b, linear_block % 2 ? warps - 1 - i : i);
         }
         if (!ran && b.error.empty()) {
             unsigned in_warp_ops = 0;

@@ -80,13 +80,21 @@ using CUevent = Event*;
 constexpr int SM = 90;
 constexpr const char* NAME = "mpinfer CPU emulation of sm_90";
 constexpr size_t ALIGN = 256;
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer's own red zones, right at the end of each allocation,
+// catch reads past it too.
+constexpr size_t GUARD = 0;
+#else
 constexpr size_t GUARD = 256;
+#endif
 constexpr unsigned char GUARD_BYTE = 0xa5;
 
 struct Allocation {
     size_t bytes;
-    unsigned char* base;  // GUARD bytes, the allocation, GUARD bytes or more
+    unsigned char* base;  // GUARD bytes, the allocation, its padding to ALIGN and GUARD bytes
 };
+
+size_t padded(size_t bytes) { return GUARD == 0 ? bytes : (bytes + ALIGN - 1) / ALIGN * ALIGN; }
 
 // Everything the driver keeps, under one lock. Leaked on purpose: cudarc
 // and NVRTC may call in while the process exits.
@@ -153,27 +161,38 @@ CUresult check_range(CUdeviceptr ptr, size_t bytes, const char* what) {
     return CUDA_ERROR_INVALID_VALUE;
 }
 
-bool guards_intact(const Allocation& a) {
-    const unsigned char* end = a.base + GUARD + a.bytes;
-    size_t tail = (a.bytes + ALIGN - 1) / ALIGN * ALIGN - a.bytes + GUARD;
+enum class Guards { intact, broken, overrun };
+
+// An overwritten outermost guard byte means the write may have gone on
+// into the allocator's own memory: the process cannot go on then.
+Guards check_guards(const Allocation& a) {
+    if (GUARD == 0) return Guards::intact;
+    const unsigned char* tail = a.base + GUARD + a.bytes;
+    size_t tail_bytes = padded(a.bytes) - a.bytes + GUARD;
+    if (a.base[0] != GUARD_BYTE || tail[tail_bytes - 1] != GUARD_BYTE) return Guards::overrun;
     for (size_t i = 0; i < GUARD; ++i) {
-        if (a.base[i] != GUARD_BYTE) return false;
+        if (a.base[i] != GUARD_BYTE) return Guards::broken;
     }
-    for (size_t i = 0; i < tail; ++i) {
-        if (end[i] != GUARD_BYTE) return false;
+    for (size_t i = 0; i < tail_bytes; ++i) {
+        if (tail[i] != GUARD_BYTE) return Guards::broken;
     }
-    return true;
+    return Guards::intact;
 }
 
-// Names the allocations whose guard bytes a kernel overwrote.
-std::string broken_guards() {
+// Names the allocations whose guard bytes a kernel overwrote; aborts when
+// it wrote past them.
+std::string broken_guards(const char* kernel) {
     std::lock_guard<std::mutex> lock(driver().mutex);
     std::string broken;
     for (auto& [ptr, a] : driver().allocations) {
-        if (!guards_intact(a)) {
-            char line[96];
-            std::snprintf(line, sizeof line, "%s[%#llx, +%zu)", broken.empty() ? "" : ", ", ptr, a.bytes);
-            broken += line;
+        Guards g = check_guards(a);
+        if (g == Guards::intact) continue;
+        char line[96];
+        std::snprintf(line, sizeof line, "%s[%#llx, +%zu)", broken.empty() ? "" : ", ", ptr, a.bytes);
+        broken += line;
+        if (g == Guards::overrun) {
+            say("%s wrote past the guard bytes of %s: aborting, the heap may be corrupt", kernel, line);
+            std::abort();
         }
     }
     return broken;
@@ -186,10 +205,11 @@ CUresult allocate(CUdeviceptr* dptr, size_t bytes) {
         *dptr = 0;
         return CUDA_SUCCESS;
     }
-    size_t padded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
-    auto* base = static_cast<unsigned char*>(std::aligned_alloc(ALIGN, GUARD + padded + GUARD));
-    if (!base) return CUDA_ERROR_OUT_OF_MEMORY;
-    std::memset(base, GUARD_BYTE, GUARD + padded + GUARD);
+    size_t total = GUARD + padded(bytes) + GUARD;
+    void* memory = nullptr;
+    if (posix_memalign(&memory, ALIGN, total) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    auto* base = static_cast<unsigned char*>(memory);
+    std::memset(base, GUARD_BYTE, total);
     std::memset(base + GUARD, 0xff, bytes);
     *dptr = (CUdeviceptr)(base + GUARD);
     std::lock_guard<std::mutex> lock(driver().mutex);
@@ -206,10 +226,14 @@ CUresult release(CUdeviceptr ptr) {
         say("cuMemFree of %#llx, which is not an allocation", ptr);
         return CUDA_ERROR_INVALID_VALUE;
     }
-    bool intact = guards_intact(it->second);
+    Guards g = check_guards(it->second);
+    if (g == Guards::overrun) {
+        say("something wrote past the guard bytes of the allocation at %#llx: aborting, the heap may be corrupt", ptr);
+        std::abort();
+    }
     std::free(it->second.base);
     driver().allocations.erase(it);
-    if (!intact) {
+    if (g == Guards::broken) {
         say("the guard bytes of the allocation at %#llx were overwritten", ptr);
         return CUDA_ERROR_ILLEGAL_ADDRESS;
     }
@@ -535,7 +559,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
         say("fault in %s", fault.c_str());
         return CUDA_ERROR_LAUNCH_FAILED;
     }
-    std::string broken = broken_guards();
+    std::string broken = broken_guards(f->name.c_str());
     if (!broken.empty()) {
         say("%s wrote outside its buffers: the guard bytes of %s were overwritten", f->name.c_str(), broken.c_str());
         return CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -619,8 +643,7 @@ API CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t n, CUstrea
 API CUresult cuMemAllocHost_v2(void** p, size_t bytes) {
     if (CUresult r = need_context()) return r;
     if (!p) return CUDA_ERROR_INVALID_VALUE;
-    *p = std::aligned_alloc(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN + ALIGN);
-    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+    return posix_memalign(p, ALIGN, bytes ? bytes : 1) == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
 API CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned flags) {
