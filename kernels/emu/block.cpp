@@ -16,6 +16,7 @@
 
 #include "context.h"
 #include "emu.h"
+#include "half.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define MPINFER_EMU_ASAN 1
@@ -303,27 +304,8 @@ void check_same_op(Warp& w, LaneSlot* slots) {
 }
 
 float widen(uint16_t bits, WarpOp op) {
-    if (op == WarpOp::mma_bf16) {
-        uint32_t u = (uint32_t)bits << 16;
-        float f;
-        std::memcpy(&f, &u, sizeof f);
-        return f;
-    }
-    // Same conversion as the shim's f16_to_f32, which this file does not
-    // include.
-    uint32_t sign = (uint32_t)(bits & 0x8000u) << 16, exp = (bits >> 10) & 0x1fu, man = bits & 0x3ffu;
-    uint32_t u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else if (exp != 0) {
-        u = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man == 0) {
-        u = sign;
-    } else {
-        uint32_t e = 113;
-        while (!(man & 0x400u)) man <<= 1, --e;
-        u = sign | (e << 23) | ((man & 0x3ffu) << 13);
-    }
+    if (op == WarpOp::mma_f16) return f16_to_f32(bits);
+    uint32_t u = (uint32_t)bits << 16;
     float f;
     std::memcpy(&f, &u, sizeof f);
     return f;
