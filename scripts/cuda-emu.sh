@@ -67,7 +67,7 @@ build() {
         -g -Wall -Wno-unused-function -Wno-unknown-pragmas -Ikernels/cuda -Ikernels/emu -DMPINFER_EMU)
     local stamp
     stamp=$({
-        cat kernels/emu/* kernels/cuda/* "${BASH_SOURCE[0]}"
+        cat kernels/emu/*.h kernels/emu/*.cpp kernels/cuda/* "${BASH_SOURCE[0]}"
         "$cxx" --version
         echo "${common[*]} ${flags[*]}"
     } | sha256sum | cut -c1-16)
