@@ -5,7 +5,10 @@
 #   2. the multi-rank tests again against MPICH, built in target/mpich
 #      (mpi-sys does not rebuild when MPICC changes), at 1 and 2 ranks:
 #      MPICH with more ranks than cores spins for milliseconds per message,
-#   3. the SLURM job scripts on a real local SLURM (scripts/slurm/test-local.sh).
+#   3. the CUDA device tests (kernels/tests/cuda_ops.rs) on the CPU emulation
+#      of the driver and kernels (scripts/cuda-emu.sh), so that they run on
+#      machines without a GPU too,
+#   4. the SLURM job scripts on a real local SLURM (scripts/slurm/test-local.sh).
 # Before them, formatting and clippy with warnings as errors. The last line
 # (scripts/tally.py) counts a suite that did not build or did not finish as
 # failed, and a test that could not run here as skipped, naming each.
@@ -41,6 +44,8 @@ step "workspace tests, Open MPI" cargo test --workspace --release --no-fail-fast
 step "multi-rank tests, MPICH" env MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich MPIRUN=mpiexec.mpich \
     MPINFER_TEST_MAX_RANKS=2 cargo test --release --no-fail-fast --test mpi_collectives --test mpi_run \
     -- _n1 _n2 fault_other
+
+step "CUDA device tests on the CPU emulation" bash scripts/cuda-emu.sh test
 
 step "SLURM job scripts on a local SLURM" bash scripts/slurm/test-local.sh
 

@@ -1,7 +1,9 @@
 // Shared by every kernel file: storage types, conversions and warp helpers.
 // NVRTC is given no CUDA headers here (the toolkit is not required), so the
 // 16-bit types are bare bit patterns and their conversions are inline PTX or
-// plain bit arithmetic.
+// plain bit arithmetic. Built for the CPU emulation of the driver
+// (kernels/emu, MPINFER_EMU defined), the inline PTX is replaced by the
+// emulator's exact software versions of the same instructions.
 #pragma once
 
 typedef unsigned short u16;
@@ -15,9 +17,13 @@ struct bf16_t { u16 bits; };
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(f16_t v) {
+#ifdef MPINFER_EMU
+    return mpinfer_emu::f16_to_f32(v.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
     return f;
+#endif
 }
 // bf16 is the top half of an f32, so widening is a shift.
 __device__ __forceinline__ float to_f32(bf16_t v) {
@@ -28,7 +34,11 @@ template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float v) {
     f16_t h;
+#ifdef MPINFER_EMU
+    h.bits = mpinfer_emu::f32_to_f16_rn(v);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(v));
+#endif
     return h;
 }
 // Round to nearest even by bit arithmetic (the PTX cvt to bf16 needs sm_80,
@@ -74,7 +84,9 @@ __device__ __forceinline__ float warp_max(float v) {
 // without these instructions; the host never launches the tensor-core kernels
 // there.
 __device__ __forceinline__ void mma_16816(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2], f16_t) {
-#if __CUDA_ARCH__ >= 800
+#if defined(MPINFER_EMU)
+    mpinfer_emu::mma_m16n8k16_f16(d, a, b);
+#elif __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -86,7 +98,9 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const u32 (&a)[4], cons
 }
 
 __device__ __forceinline__ void mma_16816(float (&d)[4], const u32 (&a)[4], const u32 (&b)[2], bf16_t) {
-#if __CUDA_ARCH__ >= 800
+#if defined(MPINFER_EMU)
+    mpinfer_emu::mma_m16n8k16_bf16(d, a, b);
+#elif __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"

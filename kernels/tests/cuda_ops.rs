@@ -9,6 +9,8 @@
 //!   without tensor cores, outputs poisoned with NaN before each run so an
 //!   element left unwritten fails. These need a CUDA device; without one
 //!   they record a skip (`mpinfer_testkit::skip`) with the reason.
+//!   `scripts/cuda-emu.sh test` runs them on every machine, on a CPU
+//!   emulation of the driver and the kernels (kernels/emu).
 
 mod common;
 
@@ -60,14 +62,32 @@ fn nvrtc_loaded() -> Option<String> {
     }
 }
 
+/// Set to 1 by scripts/cuda-emu.sh, which puts its CPU emulation of the
+/// driver first on the library path: the device tests must then run on it,
+/// so a missing or other device fails them instead of skipping.
+const EMULATED: &str = "MPINFER_CUDA_EMULATED";
+
+fn emulated() -> bool {
+    std::env::var_os(EMULATED).is_some_and(|v| v == "1")
+}
+
 /// The device `choose` picks, or `None` with the skip recorded for the
 /// calling test.
 fn gpu() -> Option<Gpu> {
     nvrtc_loaded();
     match choose(DeviceRequest::Auto, 0) {
-        Ok((Device::Cuda(i), _)) => Some(Gpu::new(i).expect("open the CUDA device choose picked")),
+        Ok((Device::Cuda(i), _)) => {
+            let gpu = Gpu::new(i).expect("open the CUDA device choose picked");
+            assert!(
+                !emulated() || gpu.name().contains("CPU emulation"),
+                "{EMULATED}=1 but the device is {}",
+                gpu.name()
+            );
+            Some(gpu)
+        }
         Ok((Device::Cpu, why)) => {
             let why = why.trim_end_matches("; using the CPU");
+            assert!(!emulated(), "{EMULATED}=1 but there is no device: {why}");
             skip_cuda(&format!("no CUDA device to test on: {why}"));
             None
         }
