@@ -9,7 +9,10 @@
 #   scripts/cuda-emu.sh build        builds target/cuda-emu/libcuda.so.1
 #                                    (nothing when its inputs are unchanged)
 #   scripts/cuda-emu.sh test [ARGS]  builds, then runs cuda_ops's device tests
-#                                    on it; ARGS go to the test binary
+#                                    and the runtime's CUDA backend test on it
+#                                    (ARGS go to the test binaries), then
+#                                    `mpirun -n 2 mpinfer run --device cuda`
+#                                    against the CPU
 #   scripts/cuda-emu.sh asan [ARGS]  the same with the emulator and kernels
 #                                    under AddressSanitizer and UBSan (g++)
 #
@@ -161,6 +164,37 @@ run_tests() {
     var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUNNER"
     env "$var=$runner" cargo test --release -p mpinfer-kernels --test cuda_ops -- \
         --skip nvrtc_compiles_every_source --skip cubins_for_ampere_and_hopper "$@"
+    # Whole models on the CUDA backend, against the CPU backend.
+    env "$var=$runner" cargo test --release -p mpinfer-runtime --test cuda_backend -- "$@"
+}
+
+# end_to_end OUT: `mpirun -n 2 mpinfer run --device cuda` on a residual
+# fixture under data and tensor parallelism, equal to the CPU run; fails the
+# step otherwise.
+end_to_end() {
+    local out=$1 dir
+    dir=$(mktemp -d)
+    cargo build --release --quiet --bins
+    local model=tests/fixtures/torch/resnet_basic.dynamo.onnx py=.venv/bin/python
+    "$py" -c "import numpy as np; np.save('$dir/x.npy', np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))"
+    local s d
+    for s in data tensor; do
+        for d in cpu cuda; do
+            LD_LIBRARY_PATH="$PWD/$out" mpirun --oversubscribe -n 2 -x LD_LIBRARY_PATH \
+                target/release/mpinfer run --model "$model" --input "$dir/x.npy" \
+                --output "$dir/$s.$d.npy" --strategy "$s" --device "$d" >"$dir/$s.$d.log" 2>&1 ||
+                { cat "$dir/$s.$d.log"; die "mpinfer run --device $d --strategy $s failed"; }
+        done
+        grep -q "CPU emulation" "$dir/$s.cuda.log" || { cat "$dir/$s.cuda.log"; die "the CUDA run did not use the emulated device"; }
+        "$py" - "$dir/$s.cuda.npy" "$dir/$s.cpu.npy" "$s" <<'PY' || die "--device cuda differs from the CPU"
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+print(f"cuda-emu: mpirun -n 2 mpinfer run --device cuda, {sys.argv[3]} parallel: {a.shape}, max |cuda - cpu| / max |cpu| = {err:.1e}")
+sys.exit(0 if a.shape == b.shape and err <= 1e-4 else 1)
+PY
+    done
+    rm -rf "$dir"
 }
 
 case "${1:-}" in
@@ -171,6 +205,7 @@ case "${1:-}" in
         shift
         build_plain
         run_tests target/cuda-emu "" "$@"
+        end_to_end target/cuda-emu
         ;;
     asan)
         shift

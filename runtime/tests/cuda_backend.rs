@@ -28,6 +28,11 @@ fn backend() -> Option<CudaBackend> {
         )),
         Ok((Device::Cpu, why)) => {
             let why = why.trim_end_matches("; using the CPU");
+            let emulated = std::env::var("MPINFER_CUDA_EMULATED").is_ok_and(|v| v == "1");
+            assert!(
+                !emulated,
+                "MPINFER_CUDA_EMULATED=1 but there is no device: {why}"
+            );
             skip_cuda(&format!("no CUDA device to test on: {why}"));
             None
         }
@@ -80,7 +85,16 @@ fn exported_models_match_the_cpu_on_the_device() {
         let model = onnx::load(&fixtures.join(format!("{family}.dynamo.onnx"))).unwrap();
         let x = input(&model, 3);
         let cpu = whole(&Cpu::new(1), &model, &x);
+        let before = cuda.device_steps();
         let gpu = whole(&cuda, &model, &x);
+        assert!(
+            cuda.device_steps() > before,
+            "{family}: no step ran on the device"
+        );
+        if family == "sequential" {
+            // Convolutions, ReLU, pooling, flatten and linear layers only.
+            assert_eq!(cuda.host_steps(), Default::default(), "{family}");
+        }
         close(&gpu, &cpu, family);
         for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
             let opts = RunOptions {

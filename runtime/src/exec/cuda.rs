@@ -19,6 +19,7 @@ use mpinfer_kernels::cpu::{Cpu, PoolKind, Unary};
 use mpinfer_kernels::cuda::{Gpu, GpuTensor};
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A weight on the device, and the host copy whose address keys it.
@@ -31,6 +32,7 @@ pub struct CudaBackend {
     /// (which the entry keeps alive, so the address is not reused).
     weights: Mutex<HashMap<usize, Uploaded>>,
     host: Mutex<BTreeMap<String, u64>>,
+    on_device: AtomicU64,
 }
 
 /// f32 on the device: see the module's note on precision.
@@ -44,6 +46,7 @@ impl CudaBackend {
             cpu,
             weights: Mutex::new(HashMap::new()),
             host: Mutex::new(BTreeMap::new()),
+            on_device: AtomicU64::new(0),
         }
     }
 
@@ -53,6 +56,11 @@ impl CudaBackend {
 
     pub fn cpu(&self) -> &Cpu {
         &self.cpu
+    }
+
+    /// How many steps ran on the device.
+    pub fn device_steps(&self) -> u64 {
+        self.on_device.load(Ordering::Relaxed)
     }
 
     /// Per op, how many steps ran on the CPU for want of a CUDA kernel.
@@ -155,6 +163,7 @@ impl Backend for CudaBackend {
         known: &[Option<&Known>],
     ) -> Result<Vec<GpuTensor>, ModelError> {
         if on_device(step, &args) {
+            self.on_device.fetch_add(1, Ordering::Relaxed);
             self.on_device(step, args, known)
         } else {
             self.on_host(step, args, known)
