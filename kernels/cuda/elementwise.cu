@@ -1,10 +1,18 @@
-// ReLU, softmax and storage-type casts.
+// ReLU, elementwise add, softmax and storage-type casts.
 #include "common.cuh"
 
 template <typename T>
 __device__ __forceinline__ void relu(T* x, i64 n) {
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         x[i] = from_f32<T>(relu_keep_nan(to_f32(x[i])));
+    }
+}
+
+// y += x for tensors of one shape: a residual joining its branch.
+template <typename T>
+__device__ __forceinline__ void add(T* y, const T* x, i64 n) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        y[i] = from_f32<T>(to_f32(y[i]) + to_f32(x[i]));
     }
 }
 
@@ -54,6 +62,7 @@ __device__ __forceinline__ void softmax_columns(T* x, i64 outer, int dim, i64 in
 
 #define ELEMENTWISE_KERNELS(SUFFIX, T) \
     extern "C" __global__ void relu_##SUFFIX(T* x, i64 n) { relu<T>(x, n); } \
+    extern "C" __global__ void add_##SUFFIX(T* y, const T* x, i64 n) { add<T>(y, x, n); } \
     extern "C" __global__ void softmax_rows_##SUFFIX(T* x, i64 rows, int dim) { softmax_rows<T>(x, rows, dim); } \
     extern "C" __global__ void softmax_columns_##SUFFIX(T* x, i64 outer, int dim, i64 inner) { \
         softmax_columns<T>(x, outer, dim, inner); \

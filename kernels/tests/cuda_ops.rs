@@ -845,7 +845,7 @@ fn global_average_pool_and_flatten_match_the_cpu() {
 // ---------------------------------------------------------------- element-wise
 
 #[test]
-fn relu_keeps_nan_and_casts_round_like_the_host() {
+fn relu_add_and_casts_round_like_the_host() {
     let Some(gpu) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(15);
     let mut x = random(&[1000], &mut rng);
@@ -864,6 +864,25 @@ fn relu_keeps_nan_and_casts_round_like_the_host() {
             0.0,
             &format!("relu {dtype:?}"),
         );
+    }
+    // A residual added on the device: the f32 sum rounded once to the
+    // storage type, NaN kept.
+    let a = random(&[1000], &mut rng);
+    for dtype in DTYPES {
+        let (x, y) = (representable(&x, dtype), representable(&a, dtype));
+        let want: Vec<f32> = x.data.iter().zip(&y.data).map(|(p, q)| p + q).collect();
+        let want = representable(&Tensor::new(vec![1000], want), dtype);
+        let mut gy = gpu.upload(&y, dtype).unwrap();
+        gpu.add(&mut gy, &gpu.upload(&x, dtype).unwrap()).unwrap();
+        let got = gpu.download(&gy).unwrap();
+        for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "add {dtype:?} element {i}: {g} vs {w}"
+            );
+        }
+        let short = gpu.upload(&Tensor::zeros(vec![999]), dtype).unwrap();
+        assert!(gpu.add(&mut gy, &short).is_err(), "shapes must agree");
     }
     // Casts on the device round exactly as the host's conversions do.
     let mut values = random(&[4096], &mut rng);

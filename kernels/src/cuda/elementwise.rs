@@ -1,9 +1,9 @@
-//! ReLU, softmax, flatten and storage-type casts on the device
+//! ReLU, elementwise add, softmax, flatten and storage-type casts on the device
 //! (`elementwise.cu`).
 
 use cudarc::driver::PushKernelArg;
 
-use super::{dtype_suffix, int, launch_1d, launch_error, nvrtc, Gpu, GpuTensor};
+use super::{check_dtypes, dtype_suffix, int, launch_1d, launch_error, nvrtc, Gpu, GpuTensor};
 use crate::error::{shape_err, KernelError};
 use crate::tensor::StoredDType;
 
@@ -11,6 +11,7 @@ use crate::tensor::StoredDType;
 const ROWS_PER_BLOCK: usize = 8;
 
 const RELU: &str = "relu";
+const ADD: &str = "add";
 const SOFTMAX_ROWS: &str = "softmax_rows";
 const SOFTMAX_COLUMNS: &str = "softmax_columns";
 
@@ -19,7 +20,7 @@ fn kernel_name(kernel: &str, dtype: StoredDType) -> String {
 }
 
 pub(crate) fn kernel_names(dtype: StoredDType) -> Vec<String> {
-    let mut names: Vec<String> = [RELU, SOFTMAX_ROWS, SOFTMAX_COLUMNS]
+    let mut names: Vec<String> = [RELU, ADD, SOFTMAX_ROWS, SOFTMAX_COLUMNS]
         .iter()
         .map(|k| kernel_name(k, dtype))
         .collect();
@@ -67,6 +68,34 @@ impl Gpu {
         launch.arg(&ptr).arg(&n);
         // SAFETY: x holds n values of its dtype on this device.
         unsafe { launch.launch(launch_1d(x.len(), 256)) }.map_err(launch_error(&name))?;
+        Ok(())
+    }
+
+    /// `y += x`, elementwise, for tensors of one shape and type.
+    pub fn add(&self, y: &mut GpuTensor, x: &GpuTensor) -> Result<(), KernelError> {
+        self.check_owner("Add", &[&*y, x])?;
+        check_dtypes("Add", &[&*y, x])?;
+        if y.shape() != x.shape() {
+            return Err(shape_err(
+                "Add",
+                "addend",
+                x.shape(),
+                format!("{:?}", y.shape()),
+            ));
+        }
+        if y.is_empty() {
+            return Ok(());
+        }
+        let n = y.len() as i64;
+        let stream = self.stream();
+        let src = x.ptr(stream);
+        let dst = y.ptr_mut(stream);
+        let name = kernel_name(ADD, y.dtype());
+        let f = self.function(&nvrtc::ELEMENTWISE, &name)?;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&dst).arg(&src).arg(&n);
+        // SAFETY: y and x each hold n values of one dtype on this device.
+        unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(launch_error(&name))?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The CUDA backend: values live on one device between steps.
 //!
-//! Steps with a CUDA kernel run there: 2-D convolutions, linear layers,
-//! 2-D pooling, global average pooling, ReLU, softmax and reshapes. Any
+//! Steps with a CUDA kernel run there: 2-D convolutions and linear layers
+//! (with their fused residual Adds and ReLUs), 2-D pooling, global average
+//! pooling, ReLU, Adds of one shape, softmax and reshapes. Any
 //! other step runs on the CPU: its inputs come to the host, its outputs go
 //! back, and each such op is logged once and counted
 //! ([`CudaBackend::host_steps`]).
@@ -15,7 +16,7 @@ use super::{Arg, Backend};
 use crate::graph::infer::{self, Input};
 use crate::graph::{Known, Op};
 use crate::ModelError;
-use mpinfer_kernels::cpu::{Cpu, PoolKind, Unary};
+use mpinfer_kernels::cpu::{Binary, Cpu, PoolKind, Unary};
 use mpinfer_kernels::cuda::{Gpu, GpuTensor};
 use mpinfer_kernels::{StoredDType, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -173,16 +174,26 @@ impl Backend for CudaBackend {
 
 /// Whether the CUDA kernels run `step` on these arguments.
 fn on_device(step: &Step, args: &[Arg<'_, GpuTensor>]) -> bool {
-    let rank = match args.first() {
-        Some(Arg::Owned(t)) => t.shape().len(),
-        Some(Arg::Ref(t)) => t.shape().len(),
-        _ => return false,
+    let Some(x) = device_shape(args.first()) else {
+        return false;
     };
     match step {
         Step::Conv {
-            one_d: false, post, ..
-        } => relu_only(post),
-        Step::Linear { gemm, post, .. } => relu_only(post) && !gemm.trans_a,
+            conv,
+            one_d: false,
+            weight,
+            post,
+            ..
+        } => conv
+            .output_shape(x, &weight.shape)
+            .is_ok_and(|y| posts_on_device(post, args, &y)),
+        Step::Linear {
+            gemm, weight, post, ..
+        } if !gemm.trans_a => {
+            let mut y = x.to_vec();
+            let n = weight.shape[usize::from(!gemm.trans_b)];
+            y.last_mut().map(|l| *l = n).is_some() && posts_on_device(post, args, &y)
+        }
         Step::Node(op) => match op {
             Op::Unary(Unary::Relu)
             | Op::Identity
@@ -191,11 +202,31 @@ fn on_device(step: &Step, args: &[Arg<'_, GpuTensor>]) -> bool {
             | Op::Reshape { .. }
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. } => true,
-            Op::Pool { .. } | Op::GlobalPool(PoolKind::Average) => rank == 4,
+            // A residual: two values of one shape.
+            Op::Binary(Binary::Add) => device_shape(args.get(1)) == Some(x),
+            Op::Pool { .. } | Op::GlobalPool(PoolKind::Average) => x.len() == 4,
             _ => false,
         },
         _ => false,
     }
+}
+
+/// The shape of an argument that is a device value.
+fn device_shape<'a>(a: Option<&'a Arg<'_, GpuTensor>>) -> Option<&'a [usize]> {
+    match a? {
+        Arg::Owned(t) => Some(t.shape()),
+        Arg::Ref(t) => Some(t.shape()),
+        _ => None,
+    }
+}
+
+/// Fused work the device does after a layer shaped `y`: ReLUs, and adds of
+/// device values shaped like it.
+fn posts_on_device(post: &[Post], args: &[Arg<'_, GpuTensor>], y: &[usize]) -> bool {
+    post.iter().all(|p| match p {
+        Post::Unary(u) => *u == Unary::Relu,
+        Post::Add(i) => device_shape(args.get(*i)) == Some(y),
+    })
 }
 
 impl CudaBackend {
@@ -219,10 +250,10 @@ impl CudaBackend {
                     .as_ref()
                     .map(|b| self.weight(b, |v| Tensor::new(vec![v.len()], v.to_vec())))
                     .transpose()?;
-                let mut conv = *conv;
-                conv.relu |= !post.is_empty();
                 let x = self.owned(args[0].take())?;
-                self.gpu.conv2d(&conv, &x, &w, b.as_deref())?
+                let mut y = self.gpu.conv2d(conv, &x, &w, b.as_deref())?;
+                self.posts(post, &mut y, &args)?;
+                y
             }
             Step::Linear {
                 gemm,
@@ -236,7 +267,6 @@ impl CudaBackend {
                     .map(|b| self.weight(b, |t| t.clone()))
                     .transpose()?;
                 let mut g = *gemm;
-                g.relu |= !post.is_empty();
                 g.beta = if b.is_some() { 1.0 } else { 0.0 };
                 let x = self.owned(args[0].take())?;
                 let mut shape = x.shape().to_vec();
@@ -246,12 +276,34 @@ impl CudaBackend {
                     .gpu
                     .gemm(&g, &x.reshape(vec![rows, k])?, &w, b.as_deref())?;
                 *shape.last_mut().expect("a matrix") = y.shape()[1];
-                y.reshape(shape)?
+                let mut y = y.reshape(shape)?;
+                self.posts(post, &mut y, &args)?;
+                y
             }
             Step::Node(op) => self.node(op, args, known)?,
             _ => unreachable!("on_device chose the steps"),
         };
         Ok(vec![y])
+    }
+
+    /// The fused work [`posts_on_device`] accepted, in order.
+    fn posts(
+        &self,
+        post: &[Post],
+        y: &mut GpuTensor,
+        args: &[Arg<'_, GpuTensor>],
+    ) -> Result<(), ModelError> {
+        for p in post {
+            match p {
+                Post::Unary(_) => self.gpu.relu(y)?,
+                Post::Add(i) => match &args[*i] {
+                    Arg::Owned(r) => self.gpu.add(y, r)?,
+                    Arg::Ref(r) => self.gpu.add(y, r)?,
+                    _ => unreachable!("posts_on_device checked the residual"),
+                },
+            }
+        }
+        Ok(())
     }
 
     fn node(
@@ -270,6 +322,15 @@ impl CudaBackend {
                 y
             }
             Op::Identity => self.owned(args[0].take())?,
+            Op::Binary(_) => {
+                let mut y = self.owned(args[0].take())?;
+                match &args[1] {
+                    Arg::Owned(r) => self.gpu.add(&mut y, r)?,
+                    Arg::Ref(r) => self.gpu.add(&mut y, r)?,
+                    _ => unreachable!("on_device checked the addend"),
+                }
+                y
+            }
             Op::Softmax { axis, coerced } => {
                 let mut y = self.owned(args[0].take())?;
                 let rank = y.shape().len();
@@ -334,11 +395,6 @@ fn step_name_plain(step: &Step) -> &'static str {
         Step::Zeros(_) => "Zeros",
         Step::View { .. } => "View",
     }
-}
-
-/// Fused work the device kernels do themselves: a ReLU at most.
-fn relu_only(post: &[Post]) -> bool {
-    matches!(post, [] | [Post::Unary(Unary::Relu)])
 }
 
 fn shape_input<'a>(a: &'a Arg<'_, GpuTensor>, k: Option<&'a Known>) -> Option<Input<'a>> {
