@@ -84,6 +84,17 @@ impl CudaBackend {
         Ok(t)
     }
 
+    /// An argument the kernels read in place: a device value as it is, a
+    /// host constant uploaded.
+    fn read<'a>(&self, a: &'a Arg<'_, GpuTensor>) -> Result<Operand<'a>, ModelError> {
+        Ok(match a {
+            Arg::Owned(t) => Operand::Device(t),
+            Arg::Ref(t) => Operand::Device(t),
+            Arg::Host(t) => Operand::Uploaded(self.gpu.upload(t, ON_DEVICE)?),
+            Arg::Absent => unreachable!("the plan requires this input"),
+        })
+    }
+
     /// An argument as a device value of its own: taken when the step may
     /// consume it, else copied (a host constant uploaded).
     fn owned(&self, a: Arg<'_, GpuTensor>) -> Result<GpuTensor, ModelError> {
@@ -127,6 +138,20 @@ impl CudaBackend {
             .iter()
             .map(|y| Ok(self.gpu.upload(y, ON_DEVICE)?))
             .collect()
+    }
+}
+
+enum Operand<'a> {
+    Device(&'a GpuTensor),
+    Uploaded(GpuTensor),
+}
+
+impl Operand<'_> {
+    fn get(&self) -> &GpuTensor {
+        match self {
+            Operand::Device(t) => t,
+            Operand::Uploaded(t) => t,
+        }
     }
 }
 
@@ -250,8 +275,8 @@ impl CudaBackend {
                     .as_ref()
                     .map(|b| self.weight(b, |v| Tensor::new(vec![v.len()], v.to_vec())))
                     .transpose()?;
-                let x = self.owned(args[0].take())?;
-                let mut y = self.gpu.conv2d(conv, &x, &w, b.as_deref())?;
+                let x = self.read(&args[0])?;
+                let mut y = self.gpu.conv2d(conv, x.get(), &w, b.as_deref())?;
                 self.posts(post, &mut y, &args)?;
                 y
             }
@@ -296,11 +321,7 @@ impl CudaBackend {
         for p in post {
             match p {
                 Post::Unary(_) => self.gpu.relu(y)?,
-                Post::Add(i) => match &args[*i] {
-                    Arg::Owned(r) => self.gpu.add(y, r)?,
-                    Arg::Ref(r) => self.gpu.add(y, r)?,
-                    _ => unreachable!("posts_on_device checked the residual"),
-                },
+                Post::Add(i) => self.gpu.add(y, self.read(&args[*i])?.get())?,
             }
         }
         Ok(())
@@ -324,11 +345,7 @@ impl CudaBackend {
             Op::Identity => self.owned(args[0].take())?,
             Op::Binary(_) => {
                 let mut y = self.owned(args[0].take())?;
-                match &args[1] {
-                    Arg::Owned(r) => self.gpu.add(&mut y, r)?,
-                    Arg::Ref(r) => self.gpu.add(&mut y, r)?,
-                    _ => unreachable!("on_device checked the addend"),
-                }
+                self.gpu.add(&mut y, self.read(&args[1])?.get())?;
                 y
             }
             Op::Softmax { axis, coerced } => {
@@ -348,12 +365,12 @@ impl CudaBackend {
                 spatial,
                 auto_pad,
             } => {
-                let x = self.owned(args[0].take())?;
+                let x = self.read(&args[0])?;
                 let (p, _) =
-                    infer::pool_at(pool, *spatial, *auto_pad, x.shape()).map_err(invalid)?;
-                self.gpu.pool2d(&p, &x)?
+                    infer::pool_at(pool, *spatial, *auto_pad, x.get().shape()).map_err(invalid)?;
+                self.gpu.pool2d(&p, x.get())?
             }
-            Op::GlobalPool(_) => self.gpu.global_average_pool(&self.owned(args[0].take())?)?,
+            Op::GlobalPool(_) => self.gpu.global_average_pool(self.read(&args[0])?.get())?,
             _ => {
                 // The reshapes: the shape worked out as the CPU works it out.
                 let inputs: Vec<Option<Input>> = args
