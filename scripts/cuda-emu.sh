@@ -164,6 +164,7 @@ run_tests() {
     var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUNNER"
     env "$var=$runner" cargo test --release -p mpinfer-kernels --test cuda_ops -- \
         --skip nvrtc_compiles_every_source --skip cubins_for_ampere_and_hopper "$@"
+    env "$var=$runner" cargo test --release -p mpinfer-kernels --test cuda_staging -- "$@"
     # Whole models on the CUDA backend, against the CPU backend.
     env "$var=$runner" cargo test --release -p mpinfer-runtime --test cuda_backend -- "$@"
 }

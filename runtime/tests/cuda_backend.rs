@@ -9,8 +9,8 @@ use common::{run_on_device, whole_program};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::cuda::Gpu;
 use mpinfer_kernels::device::choose;
-use mpinfer_kernels::{Device, DeviceRequest, Tensor};
-use mpinfer_runtime::exec::{Backend, CudaBackend};
+use mpinfer_kernels::{Device, DeviceRequest, StoredDType, Tensor};
+use mpinfer_runtime::exec::{Backend, CudaBackend, Operand};
 use mpinfer_runtime::model::Model;
 use mpinfer_runtime::onnx;
 use mpinfer_runtime::run::{Exec, RunOptions, Strategy};
@@ -67,7 +67,7 @@ fn close(got: &Tensor, want: &Tensor, what: &str) {
 /// `model` whole on `backend`, as one rank alone runs it.
 fn whole<B: Backend>(backend: &B, model: &Model, x: &Tensor) -> Tensor {
     let (program, spec) = whole_program(model, x.shape[0]);
-    let mut no_comm = |_: usize, _: &_, _: &mut Tensor| -> Result<(), ModelError> {
+    let mut no_comm = |_: usize, _: Operand<'_>| -> Result<(), ModelError> {
         unreachable!("a whole program has no collectives")
     };
     let inputs = vec![(model.input, x.clone())];
@@ -105,5 +105,61 @@ fn exported_models_match_the_cpu_on_the_device() {
             let got = run_on_device(2, &model, Exec::Cuda(&cuda), &x, &opts);
             close(&got, &cpu, &format!("{family}, {strategy:?} on 2 ranks"));
         }
+    }
+}
+
+fn fixture(family: &str) -> Model {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
+    onnx::load(&fixtures.join(format!("{family}.dynamo.onnx"))).unwrap()
+}
+
+/// Chunks of 7 values: every allreduce and gather of these models is staged
+/// in many chunks, the last one short.
+#[test]
+fn collectives_staged_in_small_chunks_match_the_cpu() {
+    let Some(cuda) = backend() else { return };
+    let cuda = cuda.with_staging_chunk(7);
+    for family in ["resnet_basic", "vit"] {
+        let model = fixture(family);
+        let x = input(&model, 3);
+        let cpu = whole(&Cpu::new(1), &model, &x);
+        let opts = RunOptions {
+            strategy: Strategy::Tensor,
+            ..RunOptions::default()
+        };
+        for ranks in [2, 3] {
+            let got = run_on_device(ranks, &model, Exec::Cuda(&cuda), &x, &opts);
+            close(&got, &cpu, &format!("{family}, tensor on {ranks} ranks"));
+        }
+    }
+}
+
+/// 16-bit storage means 16-bit weights with f32 activations on both
+/// backends: the same rounded weights, so the same outputs; and the
+/// rounding is really applied (the outputs move away from f32 weights').
+#[test]
+fn sixteen_bit_weights_with_f32_activations_match_the_cpu() {
+    let Some(cuda) = backend() else { return };
+    let model = fixture("resnet_basic");
+    let x = input(&model, 2);
+    let at = |dtype, exec| {
+        let opts = RunOptions {
+            dtype,
+            ..RunOptions::default()
+        };
+        run_on_device(1, &model, exec, &x, &opts)
+    };
+    let cpu = Cpu::new(1);
+    let full = at(StoredDType::F32, Exec::Cpu(&cpu));
+    for dtype in [StoredDType::F16, StoredDType::BF16] {
+        let want = at(dtype, Exec::Cpu(&cpu));
+        let got = at(dtype, Exec::Cuda(&cuda));
+        close(&got, &want, &format!("{dtype:?} weights"));
+        let moved = want
+            .data
+            .iter()
+            .zip(&full.data)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(moved > 0.0, "{dtype:?}: the weights were not rounded");
     }
 }

@@ -10,7 +10,9 @@
 //! into place, so a reader sees a whole entry or none, and writers of the
 //! same entry leave one of their identical copies. Each entry carries its
 //! length and the SHA-256 of its image; one that does not match (a
-//! truncated or damaged file) is ignored and compiled again. The cache only
+//! truncated or damaged file) is ignored and compiled again. A process
+//! that misses an entry compiles it under a lock file beside it, so ranks
+//! starting together on one node compile each file once. The cache only
 //! saves time: failing to read or write it is a warning, never an error.
 
 use std::ffi::OsString;
@@ -228,13 +230,46 @@ impl KernelCache {
     ) -> Result<Vec<u8>, KernelError> {
         let options = nvrtc::options(arch, extra_options);
         let key = Key::new(source, &nvrtc::HEADERS, &options, arch, nvrtc::version()?);
-        if let Some(image) = self.load(&key) {
+        self.load_or_make(&key, || {
+            Ok(nvrtc::compile(source, arch, extra_options)?.image)
+        })
+    }
+
+    /// The image under `key`, else `make`'s, stored. Processes sharing the
+    /// directory make each entry once: the first to miss it holds a lock on
+    /// it while it compiles, and the others, waiting for that lock, then
+    /// read what it stored.
+    fn load_or_make(
+        &self,
+        key: &Key,
+        make: impl FnOnce() -> Result<Vec<u8>, KernelError>,
+    ) -> Result<Vec<u8>, KernelError> {
+        if let Some(image) = self.load(key) {
             return Ok(image);
         }
-        let image = nvrtc::compile(source, arch, extra_options)?.image;
+        let _lock = self.lock(key);
+        if let Some(image) = self.load(key) {
+            return Ok(image);
+        }
+        let image = make()?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        self.store(&key, &image);
+        self.store(key, &image);
         Ok(image)
+    }
+
+    /// An exclusive lock on `key`'s entry until dropped, or `None` where
+    /// the directory cannot hold one (then each process compiles alone).
+    fn lock(&self, key: &Key) -> Option<std::fs::File> {
+        let dir = self.dir.as_ref()?;
+        std::fs::create_dir_all(dir).ok()?;
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!(".{}.lock", key.file_name())))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 }
 
@@ -503,6 +538,36 @@ mod tests {
         assert_eq!(other.load(&key()), Some(image));
         assert_eq!(files(&dir.0.join("nested")), [key().file_name()]);
         assert!(key().file_name().starts_with("k.cu.sm_90."));
+    }
+
+    /// Caches of four processes, on one directory, missing one entry at
+    /// the same moment: one compiles, and the others read its image.
+    #[test]
+    fn processes_missing_an_entry_together_compile_it_once() {
+        let dir = TempDir::new("together");
+        let made = AtomicUsize::new(0);
+        let start = std::sync::Barrier::new(4);
+        let images: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let cache = KernelCache::new(Some(dir.0.clone()));
+                        start.wait();
+                        cache
+                            .load_or_make(&key(), || {
+                                made.fetch_add(1, Ordering::SeqCst);
+                                // Long enough for the others to miss too.
+                                std::thread::sleep(std::time::Duration::from_millis(200));
+                                Ok(vec![42; 1000])
+                            })
+                            .unwrap()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert!(images.iter().all(|i| *i == vec![42; 1000]));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod elementwise;
 mod gemm;
 pub mod nvrtc;
 mod pool;
+mod staging;
 mod tensor;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use cudarc::nvrtc::Ptx;
 
 pub use crate::cpu::{Conv2d, Gemm, Pool2d, PoolKind};
 pub use elementwise::flatten;
+pub use staging::Staging;
 pub use tensor::GpuTensor;
 
 use crate::error::KernelError;
@@ -102,6 +104,7 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let on = |what: &str| driver_error(format!("{what} of device {ordinal}"));
         let stream = ctx.new_stream().map_err(on("creating a stream"))?;
+        keep_freed_memory(&ctx, ordinal);
         let capability = ctx
             .compute_capability()
             .map_err(on("reading the compute capability"))?;
@@ -250,6 +253,30 @@ impl Gpu {
                 ),
             })
         }
+    }
+}
+
+/// Memory freed on a stream stays in the device's pool for the next
+/// allocation, rather than going back to the driver at every
+/// synchronisation (the pool's default release threshold is 0). Without
+/// it, every inference would pay for allocating its activations anew.
+fn keep_freed_memory(ctx: &CudaContext, ordinal: usize) {
+    use cudarc::driver::sys;
+    let mut pool = std::ptr::null_mut();
+    let mut keep = u64::MAX;
+    // SAFETY: driver calls on the device this context has just opened; the
+    // attribute's value is the u64 the driver reads for this attribute.
+    let set = ctx.bind_to_thread().and_then(|_| unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut keep as *mut u64).cast(),
+        )
+        .result()
+    });
+    if let Err(e) = set {
+        log::debug!("cuda:{ordinal}: the memory pool keeps its release threshold: {e}");
     }
 }
 

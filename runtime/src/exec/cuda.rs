@@ -11,14 +11,15 @@
 //! stored type (`--dtype`), rounded on the host as the CPU backend rounds
 //! them, so both backends compute the same values.
 
+use super::program::{Comm, Operand};
 use super::step::{Post, Step};
-use super::{Arg, Backend};
+use super::{host_collective, Arg, Backend};
 use crate::graph::infer::{self, Input};
 use crate::graph::{Known, Op};
 use crate::ModelError;
 use mpinfer_kernels::cpu::{Binary, Cpu, PoolKind, Unary};
-use mpinfer_kernels::cuda::{Gpu, GpuTensor};
-use mpinfer_kernels::{StoredDType, Tensor};
+use mpinfer_kernels::cuda::{Gpu, GpuTensor, Staging};
+use mpinfer_kernels::{KernelError, StoredDType, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,15 @@ pub struct CudaBackend {
     weights: Mutex<HashMap<usize, Uploaded>>,
     host: Mutex<BTreeMap<String, u64>>,
     on_device: AtomicU64,
+    /// Buffers for collectives, made at the first.
+    staging: Mutex<Vec<Staging>>,
+    chunk: usize,
 }
+
+/// Values per chunk of a collective's staged copies: 4 MiB, enough for the
+/// copies and the collective to run near their bandwidth, while two chunks
+/// stay within the host's last-level cache.
+const STAGING_CHUNK: usize = 1 << 20;
 
 /// f32 on the device: see the module's note on precision.
 const ON_DEVICE: StoredDType = StoredDType::F32;
@@ -48,7 +57,16 @@ impl CudaBackend {
             weights: Mutex::new(HashMap::new()),
             host: Mutex::new(BTreeMap::new()),
             on_device: AtomicU64::new(0),
+            staging: Mutex::new(Vec::new()),
+            chunk: STAGING_CHUNK,
         }
+    }
+
+    /// Stages collectives through chunks of `values` instead of the
+    /// default 4 MiB.
+    pub fn with_staging_chunk(mut self, values: usize) -> CudaBackend {
+        self.chunk = values.max(1);
+        self
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -86,11 +104,11 @@ impl CudaBackend {
 
     /// An argument the kernels read in place: a device value as it is, a
     /// host constant uploaded.
-    fn read<'a>(&self, a: &'a Arg<'_, GpuTensor>) -> Result<Operand<'a>, ModelError> {
+    fn read<'a>(&self, a: &'a Arg<'_, GpuTensor>) -> Result<DeviceInput<'a>, ModelError> {
         Ok(match a {
-            Arg::Owned(t) => Operand::Device(t),
-            Arg::Ref(t) => Operand::Device(t),
-            Arg::Host(t) => Operand::Uploaded(self.gpu.upload(t, ON_DEVICE)?),
+            Arg::Owned(t) => DeviceInput::Device(t),
+            Arg::Ref(t) => DeviceInput::Device(t),
+            Arg::Host(t) => DeviceInput::Uploaded(self.gpu.upload(t, ON_DEVICE)?),
             Arg::Absent => unreachable!("the plan requires this input"),
         })
     }
@@ -141,16 +159,28 @@ impl CudaBackend {
     }
 }
 
-enum Operand<'a> {
+/// A staged collective's failure: the collective's own, or the copies'.
+enum Staged<E> {
+    Host(E),
+    Device(KernelError),
+}
+
+impl<E> From<KernelError> for Staged<E> {
+    fn from(e: KernelError) -> Self {
+        Staged::Device(e)
+    }
+}
+
+enum DeviceInput<'a> {
     Device(&'a GpuTensor),
     Uploaded(GpuTensor),
 }
 
-impl Operand<'_> {
+impl DeviceInput<'_> {
     fn get(&self) -> &GpuTensor {
         match self {
-            Operand::Device(t) => t,
-            Operand::Uploaded(t) => t,
+            DeviceInput::Device(t) => t,
+            DeviceInput::Uploaded(t) => t,
         }
     }
 }
@@ -179,7 +209,33 @@ impl Backend for CudaBackend {
     }
 
     fn duplicate(&self, v: &GpuTensor) -> Result<GpuTensor, ModelError> {
-        Ok(self.gpu.upload(&self.gpu.download(v)?, ON_DEVICE)?)
+        Ok(self.gpu.copy(v)?)
+    }
+
+    /// Through page-locked chunks: an allreduce runs chunk by chunk while
+    /// the next chunk comes off the device; a gather's shard comes down and
+    /// the whole value goes up in chunks that overlap with the host's
+    /// copies.
+    fn communicate<E: From<ModelError>>(
+        &self,
+        v: GpuTensor,
+        c: &Comm,
+        f: &mut dyn FnMut(Operand<'_>) -> Result<(), E>,
+    ) -> Result<GpuTensor, E> {
+        // Taken out for the collective, not held: ranks sharing this
+        // backend (threads of one process) each need buffers of their own
+        // while they wait for each other.
+        let spare = self.staging.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut staging = match spare {
+            Some(s) => s,
+            None => self.gpu.staging(self.chunk).map_err(ModelError::from)?,
+        };
+        let v = self.staged(&mut staging, v, c, f);
+        self.staging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(staging);
+        v
     }
 
     fn run(
@@ -193,6 +249,34 @@ impl Backend for CudaBackend {
             self.on_device(step, args, known)
         } else {
             self.on_host(step, args, known)
+        }
+    }
+}
+
+impl CudaBackend {
+    fn staged<E: From<ModelError>>(
+        &self,
+        staging: &mut Staging,
+        mut v: GpuTensor,
+        c: &Comm,
+        f: &mut dyn FnMut(Operand<'_>) -> Result<(), E>,
+    ) -> Result<GpuTensor, E> {
+        let gpu = &self.gpu;
+        match c {
+            Comm::Allreduce => {
+                let sum = |sums: &mut [f32]| f(Operand::Partial(sums)).map_err(Staged::Host);
+                match staging.in_chunks(gpu, &mut v, sum) {
+                    Ok(()) => Ok(v),
+                    Err(Staged::Host(e)) => Err(e),
+                    Err(Staged::Device(e)) => Err(ModelError::from(e).into()),
+                }
+            }
+            Comm::Gather { .. } => {
+                let mut t = staging.download(gpu, &v).map_err(ModelError::from)?;
+                self.release(v);
+                host_collective(c, &mut t, f)?;
+                Ok(staging.upload(gpu, &t).map_err(ModelError::from)?)
+            }
         }
     }
 }

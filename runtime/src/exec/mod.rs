@@ -12,7 +12,7 @@ mod step;
 pub use cuda::CudaBackend;
 pub(crate) use fuse::fuse_posts;
 pub use load::{load_program, round_to};
-pub use program::{Comm, In, Instr, Program};
+pub use program::{Comm, In, Instr, Operand, Program};
 pub use step::{Post, Step};
 
 use crate::graph::Known;
@@ -56,6 +56,35 @@ pub trait Backend {
 
     /// A copy of a value that another step still reads.
     fn duplicate(&self, v: &Self::Value) -> Result<Self::Value, ModelError>;
+
+    /// Collective `c` on value `v`, which `f` carries out on the host: the
+    /// value goes there and back.
+    fn communicate<E: From<ModelError>>(
+        &self,
+        v: Self::Value,
+        c: &Comm,
+        f: &mut dyn FnMut(Operand<'_>) -> Result<(), E>,
+    ) -> Result<Self::Value, E> {
+        let mut t = self.download(v)?;
+        host_collective(c, &mut t, f)?;
+        Ok(self.upload(t)?)
+    }
+}
+
+/// `c` on a value on the host, whole.
+pub(crate) fn host_collective<E>(
+    c: &Comm,
+    t: &mut Tensor,
+    f: &mut dyn FnMut(Operand<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    match c {
+        Comm::Allreduce => f(Operand::Partial(&mut t.data)),
+        Comm::Gather { shards, to_root } => f(Operand::Shard {
+            shards,
+            to_root: *to_root,
+            value: t,
+        }),
+    }
 }
 
 /// One input of a step: a value whose last use this is (the step may reuse

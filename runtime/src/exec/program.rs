@@ -18,6 +18,20 @@ pub enum In {
     Absent,
 }
 
+/// What a collective works on, on the host.
+pub enum Operand<'a> {
+    /// Partial sums to add up across ranks in place: a whole value, or one
+    /// chunk of it (the sum of each element is on its own).
+    Partial(&'a mut [f32]),
+    /// This rank's shard of a split value, replaced by the whole value (or,
+    /// when only the root gathers, by nothing on the other ranks).
+    Shard {
+        shards: &'a Shards,
+        to_root: bool,
+        value: &'a mut Tensor,
+    },
+}
+
 /// A collective on a value, carried out by the strategy.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Comm {
@@ -128,7 +142,7 @@ impl Program {
         model: &Model,
         spec: &Spec,
         inputs: Vec<(ValueId, Tensor)>,
-        comm: &mut dyn FnMut(ValueId, &Comm, &mut Tensor) -> Result<(), E>,
+        comm: &mut dyn FnMut(ValueId, Operand<'_>) -> Result<(), E>,
     ) -> Result<Vec<Tensor>, E> {
         let mut values: Vec<Option<B::Value>> = (0..model.values.len()).map(|_| None).collect();
         for (v, t) in inputs {
@@ -154,9 +168,8 @@ impl Program {
                     let v = values[*value]
                         .take()
                         .expect("a collective's value is computed before it");
-                    let mut t = backend.download(v)?;
-                    comm(*value, c, &mut t)?;
-                    values[*value] = Some(backend.upload(t)?);
+                    let v = backend.communicate(v, c, &mut |x| comm(*value, x))?;
+                    values[*value] = Some(v);
                 }
             }
             for &v in &self.free[i] {

@@ -7,7 +7,7 @@ mod data;
 mod pipeline;
 mod tensor;
 
-use crate::exec::{load_program, Comm, CudaBackend, Program};
+use crate::exec::{load_program, CudaBackend, Operand, Program};
 use crate::graph::{Spec, ValueId};
 use crate::model::Model;
 use crate::ModelError;
@@ -299,7 +299,7 @@ impl Exec<'_> {
         model: &Model,
         spec: &Spec,
         inputs: Vec<(ValueId, Tensor)>,
-        comm: &mut dyn FnMut(ValueId, &Comm, &mut Tensor) -> Result<(), RunError>,
+        comm: &mut dyn FnMut(ValueId, Operand<'_>) -> Result<(), RunError>,
     ) -> Result<Vec<Tensor>, RunError> {
         match self {
             Exec::Cpu(cpu) => program.run(*cpu, model, spec, inputs, comm),
@@ -360,7 +360,7 @@ impl<T: Transport> Ctx<'_, T> {
         let (model, exec) = (self.model, self.exec);
         let input = model.input;
         let mut ys = self.clock.compute(|| {
-            exec.run(program, model, &spec, vec![(input, x)], &mut |_, _, _| {
+            exec.run(program, model, &spec, vec![(input, x)], &mut |_, _| {
                 unreachable!("a whole program has no collectives")
             })
         })?;

@@ -282,7 +282,7 @@ pub(crate) fn run<T: Transport>(
             };
             let (model, exec) = (ctx.model, ctx.exec);
             let ys = ctx.clock.compute(|| {
-                exec.run(&program, model, &spec, values, &mut |_, _, _| {
+                exec.run(&program, model, &spec, values, &mut |_, _| {
                     unreachable!("a stage has no collectives")
                 })
             })?;

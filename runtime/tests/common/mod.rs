@@ -8,7 +8,7 @@ use mpinfer_collectives::transport::{Counting, LocalWorld};
 use mpinfer_collectives::{Communicator, Config};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::{StoredDType, Tensor};
-use mpinfer_runtime::exec::{load_program, Program};
+use mpinfer_runtime::exec::{load_program, Operand, Program};
 use mpinfer_runtime::graph::Spec;
 use mpinfer_runtime::model::Model;
 use mpinfer_runtime::run::{run, Exec, Outputs, RunError, RunOptions};
@@ -97,8 +97,7 @@ pub fn whole_program(model: &Model, batch: usize) -> (Program, Spec) {
 /// The whole model in this process, on one thread, with no collectives.
 pub fn single(model: &Model, x: &Tensor) -> Tensor {
     let (program, spec) = whole_program(model, x.shape[0]);
-    let mut no_comm =
-        |_: usize, _: &_, _: &mut Tensor| -> Result<(), ModelError> { unreachable!() };
+    let mut no_comm = |_: usize, _: Operand<'_>| -> Result<(), ModelError> { unreachable!() };
     let mut ys = program
         .run(
             &Cpu::new(1),

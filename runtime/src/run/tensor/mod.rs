@@ -23,7 +23,7 @@ mod shard;
 pub use plan::plan;
 
 use super::{Ctx, Outputs, Rows, RunError};
-use crate::exec::{Comm, Program};
+use crate::exec::{Operand, Program};
 use crate::graph::{Model, ValueId};
 use crate::shards::{assemble, Shards};
 use mpinfer_collectives::transport::Transport;
@@ -200,9 +200,8 @@ fn step<T: Transport>(
     let spec = ctx.spec(x.shape[0])?;
     let (model, exec) = (ctx.model, ctx.exec);
     let (started, comm_before) = (Instant::now(), ctx.clock.comm);
-    let mut comm = |v: ValueId, c: &Comm, t: &mut Tensor| -> Result<(), RunError> {
-        collective(ctx, c, t, spec.shape(v))
-    };
+    let mut comm =
+        |v: ValueId, x: Operand<'_>| -> Result<(), RunError> { collective(ctx, x, spec.shape(v)) };
     let mut ys = exec.run(program, model, &spec, vec![(model.input, x)], &mut comm)?;
     let in_comm = ctx.clock.comm - comm_before;
     ctx.clock
@@ -213,13 +212,16 @@ fn step<T: Transport>(
 /// One collective of the program on its value, whole shaped `whole`.
 fn collective<T: Transport>(
     ctx: &mut Ctx<'_, T>,
-    c: &Comm,
-    t: &mut Tensor,
+    x: Operand<'_>,
     whole: &[usize],
 ) -> Result<(), RunError> {
-    match c {
-        Comm::Allreduce => ctx.allreduce_sum(&mut t.data),
-        Comm::Gather { shards, to_root } => {
+    match x {
+        Operand::Partial(sums) => ctx.allreduce_sum(sums),
+        Operand::Shard {
+            shards,
+            to_root,
+            value: t,
+        } => {
             let a = shards.axis;
             let outer: usize = whole[..a].iter().product();
             let inner: usize = whole[a + 1..].iter().product();
