@@ -228,13 +228,23 @@ done
 printf 'cluster up: 2 nodes in %s s (SLURM %s)\n' "$(since "$t_start")" \
     "$(sinfo -V | awk '{print $2}')"
 
+# Sets model and input for a model's short name.
+model_input() {
+    case $1 in
+        seed_net) model=$repo/examples/seed_net/seed_net.onnx input=$repo/examples/seed_net/images.npy ;;
+        seed_x16) model=$repo/examples/seed_net/seed_net.onnx input=$tmp/ref/seed_x16.input.npy ;;
+        digits) model=$repo/examples/digits/model.onnx input=$repo/examples/digits/images.npy ;;
+    esac
+}
+
+# The seed network's images 16 times over: enough rows (16 blocks) for a
+# run to commit some before it is killed.
+"$py" -c "import numpy as np, sys; np.save(sys.argv[2], np.tile(np.load(sys.argv[1]), (16, 1, 1, 1)))" \
+    examples/seed_net/images.npy "$tmp/ref/seed_x16.input.npy"
 # One reference per model: a single process, no launcher at all.
 declare -A ref
-for m in seed_net digits; do
-    case $m in
-        seed_net) model=examples/seed_net/seed_net.onnx input=examples/seed_net/images.npy ;;
-        digits) model=examples/digits/model.onnx input=examples/digits/images.npy ;;
-    esac
+for m in seed_net digits seed_x16; do
+    model_input "$m"
     "$mpinfer" run --model "$model" --input "$input" --output "$tmp/ref/$m.npy" \
         --strategy data --threads 1 >"$tmp/ref/$m.log" 2>&1 ||
         { cat "$tmp/ref/$m.log"; fail_setup "reference run of $m failed"; }
@@ -264,6 +274,22 @@ exec "$mpinfer" "\$@"
 EOF
 chmod 755 "$tmp/etc/gpu-probe.sh"
 
+# Stands in for mpinfer in the retry job: in a job's first attempt, the
+# step's last rank is killed (SIGKILL) 2.5 s into its run.
+cat >"$tmp/etc/crash-once.sh" <<EOF
+#!/bin/bash
+marker=$tmp/jobs/crashed.\$SLURM_JOB_ID
+if [ "\$SLURM_PROCID" = "\$((SLURM_NTASKS - 1))" ] && [ ! -e "\$marker" ]; then
+    touch "\$marker"
+    "$mpinfer" "\$@" &
+    sleep 2.5
+    kill -9 \$!
+    kill -9 \$\$
+fi
+exec "$mpinfer" "\$@"
+EOF
+chmod 755 "$tmp/etc/crash-once.sh"
+
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
 failed=0
@@ -280,10 +306,7 @@ run_job() {
     local label="$name $m${*:+ $*}"
     local out=$tmp/jobs/$name-$m-$RANDOM.npy
     local t0 id info state="" detail="" model input
-    case $m in
-        seed_net) model=$repo/examples/seed_net/seed_net.onnx input=$repo/examples/seed_net/images.npy ;;
-        digits) model=$repo/examples/digits/model.onnx input=$repo/examples/digits/images.npy ;;
-    esac
+    model_input "$m"
     t0=$EPOCHREALTIME
     id=$(cd "$tmp/jobs" && MODEL=$model INPUT=$input OUTPUT=$out sbatch --parsable "$@" "$here/$script") ||
         { echo "FAIL $label: sbatch refused it"; failed=1; return; }
@@ -328,9 +351,12 @@ run_job() {
             ok=0
         fi
     fi
+    # The retry job finishes on the node left: its tasks only.
+    local ranks=$tasks
+    [ "${MPINFER:-}" = "$tmp/etc/crash-once.sh" ] && ranks=$((tasks / nodes * (nodes - 1)))
     # mpirun's [job,rank] tags may land inside a line; drop them first.
-    if [ "$ok" = 1 ] && ! sed 's/\[[0-9]*,[0-9]*\]<std[a-z]*>://g' "$log" | grep -q "parallel on $tasks ranks"; then
-        ok=0 detail="the log does not show a run on all $tasks tasks"
+    if [ "$ok" = 1 ] && ! sed 's/\[[0-9]*,[0-9]*\]<std[a-z]*>://g' "$log" | grep -q "parallel on $ranks ranks"; then
+        ok=0 detail="the log does not show a run on $ranks tasks"
     fi
     if [ "$ok" = 1 ] && [ "${nodes:-1}" -gt 1 ]; then
         for n in n1 n2; do
@@ -351,6 +377,19 @@ run_job() {
             fi
         done
         [ "$ok" = 1 ] && detail="$detail, one GPU per rank"
+    fi
+    if [ "$ok" = 1 ] && [ "${MPINFER:-}" = "$tmp/etc/crash-once.sh" ]; then
+        local resumed
+        resumed=$(sed -n 's/.*resuming: \([0-9]*\) of .*/\1/p' "$log" | head -n 1)
+        if ! grep -q "retry: attempt 1 of 3 failed.*leaving out n2" "$log"; then
+            ok=0 detail="no retry leaving out n2 after the rank there was killed"
+        elif ! grep -q "retry: attempt 2 of 3 succeeded" "$log"; then
+            ok=0 detail="the second attempt did not succeed"
+        elif [ "${resumed:-0}" -le 0 ]; then
+            ok=0 detail="the second attempt did not resume from committed rows"
+        else
+            detail="$detail after a rank on n2 was killed: resumed from $resumed rows on n1 alone"
+        fi
     fi
     if [ "$ok" = 1 ]; then
         echo "PASS $label (job $id, $tasks ranks on $nodes node$([ "$nodes" = 1 ] || echo s)): $secs s, $detail"
@@ -373,6 +412,14 @@ OMPI_MCA_btl=self,tcp run_job cpu-tensor.sbatch seed_net close -N 2 --ntasks-per
 # The GPUs are stand-ins with no driver behind them: the job's default
 # device, auto, finds none usable, says so, and the ranks compute on the CPU.
 MPINFER=$tmp/etc/gpu-probe.sh run_job gpu.sbatch digits exact --ntasks-per-node=2 --cpus-per-task=1 --mem=1G
+
+# A rank killed in the first attempt: the job retries with --resume without
+# the node it died on, and the output is byte-identical all the same.
+# The last rank computes 8 times slower, so the others' rows are committed
+# well before it is killed.
+RETRY_DELAY=1 MPINFER_TIMEOUT=30 MPINFER_SLOW_RANK=3:8 MPINFER_ARGS="--batch-size 64" \
+    MPINFER=$tmp/etc/crash-once.sh OMPI_MCA_btl=self,tcp \
+    run_job cpu-data.sbatch seed_x16 exact -N 2 --ntasks-per-node=2 --cpus-per-task=1
 
 printf 'slurm: %s in %s s\n' "$([ "$failed" = 0 ] && echo "all jobs passed" || echo "some jobs FAILED")" \
     "$(since "$t_start")"
