@@ -1448,7 +1448,9 @@ fn concat_split_and_gather_match_the_cpu() {
             }
         }
     }
-    let gathers: Vec<(Vec<usize>, usize, Vec<usize>, Vec<usize>)> = vec![
+    // (shape, axis, indices, indices' shape)
+    type GatherCase = (Vec<usize>, usize, Vec<usize>, Vec<usize>);
+    let gathers: Vec<GatherCase> = vec![
         (vec![5, 3], 0, vec![4, 0, 4], vec![3]),
         (vec![5, 3], 1, vec![2], vec![]),
         (vec![2, 6, 3], 1, vec![5, 1, 0, 2, 2, 3], vec![2, 3]),

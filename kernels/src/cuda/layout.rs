@@ -61,9 +61,9 @@ impl Gpu {
         self.check_owner("Transpose", &[x])?;
         let (shape, sx) = transpose_view(x.shape(), perm)?;
         let sy = contiguous_strides(&shape);
-        let mut y = self.alloc(shape, x.dtype())?;
+        let mut y = self.alloc(shape.clone(), x.dtype())?;
         let copy = Copy {
-            dims: &y.shape().to_vec(),
+            dims: &shape,
             sx: &sx,
             sy: &sy,
             x_base: 0,

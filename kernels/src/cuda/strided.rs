@@ -43,8 +43,10 @@ pub(crate) fn pack<const N: usize>(
     };
     for (i, &d) in dims.iter().enumerate() {
         packed.dims[i] = d as i64;
-        for k in 0..N {
-            packed.strides[k][i] = strides[k][i] as i64;
+    }
+    for (to, from) in packed.strides.iter_mut().zip(&strides) {
+        for (t, &f) in to.iter_mut().zip(from) {
+            *t = f as i64;
         }
     }
     Ok(packed)
