@@ -1,6 +1,7 @@
 // ONNX MatMul: batches of row-major products y = a·b, the batch axes
-// broadcast. Each batch entry is the f32-accumulating SIMT GEMM loop of
-// gemm_core.cuh on that entry's matrices; grid z walks the batch.
+// broadcast. Each batch entry is one of gemm_core.cuh's GEMM loops on that
+// entry's matrices (SIMT, or tensor cores for 16-bit operands where the host
+// allows them); grid z walks the batch.
 #include "gemm_core.cuh"
 
 // Mirrored by `MatMulParams` in src/cuda/matmul.rs; the sizes are checked on
@@ -27,7 +28,7 @@ struct MatMulStore {
     }
 };
 
-template <typename T>
+template <typename T, bool TENSOR_CORES>
 __device__ __forceinline__ void matmul(const MatMulParams& p) {
     // Uniform across the block, so the loop's barriers are met by all.
     for (i64 z = blockIdx.z; z < p.batches; z += gridDim.z) {
@@ -49,13 +50,23 @@ __device__ __forceinline__ void matmul(const MatMulParams& p) {
         s.y = (T*)p.y + z * p.m * p.n;
         s.m_size = p.m;
         s.n_size = p.n;
-        gemm_simt_body(p.k, a, b, s);
+        if constexpr (TENSOR_CORES) {
+            gemm_tc_body<T>(p.k, a, b, s);
+        } else {
+            gemm_simt_body(p.k, a, b, s);
+        }
     }
 }
 
 #define MATMUL_KERNEL(SUFFIX, T) \
-    extern "C" __global__ void __launch_bounds__(SIMT_THREADS) matmul_##SUFFIX(MatMulParams p) { matmul<T>(p); }
+    extern "C" __global__ void __launch_bounds__(SIMT_THREADS) matmul_simt_##SUFFIX(MatMulParams p) { \
+        matmul<T, false>(p); \
+    }
+#define MATMUL_TC_KERNEL(SUFFIX, T) \
+    extern "C" __global__ void __launch_bounds__(TC_THREADS) matmul_tc_##SUFFIX(MatMulParams p) { matmul<T, true>(p); }
 
 MATMUL_KERNEL(f32, float)
 MATMUL_KERNEL(f16, f16_t)
 MATMUL_KERNEL(bf16, bf16_t)
+MATMUL_TC_KERNEL(f16, f16_t)
+MATMUL_TC_KERNEL(bf16, bf16_t)

@@ -1671,7 +1671,7 @@ fn layer_norm_matches_the_cpu() {
 
 #[test]
 fn batched_matmul_matches_the_cpu() {
-    let Some(gpu) = gpu() else { return };
+    let Some(mut gpu) = gpu() else { return };
     let cpu = Cpu::new(2);
     let mut rng = StdRng::seed_from_u64(28);
     let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
@@ -1699,11 +1699,14 @@ fn batched_matmul_matches_the_cpu() {
             let (gb, b) = upload_as(&gpu, &b, dtype);
             let want = cpu::batched_matmul(&cpu, &a, &b).unwrap();
             let scale = cpu::batched_matmul(&cpu, &abs(&a), &abs(&b)).unwrap();
-            let got = gpu
-                .download(&gpu.batched_matmul(&ga, &gb).unwrap())
-                .unwrap();
-            let what = format!("matmul {sa:?} x {sb:?} {dtype:?}");
-            assert_close_tensors(&got, &want, &scale.data, tolerance(dtype), &what);
+            for tc in tensor_core_settings(&gpu) {
+                gpu.set_tensor_cores(tc);
+                let got = gpu
+                    .download(&gpu.batched_matmul(&ga, &gb).unwrap())
+                    .unwrap();
+                let what = format!("matmul {sa:?} x {sb:?} {dtype:?} tensor cores {tc}");
+                assert_close_tensors(&got, &want, &scale.data, tolerance(dtype), &what);
+            }
         }
     }
     let f = |shape: Vec<usize>| gpu.full(shape, StoredDType::F32, 1.0).unwrap();

@@ -31,23 +31,24 @@ struct MatMulParams {
 unsafe impl DeviceRepr for MatMulParams {}
 const _: () = assert!(std::mem::size_of::<MatMulParams>() == 240);
 
-/// The SIMT loop's block tile (`SIMT_BM`, `SIMT_BN` of gemm_core.cuh) and
-/// threads.
+/// The block tile of both loops (`SIMT_BM`, `SIMT_BN`, `TC_BM`, `TC_BN` of
+/// gemm_core.cuh) and their threads.
 const TILE: usize = 128;
 const THREADS: u32 = 256;
 /// The grid's limit in y and z.
 const GRID_YZ: usize = 65535;
 
-const MATMUL: &str = "matmul";
-
-pub(crate) fn kernel_name(dtype: StoredDType) -> String {
-    format!("{MATMUL}_{}", dtype_suffix(dtype))
+/// Tensor cores take 16-bit operands only.
+pub(crate) fn kernel_name(tensor_cores: bool, dtype: StoredDType) -> String {
+    let path = if tensor_cores { "tc" } else { "simt" };
+    format!("matmul_{path}_{}", dtype_suffix(dtype))
 }
 
 impl Gpu {
     /// `a · b` with numpy's matmul rules: the last two axes are the
     /// matrices, the axes before them broadcast; a 1-D `a` is a row and a
-    /// 1-D `b` a column, that added axis dropped from the output.
+    /// 1-D `b` a column, that added axis dropped from the output. 16-bit
+    /// operands use tensor cores where [`Gpu::uses_tensor_cores`].
     pub fn batched_matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor, KernelError> {
         const OP: &str = "MatMul";
         let MatMulShapes {
@@ -109,7 +110,8 @@ impl Gpu {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let name = kernel_name(dtype);
+        let tensor_cores = dtype != StoredDType::F32 && self.uses_tensor_cores();
+        let name = kernel_name(tensor_cores, dtype);
         // SAFETY: the parameters match the kernel's; the batch strides stay
         // inside a and b, and y holds batches·rows·n values.
         unsafe { self.launch_params(&nvrtc::MATMUL, &name, &params, cfg)? };

@@ -336,7 +336,11 @@ pub fn kernel_names() -> Vec<(&'static str, String)> {
         for n in norm::kernel_names(dtype) {
             names.push((nvrtc::NORM.name, n));
         }
-        names.push((nvrtc::MATMUL.name, matmul::kernel_name(dtype)));
+        for tensor_cores in [false, true] {
+            if !(tensor_cores && dtype == StoredDType::F32) {
+                names.push((nvrtc::MATMUL.name, matmul::kernel_name(tensor_cores, dtype)));
+            }
+        }
     }
     // Layout kernels move bits, one per element size.
     for n in layout::kernel_names() {
