@@ -110,3 +110,46 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const u32 (&a)[4], cons
     __trap();
 #endif
 }
+
+// ---------------------------------------------------------------- strided walks
+// The layout, broadcast and reduce kernels walk tensors of up to MAX_DIMS axes
+// (after the host has dropped axes of extent 1 and merged runs) through
+// per-axis strides passed by value.
+#define MAX_DIMS 8
+
+// The offset of row-major index `i` over `dims` in a tensor read through
+// `strides`. Axis 0 takes what is left, so it needs no division.
+__device__ __forceinline__ i64 strided_offset(i64 i, int rank, const i64* dims, const i64* strides) {
+    i64 offset = 0;
+    for (int d = rank - 1; d > 0; --d) {
+        i64 q = i / dims[d];
+        offset += (i - q * dims[d]) * strides[d];
+        i = q;
+    }
+    return rank > 0 ? offset + i * strides[0] : 0;
+}
+
+// Two strided operands over one index space, one decomposition.
+__device__ __forceinline__ void strided_offsets(i64 i, int rank, const i64* dims, const i64* sa, const i64* sb,
+                                                i64& oa, i64& ob) {
+    oa = 0;
+    ob = 0;
+    for (int d = rank - 1; d > 0; --d) {
+        i64 q = i / dims[d];
+        i64 c = i - q * dims[d];
+        oa += c * sa[d];
+        ob += c * sb[d];
+        i = q;
+    }
+    if (rank > 0) {
+        oa += i * sa[0];
+        ob += i * sb[0];
+    }
+}
+
+// numpy's maximum and minimum: NaN on either side wins (fmaxf would drop it).
+__device__ __forceinline__ float max_keep_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ float min_keep_nan(float a, float b) { return (a < b || a != a) ? a : b; }
+
+#define GRID_STRIDE_LOOP(i, n) \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

@@ -1037,3 +1037,712 @@ fn layers_chain_on_the_device() {
         );
     }
 }
+
+// ---------------------------------------------------------------- graph ops
+//
+// The ops below allocate their outputs; the emulated driver fills every
+// allocation with 0xff bytes (NaN in all three storage types), so an element
+// a kernel leaves unwritten fails the comparison there.
+
+/// `t` uploaded as `dtype`, with the values it holds there.
+fn upload_as(gpu: &Gpu, t: &Tensor, dtype: StoredDType) -> (GpuTensor, Tensor) {
+    let t = representable(t, dtype);
+    (gpu.upload(&t, dtype).unwrap(), t)
+}
+
+/// `got` (on the device) against the CPU's `want` rounded to `dtype` (so
+/// that what overflows 16 bits is infinite on both sides), each element
+/// within `tolerance(dtype)` of `|want| + 1`.
+fn assert_matches(gpu: &Gpu, got: &GpuTensor, want: &Tensor, dtype: StoredDType, what: &str) {
+    let got = gpu.download(got).unwrap();
+    let want = &representable(want, dtype);
+    let scale: Vec<f32> = want.data.iter().map(|v| v.abs() + 1.0).collect();
+    assert_close_tensors(&got, want, &scale, tolerance(dtype), what);
+}
+
+/// Bit for bit, NaN meeting NaN: for ops that only move values.
+fn assert_same(gpu: &Gpu, got: &GpuTensor, want: &Tensor, what: &str) {
+    let got = gpu.download(got).unwrap();
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "{what}: element {i} is {g}, want {w}"
+        );
+    }
+}
+
+fn random_scaled(shape: &[usize], factor: f32, rng: &mut StdRng) -> Tensor {
+    let mut t = random(shape, rng);
+    t.data.iter_mut().for_each(|v| *v *= factor);
+    t
+}
+
+const SPECIAL: [f32; 9] = [
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    0.0,
+    -0.0,
+    1e-30,
+    100.0,
+    -100.0,
+    -12.0,
+];
+
+#[test]
+fn unary_ops_match_the_cpu() {
+    use cpu::Unary::*;
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(20);
+    let mut x = random_scaled(&[3, 337], 4.0, &mut rng);
+    x.data[..SPECIAL.len()].copy_from_slice(&SPECIAL);
+    let ops = [
+        Relu,
+        Sigmoid,
+        Tanh,
+        Erf,
+        Sqrt,
+        Exp,
+        Log,
+        Neg,
+        Abs,
+        Reciprocal,
+        LeakyRelu { alpha: 0.1 },
+        HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        HardSwish,
+        Clip {
+            min: -0.5,
+            max: 1.5,
+        },
+        Clip {
+            min: 1.0,
+            max: -1.0,
+        },
+        Gelu { tanh: false },
+        Gelu { tanh: true },
+        Pow { exponent: 2.0 },
+        Pow { exponent: 3.0 },
+        Pow { exponent: 0.5 },
+        Pow { exponent: -1.5 },
+    ];
+    for op in ops {
+        for dtype in DTYPES {
+            let (mut gx, x) = upload_as(&gpu, &x, dtype);
+            let want = cpu::unary_tensor(op, x);
+            gpu.unary(op, &mut gx).unwrap();
+            assert_matches(&gpu, &gx, &want, dtype, &format!("{op:?} {dtype:?}"));
+        }
+    }
+    let mut empty = gpu.full(vec![0, 4], StoredDType::F16, 0.0).unwrap();
+    gpu.unary(Exp, &mut empty).unwrap();
+    assert_eq!(empty.shape(), [0, 4]);
+}
+
+/// Operand shapes that broadcast: equal, trailing, inner and leading size-1
+/// axes, scalars, rank 5, and empty.
+fn broadcast_cases() -> Vec<(Vec<usize>, Vec<usize>)> {
+    vec![
+        (vec![2, 3, 4], vec![2, 3, 4]),
+        (vec![2, 3, 4], vec![4]),
+        (vec![2, 3, 4], vec![3, 1]),
+        (vec![1, 3, 1], vec![2, 1, 5]),
+        (vec![4, 1], vec![1, 300]),
+        (vec![5], vec![]),
+        (vec![], vec![2, 2]),
+        (vec![], vec![]),
+        (vec![2, 1, 4, 1, 3], vec![1, 5, 1, 2, 1]),
+        (vec![3, 1, 2, 1, 2], vec![3, 4, 1, 1, 2]),
+        (vec![0, 3], vec![1, 3]),
+        (vec![3, 1], vec![3, 0]),
+    ]
+}
+
+const BINARY_OPS: [cpu::Binary; 7] = [
+    cpu::Binary::Add,
+    cpu::Binary::Sub,
+    cpu::Binary::Mul,
+    cpu::Binary::Div,
+    cpu::Binary::Pow,
+    cpu::Binary::Max,
+    cpu::Binary::Min,
+];
+
+/// Random values, with a NaN in the second place when there is one.
+fn with_nan(shape: &[usize], rng: &mut StdRng) -> Tensor {
+    let mut t = random_scaled(shape, 2.0, rng);
+    if t.len() > 1 {
+        t.data[1] = f32::NAN;
+    }
+    t
+}
+
+#[test]
+fn binary_ops_broadcast_like_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(21);
+    for (sa, sb) in broadcast_cases() {
+        let (a, b) = (with_nan(&sa, &mut rng), random_scaled(&sb, 2.0, &mut rng));
+        for op in BINARY_OPS {
+            for dtype in DTYPES {
+                let (ga, a) = upload_as(&gpu, &a, dtype);
+                let (gb, b) = upload_as(&gpu, &b, dtype);
+                let want = cpu::binary(op, &a, &b).unwrap();
+                let got = gpu.binary(op, &ga, &gb).unwrap();
+                let what = format!("{op:?} {sa:?} {sb:?} {dtype:?}");
+                assert_matches(&gpu, &got, &want, dtype, &what);
+                // Swapped, so that each side is the broadcast one.
+                let want = cpu::binary(op, &b, &a).unwrap();
+                let got = gpu.binary(op, &gb, &ga).unwrap();
+                assert_matches(&gpu, &got, &want, dtype, &format!("{what} swapped"));
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_ops_in_place_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(22);
+    let cases = [
+        (vec![2, 3, 4], vec![2, 3, 4]),
+        (vec![2, 3, 4], vec![3, 1]),
+        (vec![2, 3, 4], vec![]),
+        (vec![2, 5, 1, 3, 2], vec![5, 1, 1, 2]),
+        (vec![0, 3], vec![3]),
+    ];
+    for (sa, sb) in cases {
+        let (a, b) = (random_scaled(&sa, 2.0, &mut rng), with_nan(&sb, &mut rng));
+        for op in BINARY_OPS {
+            for dtype in DTYPES {
+                let (mut ga, mut want) = upload_as(&gpu, &a, dtype);
+                let (gb, b) = upload_as(&gpu, &b, dtype);
+                cpu::binary_in_place(op, &mut want, &b).unwrap();
+                gpu.binary_in_place(op, &mut ga, &gb).unwrap();
+                let what = format!("{op:?} in place {sa:?} {sb:?} {dtype:?}");
+                assert_matches(&gpu, &ga, &want, dtype, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_ops_reject_shapes_that_do_not_broadcast() {
+    let Some(gpu) = gpu() else { return };
+    let f = |shape: Vec<usize>| gpu.full(shape, StoredDType::F32, 1.0).unwrap();
+    let add = cpu::Binary::Add;
+    let err = gpu.binary(add, &f(vec![2, 3]), &f(vec![4])).unwrap_err();
+    assert!(
+        matches!(err, KernelError::Invalid { op: "Add", .. }),
+        "{err:?}"
+    );
+    // In place, b must broadcast to a's own shape.
+    let err = gpu
+        .binary_in_place(cpu::Binary::Mul, &mut f(vec![3, 1]), &f(vec![2, 3, 4]))
+        .unwrap_err();
+    assert!(
+        matches!(err, KernelError::Shape { op: "Mul", .. }),
+        "{err:?}"
+    );
+    let half = gpu.full(vec![3], StoredDType::F16, 1.0).unwrap();
+    assert!(matches!(
+        gpu.binary(add, &f(vec![3]), &half),
+        Err(KernelError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn channel_affine_and_bias_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(23);
+    for shape in [vec![2, 3, 4, 5], vec![2, 7], vec![1, 4, 3], vec![0, 3, 2]] {
+        let c = shape[1];
+        let x = with_nan(&shape, &mut rng);
+        let (scale, shift) = (random(&[c], &mut rng), random(&[c], &mut rng));
+        for dtype in DTYPES {
+            let (mut gx, mut want) = upload_as(&gpu, &x, dtype);
+            let (gs, scale) = upload_as(&gpu, &scale, dtype);
+            let (gt, shift) = upload_as(&gpu, &shift, dtype);
+            cpu::channel_affine(&mut want, &scale.data, &shift.data).unwrap();
+            gpu.channel_affine(&mut gx, &gs, &gt).unwrap();
+            let what = format!("channel affine {shape:?} {dtype:?}");
+            assert_matches(&gpu, &gx, &want, dtype, &what);
+        }
+        for axis in 0..shape.len() {
+            let bias = random(&[shape[axis]], &mut rng);
+            for dtype in DTYPES {
+                let (mut gx, x) = upload_as(&gpu, &x, dtype);
+                let (gb, bias) = upload_as(&gpu, &bias, dtype);
+                // Written out: the bias broadcast along the axis.
+                let mut bshape = vec![1; shape.len()];
+                bshape[axis] = shape[axis];
+                let bias = Tensor::new(bshape, bias.data);
+                let want = cpu::binary(cpu::Binary::Add, &x, &bias).unwrap();
+                gpu.add_bias(&mut gx, &gb, axis).unwrap();
+                let what = format!("bias on axis {axis} of {shape:?} {dtype:?}");
+                assert_matches(&gpu, &gx, &want, dtype, &what);
+            }
+        }
+    }
+    let f = |shape: Vec<usize>| gpu.full(shape, StoredDType::F32, 1.0).unwrap();
+    let mut x = f(vec![2, 3, 4]);
+    assert!(matches!(
+        gpu.channel_affine(&mut x, &f(vec![4]), &f(vec![3])),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.channel_affine(&mut f(vec![3]), &f(vec![3]), &f(vec![3])),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.add_bias(&mut x, &f(vec![3]), 2),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.add_bias(&mut x, &f(vec![3]), 3),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+#[test]
+fn transpose_slice_and_expand_move_values_like_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(24);
+    let transposes: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![7], vec![0]),
+        (vec![3, 5], vec![1, 0]),
+        (vec![2, 3, 4], vec![2, 0, 1]),
+        (vec![2, 1, 3, 4], vec![0, 2, 1, 3]),
+        (vec![2, 3, 1, 4, 5], vec![4, 2, 0, 3, 1]),
+        (vec![40, 33], vec![1, 0]),
+        (vec![0, 3], vec![1, 0]),
+    ];
+    for (shape, perm) in transposes {
+        let x = with_nan(&shape, &mut rng);
+        for dtype in DTYPES {
+            let (gx, x) = upload_as(&gpu, &x, dtype);
+            let want = cpu::transpose(&x, &perm).unwrap();
+            let got = gpu.transpose(&gx, &perm).unwrap();
+            assert_same(
+                &gpu,
+                &got,
+                &want,
+                &format!("transpose {shape:?} {perm:?} {dtype:?}"),
+            );
+        }
+    }
+    type SliceCase = (Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>);
+    let slices: Vec<SliceCase> = vec![
+        (vec![10], vec![2], vec![8], vec![1]),
+        (vec![10], vec![9], vec![-1], vec![-1]),
+        (vec![10], vec![8], vec![0], vec![-3]),
+        (vec![4, 6], vec![1, 5], vec![3, 0], vec![1, -2]),
+        (vec![3, 4, 5], vec![0, 3, 1], vec![3, -1, 5], vec![2, -1, 3]),
+        (
+            vec![2, 3, 4, 5, 2],
+            vec![1, 0, 3, 4, 0],
+            vec![2, 3, -1, 0, 2],
+            vec![1, 2, -2, -1, 1],
+        ),
+        (vec![4, 5], vec![2, 0], vec![2, 5], vec![1, 1]),
+    ];
+    for (shape, starts, ends, steps) in slices {
+        let x = with_nan(&shape, &mut rng);
+        for dtype in DTYPES {
+            let (gx, x) = upload_as(&gpu, &x, dtype);
+            let want = cpu::slice(&x, &starts, &ends, &steps).unwrap();
+            let got = gpu.slice(&gx, &starts, &ends, &steps).unwrap();
+            let what = format!("slice {shape:?} {starts:?} {ends:?} {steps:?} {dtype:?}");
+            assert_same(&gpu, &got, &want, &what);
+        }
+    }
+    let expands: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![3, 1], vec![2, 3, 4]),
+        (vec![1], vec![5]),
+        (vec![], vec![2, 3]),
+        (vec![2, 1, 3], vec![1, 4, 1]),
+        (vec![1, 3, 1, 2, 1], vec![2, 1, 4, 1, 3]),
+        (vec![3, 1], vec![0, 1, 1]),
+    ];
+    for (shape, to) in expands {
+        let x = with_nan(&shape, &mut rng);
+        for dtype in DTYPES {
+            let (gx, x) = upload_as(&gpu, &x, dtype);
+            let want = cpu::expand(&x, &to).unwrap();
+            let got = gpu.expand(&gx, &to).unwrap();
+            assert_same(
+                &gpu,
+                &got,
+                &want,
+                &format!("expand {shape:?} to {to:?} {dtype:?}"),
+            );
+        }
+    }
+    let x = gpu.full(vec![2, 3], StoredDType::F32, 1.0).unwrap();
+    for perm in [vec![0], vec![0, 0], vec![0, 2]] {
+        assert!(matches!(
+            gpu.transpose(&x, &perm),
+            Err(KernelError::Invalid { .. })
+        ));
+    }
+    for (starts, ends, steps) in [
+        (vec![0], vec![1], vec![1]),
+        (vec![0, 0], vec![2, 3], vec![1, 0]),
+        (vec![0, 0], vec![3, 3], vec![1, 1]),
+        (vec![1, 3], vec![0, -1], vec![-1, -1]),
+    ] {
+        assert!(matches!(
+            gpu.slice(&x, &starts, &ends, &steps),
+            Err(KernelError::Invalid { .. })
+        ));
+    }
+    assert!(matches!(
+        gpu.expand(&x, &[4, 3]),
+        Err(KernelError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn concat_split_and_gather_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(25);
+    let base = [2, 3, 4, 2];
+    for axis in 0..base.len() {
+        let extents = [2, 0, 1, 3];
+        let parts: Vec<Tensor> = extents
+            .iter()
+            .map(|&e| {
+                let mut s = base.to_vec();
+                s[axis] = e;
+                with_nan(&s, &mut rng)
+            })
+            .collect();
+        for dtype in DTYPES {
+            let uploaded: Vec<(GpuTensor, Tensor)> =
+                parts.iter().map(|p| upload_as(&gpu, p, dtype)).collect();
+            let host: Vec<&Tensor> = uploaded.iter().map(|(_, t)| t).collect();
+            let device: Vec<&GpuTensor> = uploaded.iter().map(|(g, _)| g).collect();
+            let want = cpu::concat(&host, axis).unwrap();
+            let got = gpu.concat(&device, axis).unwrap();
+            assert_same(
+                &gpu,
+                &got,
+                &want,
+                &format!("concat on axis {axis} {dtype:?}"),
+            );
+
+            let (gx, x) = upload_as(&gpu, &want, dtype);
+            let want = cpu::split(&x, axis, &extents).unwrap();
+            let got = gpu.split(&gx, axis, &extents).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_same(
+                    &gpu,
+                    g,
+                    w,
+                    &format!("split part {i} on axis {axis} {dtype:?}"),
+                );
+            }
+        }
+    }
+    // (shape, axis, indices, indices' shape)
+    type GatherCase = (Vec<usize>, usize, Vec<usize>, Vec<usize>);
+    let gathers: Vec<GatherCase> = vec![
+        (vec![5, 3], 0, vec![4, 0, 4], vec![3]),
+        (vec![5, 3], 1, vec![2], vec![]),
+        (vec![2, 6, 3], 1, vec![5, 1, 0, 2, 2, 3], vec![2, 3]),
+        (vec![2, 3, 4], 2, vec![3, 0], vec![1, 2]),
+        (vec![4, 3], 0, vec![], vec![0]),
+        (vec![100, 16], 0, vec![99, 3, 50, 0, 7], vec![5, 1]),
+    ];
+    for (shape, axis, indices, ishape) in gathers {
+        let x = with_nan(&shape, &mut rng);
+        for dtype in DTYPES {
+            let (gx, x) = upload_as(&gpu, &x, dtype);
+            let want = cpu::gather(&x, axis, &indices, &ishape).unwrap();
+            let got = gpu.gather(&gx, axis, &indices, &ishape).unwrap();
+            let what = format!("gather {shape:?} axis {axis} {indices:?} {ishape:?} {dtype:?}");
+            assert_same(&gpu, &got, &want, &what);
+        }
+    }
+    let f = |shape: Vec<usize>| gpu.full(shape, StoredDType::F32, 1.0).unwrap();
+    let (a, b) = (f(vec![2, 3]), f(vec![2, 4]));
+    assert!(matches!(
+        gpu.concat(&[&a, &b], 0),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.concat(&[&a, &b], 2),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.concat(&[], 0),
+        Err(KernelError::Invalid { .. })
+    ));
+    let h = gpu.full(vec![2, 3], StoredDType::BF16, 1.0).unwrap();
+    assert!(matches!(
+        gpu.concat(&[&a, &h], 0),
+        Err(KernelError::Invalid { .. })
+    ));
+    assert!(matches!(
+        gpu.split(&b, 1, &[1, 2]),
+        Err(KernelError::Invalid { .. })
+    ));
+    assert!(matches!(
+        gpu.split(&b, 2, &[2]),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.gather(&a, 1, &[3], &[1]),
+        Err(KernelError::Invalid { .. })
+    ));
+    assert!(matches!(
+        gpu.gather(&a, 0, &[0, 1], &[3]),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+const REDUCE_OPS: [cpu::Reduce; 7] = [
+    cpu::Reduce::Mean,
+    cpu::Reduce::Sum,
+    cpu::Reduce::Max,
+    cpu::Reduce::Min,
+    cpu::Reduce::Prod,
+    cpu::Reduce::L2,
+    cpu::Reduce::SumSquare,
+];
+
+/// Reductions of every kind of layout: trailing, leading, middle and
+/// scattered axes, all or none named, long ones that a warp or a block
+/// shares, and empty ones.
+fn reduce_cases() -> Vec<(Vec<usize>, Vec<usize>)> {
+    vec![
+        (vec![3, 4, 5], vec![]),
+        (vec![3, 4, 5], vec![0]),
+        (vec![3, 4, 5], vec![1]),
+        (vec![3, 4, 5], vec![2]),
+        (vec![3, 4, 5], vec![0, 2]),
+        (vec![3, 4, 5], vec![2, 1]),
+        (vec![2, 3, 1, 5, 2], vec![0, 2, 4]),
+        (vec![2, 3, 4, 5, 2], vec![1, 3]),
+        (vec![7], vec![0]),
+        (vec![64, 100], vec![1]),
+        (vec![100, 40], vec![0]),
+        (vec![3, 40, 7], vec![1]),
+        (vec![2, 5000], vec![1]),
+        (vec![9000], vec![]),
+        (vec![5000, 3], vec![0]),
+        (vec![0, 3], vec![0]),
+        (vec![3, 0], vec![1]),
+        (vec![3, 0], vec![0]),
+    ]
+}
+
+#[test]
+fn reductions_match_the_cpu_over_any_axes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(26);
+    for (shape, axes) in reduce_cases() {
+        let mut x = random(&shape, &mut rng);
+        for op in REDUCE_OPS {
+            let x = if op == cpu::Reduce::Prod {
+                // Products of values near 1 neither vanish nor overflow.
+                let mut p = x.clone();
+                p.data.iter_mut().for_each(|v| *v = 1.0 + *v / 64.0);
+                p
+            } else {
+                x.clone()
+            };
+            for dtype in DTYPES {
+                let (gx, x) = upload_as(&gpu, &x, dtype);
+                for keepdims in [false, true] {
+                    let want = cpu::reduce(op, &x, &axes, keepdims).unwrap();
+                    let got = gpu.reduce(op, &gx, &axes, keepdims).unwrap();
+                    // Relative to what was summed (or multiplied).
+                    let magnitude = match op {
+                        cpu::Reduce::Max | cpu::Reduce::Min | cpu::Reduce::Prod => want.clone(),
+                        cpu::Reduce::Mean | cpu::Reduce::Sum => {
+                            cpu::reduce(op, &abs(&x), &axes, keepdims).unwrap()
+                        }
+                        _ => want.clone(),
+                    };
+                    let scale: Vec<f32> = magnitude.data.iter().map(|v| v.abs()).collect();
+                    let what =
+                        format!("{op:?} {shape:?} axes {axes:?} keepdims {keepdims} {dtype:?}");
+                    let got = gpu.download(&got).unwrap();
+                    assert_close_tensors(&got, &want, &scale, tolerance(dtype), &what);
+                }
+            }
+        }
+        // NaN wins every reduction it takes part in, Max and Min included.
+        if x.len() > 3 {
+            x.data[3] = f32::NAN;
+            for op in REDUCE_OPS {
+                for dtype in DTYPES {
+                    let (gx, x) = upload_as(&gpu, &x, dtype);
+                    let want = cpu::reduce(op, &x, &axes, false).unwrap();
+                    let got = gpu
+                        .download(&gpu.reduce(op, &gx, &axes, false).unwrap())
+                        .unwrap();
+                    for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+                        assert_eq!(
+                            g.is_nan(),
+                            w.is_nan(),
+                            "{op:?} {shape:?} axes {axes:?} {dtype:?} with a NaN: element {i} is {g}, want {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let x = gpu.full(vec![2, 3], StoredDType::F32, 1.0).unwrap();
+    for axes in [vec![2], vec![1, 1]] {
+        assert!(matches!(
+            gpu.reduce(cpu::Reduce::Sum, &x, &axes, true),
+            Err(KernelError::Invalid {
+                op: "ReduceSum",
+                ..
+            })
+        ));
+    }
+}
+
+#[test]
+fn layer_norm_matches_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(27);
+    let cases: Vec<(Vec<usize>, usize)> = vec![
+        (vec![4, 37], 1),
+        (vec![2, 3, 64], 2),
+        (vec![2, 3, 4], 1),
+        (vec![3, 5], 0),
+        (vec![2, 1000], 1),
+        (vec![1, 1], 1),
+        (vec![0, 8], 1),
+    ];
+    for (shape, axis) in cases {
+        let block: usize = shape[axis..].iter().product();
+        // A large mean: a one-pass variance would cancel it away.
+        let mut x = random(&shape, &mut rng);
+        x.data.iter_mut().for_each(|v| *v += 100.0);
+        if x.len() > 2 * block {
+            x.data[block + 1] = f32::NAN;
+        }
+        let scale = random(&[block], &mut rng);
+        let bias = random(&[block], &mut rng);
+        for dtype in DTYPES {
+            let (gx, x) = upload_as(&gpu, &x, dtype);
+            let (gs, scale) = upload_as(&gpu, &scale, dtype);
+            let (gb, bias) = upload_as(&gpu, &bias, dtype);
+            for (with_scale, with_bias) in
+                [(false, false), (true, false), (true, true), (false, true)]
+            {
+                let s = with_scale.then_some(&scale.data[..]);
+                let b = with_bias.then_some(&bias.data[..]);
+                let want = cpu::layer_norm(&x, axis, s, b, 1e-5).unwrap();
+                let got = gpu
+                    .layer_norm(
+                        &gx,
+                        axis,
+                        with_scale.then_some(&gs),
+                        with_bias.then_some(&gb),
+                        1e-5,
+                    )
+                    .unwrap();
+                let what = format!("layer norm {shape:?} axis {axis} scale {with_scale} bias {with_bias} {dtype:?}");
+                assert_matches(&gpu, &got, &want, dtype, &what);
+            }
+        }
+    }
+    let x = gpu.full(vec![2, 3, 4], StoredDType::F32, 1.0).unwrap();
+    let s = gpu.full(vec![4], StoredDType::F32, 1.0).unwrap();
+    assert!(matches!(
+        gpu.layer_norm(&x, 1, Some(&s), None, 1e-5),
+        Err(KernelError::Shape { .. })
+    ));
+    assert!(matches!(
+        gpu.layer_norm(&x, 3, None, None, 1e-5),
+        Err(KernelError::Shape { .. })
+    ));
+}
+
+#[test]
+fn batched_matmul_matches_the_cpu() {
+    let Some(mut gpu) = gpu() else { return };
+    let cpu = Cpu::new(2);
+    let mut rng = StdRng::seed_from_u64(28);
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![3, 4], vec![4, 5]),
+        (vec![4], vec![4, 5]),
+        (vec![3, 4], vec![4]),
+        (vec![4], vec![4]),
+        (vec![2, 3, 4], vec![4, 5]),
+        (vec![2, 3, 4], vec![2, 4, 5]),
+        (vec![2, 1, 3, 4], vec![5, 4, 6]),
+        (vec![1, 3, 4], vec![2, 4, 6]),
+        (vec![3, 4], vec![2, 2, 4, 3]),
+        (vec![7], vec![3, 7, 2]),
+        (vec![2, 1, 1, 5], vec![3, 5, 1]),
+        (vec![2, 130, 70], vec![70, 135]),
+        (vec![2, 1, 129, 17], vec![3, 17, 140]),
+        (vec![3, 0], vec![0, 4]),
+        (vec![0, 3, 4], vec![4, 5]),
+        (vec![1, 3, 4], vec![0, 4, 5]),
+    ];
+    for (sa, sb) in cases {
+        let (a, b) = (random(&sa, &mut rng), random(&sb, &mut rng));
+        for dtype in DTYPES {
+            let (ga, a) = upload_as(&gpu, &a, dtype);
+            let (gb, b) = upload_as(&gpu, &b, dtype);
+            let want = cpu::batched_matmul(&cpu, &a, &b).unwrap();
+            let scale = cpu::batched_matmul(&cpu, &abs(&a), &abs(&b)).unwrap();
+            for tc in tensor_core_settings(&gpu) {
+                gpu.set_tensor_cores(tc);
+                let got = gpu
+                    .download(&gpu.batched_matmul(&ga, &gb).unwrap())
+                    .unwrap();
+                let what = format!("matmul {sa:?} x {sb:?} {dtype:?} tensor cores {tc}");
+                assert_close_tensors(&got, &want, &scale.data, tolerance(dtype), &what);
+            }
+        }
+    }
+    let f = |shape: Vec<usize>| gpu.full(shape, StoredDType::F32, 1.0).unwrap();
+    let shape_errors = [
+        (vec![3, 4], vec![5, 2]),
+        (vec![], vec![4, 2]),
+        (vec![4], vec![]),
+    ];
+    for (sa, sb) in shape_errors {
+        assert!(matches!(
+            gpu.batched_matmul(&f(sa), &f(sb)),
+            Err(KernelError::Shape { .. })
+        ));
+    }
+    assert!(matches!(
+        gpu.batched_matmul(&f(vec![2, 3, 4]), &f(vec![3, 4, 5])),
+        Err(KernelError::Invalid { .. })
+    ));
+    let h = gpu.full(vec![4, 2], StoredDType::F16, 1.0).unwrap();
+    assert!(matches!(
+        gpu.batched_matmul(&f(vec![3, 4]), &h),
+        Err(KernelError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn graph_op_kernels_refuse_too_many_unmergeable_axes() {
+    let Some(gpu) = gpu() else { return };
+    // Nine axes of 2 reversed: no neighbours merge.
+    let x = gpu.full(vec![2; 9], StoredDType::F32, 1.0).unwrap();
+    let perm: Vec<usize> = (0..9).rev().collect();
+    assert!(matches!(
+        gpu.transpose(&x, &perm),
+        Err(KernelError::Invalid { .. })
+    ));
+    // Nine that do merge are fine.
+    let id: Vec<usize> = (0..9).collect();
+    assert_eq!(gpu.transpose(&x, &id).unwrap().shape(), [2; 9]);
+}

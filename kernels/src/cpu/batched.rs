@@ -17,41 +17,17 @@ use crate::tensor::Tensor;
 /// batch is not copied, and when only `a` is batched (`[B, S, K] · [K, N]`)
 /// its batch and rows are one tall matrix.
 pub fn batched_matmul(cpu: &Cpu, a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
-    const OP: &str = "MatMul";
-    check_len(OP, "A", a)?;
-    check_len(OP, "B", b)?;
-    let a_shape = match a.shape[..] {
-        [] => return Err(shape_err(OP, "A", &a.shape, "at least one dimension")),
-        [k] => vec![1, k],
-        _ => a.shape.clone(),
-    };
-    let b_shape = match b.shape[..] {
-        [] => return Err(shape_err(OP, "B", &b.shape, "at least one dimension")),
-        [k] => vec![k, 1],
-        _ => b.shape.clone(),
-    };
-    let (a_batch, &[m, k]) = a_shape.split_at(a_shape.len() - 2) else {
-        unreachable!()
-    };
-    let (b_batch, &[kb, n]) = b_shape.split_at(b_shape.len() - 2) else {
-        unreachable!()
-    };
-    if k != kb {
-        return Err(shape_err(
-            OP,
-            "B",
-            &b.shape,
-            format!("{k} rows to match A's {:?}", a.shape),
-        ));
-    }
-    let batch = broadcast_shape_for(OP, a_batch, b_batch)?;
-    let mut shape = batch.clone();
-    if a.shape.len() > 1 {
-        shape.push(m);
-    }
-    if b.shape.len() > 1 {
-        shape.push(n);
-    }
+    check_len("MatMul", "A", a)?;
+    check_len("MatMul", "B", b)?;
+    let MatMulShapes {
+        a_batch,
+        b_batch,
+        m,
+        k,
+        n,
+        batch,
+        shape,
+    } = matmul_shapes(&a.shape, &b.shape)?;
     let count: usize = batch.iter().product();
     let mut out = vec![0.0; count * m * n];
     if out.is_empty() {
@@ -60,8 +36,8 @@ pub fn batched_matmul(cpu: &Cpu, a: &Tensor, b: &Tensor) -> Result<Tensor, Kerne
     let (rows, offsets) = if b_batch.iter().product::<usize>() == 1 && a_batch == batch {
         (count * m, vec![(0, 0)])
     } else {
-        let sa = broadcast_strides(a_batch, batch.len());
-        let sb = broadcast_strides(b_batch, batch.len());
+        let sa = broadcast_strides(&a_batch, batch.len());
+        let sb = broadcast_strides(&b_batch, batch.len());
         let mut offsets = Vec::with_capacity(count);
         for_each_offset(&batch, [&sa, &sb], [0, 0], |[x, y]| {
             offsets.push((x * m * k, y * k * n));
@@ -89,4 +65,62 @@ pub fn batched_matmul(cpu: &Cpu, a: &Tensor, b: &Tensor) -> Result<Tensor, Kerne
         matmul(dst.len() / n, n, k, dst, n, a_view, b_view, false);
     });
     Ok(Tensor { shape, data: out })
+}
+
+/// The operands of a MatMul as batches of matrices: `a` as `a_batch` of
+/// `[m, k]`, `b` as `b_batch` of `[k, n]` (a 1-D operand as one matrix
+/// with an added axis of 1), and the broadcast `batch` and output `shape`.
+pub(crate) struct MatMulShapes {
+    pub a_batch: Vec<usize>,
+    pub b_batch: Vec<usize>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: Vec<usize>,
+    pub shape: Vec<usize>,
+}
+
+pub(crate) fn matmul_shapes(a: &[usize], b: &[usize]) -> Result<MatMulShapes, KernelError> {
+    const OP: &str = "MatMul";
+    let a_shape = match a {
+        [] => return Err(shape_err(OP, "A", a, "at least one dimension")),
+        [k] => vec![1, *k],
+        _ => a.to_vec(),
+    };
+    let b_shape = match b {
+        [] => return Err(shape_err(OP, "B", b, "at least one dimension")),
+        [k] => vec![*k, 1],
+        _ => b.to_vec(),
+    };
+    let (a_batch, &[m, k]) = a_shape.split_at(a_shape.len() - 2) else {
+        unreachable!()
+    };
+    let (b_batch, &[kb, n]) = b_shape.split_at(b_shape.len() - 2) else {
+        unreachable!()
+    };
+    if k != kb {
+        return Err(shape_err(
+            OP,
+            "B",
+            b,
+            format!("{k} rows to match A's {a:?}"),
+        ));
+    }
+    let batch = broadcast_shape_for(OP, a_batch, b_batch)?;
+    let mut shape = batch.clone();
+    if a.len() > 1 {
+        shape.push(m);
+    }
+    if b.len() > 1 {
+        shape.push(n);
+    }
+    Ok(MatMulShapes {
+        a_batch: a_batch.to_vec(),
+        b_batch: b_batch.to_vec(),
+        m,
+        k,
+        n,
+        batch,
+        shape,
+    })
 }

@@ -26,7 +26,7 @@ pub enum Binary {
 }
 
 impl Binary {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Binary::Add => "Add",
             Binary::Sub => "Sub",

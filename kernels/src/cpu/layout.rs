@@ -15,7 +15,19 @@ use crate::tensor::Tensor;
 /// ONNX Transpose: output axis `i` is input axis `perm[i]`.
 pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, KernelError> {
     check_len("Transpose", "data", x)?;
-    let rank = x.shape.len();
+    let (shape, sx) = transpose_view(&x.shape, perm)?;
+    let mut out = vec![0.0; x.data.len()];
+    copy_strided(&mut out, &x.data, &shape, &sx, 0);
+    Ok(Tensor { shape, data: out })
+}
+
+/// The output shape of Transpose, and the input strides along each output
+/// axis.
+pub(crate) fn transpose_view(
+    shape: &[usize],
+    perm: &[usize],
+) -> Result<(Vec<usize>, Vec<isize>), KernelError> {
+    let rank = shape.len();
     let mut seen = vec![false; rank];
     let permutes = perm.len() == rank
         && perm
@@ -27,12 +39,9 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, KernelError> {
             what: format!("perm {perm:?} is not a permutation of {rank} axes"),
         });
     }
-    let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
-    let own = contiguous_strides(&x.shape);
-    let sx: Vec<isize> = perm.iter().map(|&p| own[p]).collect();
-    let mut out = vec![0.0; x.data.len()];
-    copy_strided(&mut out, &x.data, &shape, &sx, 0);
-    Ok(Tensor { shape, data: out })
+    let own = contiguous_strides(shape);
+    let out = perm.iter().map(|&p| shape[p]).collect();
+    Ok((out, perm.iter().map(|&p| own[p]).collect()))
 }
 
 /// ONNX Slice on indices the caller has already resolved: one
@@ -47,24 +56,39 @@ pub fn slice(
     ends: &[i64],
     steps: &[i64],
 ) -> Result<Tensor, KernelError> {
+    check_len("Slice", "data", x)?;
+    let (shape, sx, base) = slice_view(&x.shape, starts, ends, steps)?;
+    let mut out = vec![0.0; shape.iter().product()];
+    if !out.is_empty() {
+        copy_strided(&mut out, &x.data, &shape, &sx, base);
+    }
+    Ok(Tensor { shape, data: out })
+}
+
+/// The output shape of [`slice`], the input strides along each output axis
+/// and the input offset of the first element taken.
+pub(crate) fn slice_view(
+    in_shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    steps: &[i64],
+) -> Result<(Vec<usize>, Vec<isize>, isize), KernelError> {
     const OP: &str = "Slice";
-    check_len(OP, "data", x)?;
-    let rank = x.shape.len();
+    let rank = in_shape.len();
     if starts.len() != rank || ends.len() != rank || steps.len() != rank {
         return Err(KernelError::Invalid {
             op: OP,
             what: format!(
-                "starts {starts:?}, ends {ends:?} and steps {steps:?} need one entry per axis of {:?}",
-                x.shape
+                "starts {starts:?}, ends {ends:?} and steps {steps:?} need one entry per axis of {in_shape:?}"
             ),
         });
     }
-    let own = contiguous_strides(&x.shape);
+    let own = contiguous_strides(in_shape);
     let mut shape = Vec::with_capacity(rank);
     let mut sx = Vec::with_capacity(rank);
     let mut base = 0isize;
     for ax in 0..rank {
-        let (start, step, dim) = (starts[ax], steps[ax], x.shape[ax] as i64);
+        let (start, step, dim) = (starts[ax], steps[ax], in_shape[ax] as i64);
         let len = slice_len(start, ends[ax], step).ok_or_else(|| KernelError::Invalid {
             op: OP,
             what: format!("step 0 on axis {ax}"),
@@ -88,11 +112,7 @@ pub fn slice(
             base += own[ax] * start as isize;
         }
     }
-    let mut out = vec![0.0; shape.iter().product()];
-    if !out.is_empty() {
-        copy_strided(&mut out, &x.data, &shape, &sx, base);
-    }
-    Ok(Tensor { shape, data: out })
+    Ok((shape, sx, base))
 }
 
 /// How many indices `start, start + step, ..` fall before `end`; `None`
@@ -112,29 +132,11 @@ fn slice_len(start: i64, end: i64, step: i64) -> Option<usize> {
 
 /// ONNX Concat: the inputs joined along `axis`, all other extents equal.
 pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor, KernelError> {
-    const OP: &str = "Concat";
-    let first = inputs.first().ok_or_else(|| KernelError::Invalid {
-        op: OP,
-        what: "no inputs".into(),
-    })?;
-    check_axis(OP, "input", &first.shape, axis)?;
-    let mut shape = first.shape.clone();
-    shape[axis] = 0;
     for t in inputs {
-        check_len(OP, "input", t)?;
-        let fits = t.shape.len() == shape.len()
-            && (t.shape.iter().zip(&first.shape).enumerate())
-                .all(|(i, (a, b))| i == axis || a == b);
-        if !fits {
-            return Err(shape_err(
-                OP,
-                "input",
-                &t.shape,
-                format!("{:?} but for axis {axis}", first.shape),
-            ));
-        }
-        shape[axis] += t.shape[axis];
+        check_len("Concat", "input", t)?;
     }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| &t.shape[..]).collect();
+    let shape = concat_shape(&shapes, axis)?;
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let mut data = Vec::with_capacity(shape.iter().product());
@@ -147,22 +149,38 @@ pub fn concat(inputs: &[&Tensor], axis: usize) -> Result<Tensor, KernelError> {
     Ok(Tensor { shape, data })
 }
 
+/// The shape of the inputs of `shapes` joined along `axis`.
+pub(crate) fn concat_shape(shapes: &[&[usize]], axis: usize) -> Result<Vec<usize>, KernelError> {
+    const OP: &str = "Concat";
+    let first = shapes.first().ok_or_else(|| KernelError::Invalid {
+        op: OP,
+        what: "no inputs".into(),
+    })?;
+    check_axis(OP, "input", first, axis)?;
+    let mut shape = first.to_vec();
+    shape[axis] = 0;
+    for s in shapes {
+        let fits = s.len() == shape.len()
+            && (s.iter().zip(*first).enumerate()).all(|(i, (a, b))| i == axis || a == b);
+        if !fits {
+            return Err(shape_err(
+                OP,
+                "input",
+                s,
+                format!("{first:?} but for axis {axis}"),
+            ));
+        }
+        shape[axis] += s[axis];
+    }
+    Ok(shape)
+}
+
 /// ONNX Split: `x` cut along `axis` into parts of `sizes` (summing to the
 /// axis' extent).
 pub fn split(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>, KernelError> {
-    const OP: &str = "Split";
-    check_len(OP, "input", x)?;
-    check_axis(OP, "input", &x.shape, axis)?;
+    check_len("Split", "input", x)?;
+    check_split(&x.shape, axis, sizes)?;
     let dim = x.shape[axis];
-    if sizes.iter().sum::<usize>() != dim {
-        return Err(KernelError::Invalid {
-            op: OP,
-            what: format!(
-                "sizes {sizes:?} do not add up to axis {axis} of {:?}",
-                x.shape
-            ),
-        });
-    }
     let outer: usize = x.shape[..axis].iter().product();
     let inner: usize = x.shape[axis + 1..].iter().product();
     let mut first = 0;
@@ -180,6 +198,23 @@ pub fn split(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>, Ke
     Ok(parts.collect())
 }
 
+/// Refuses an axis `shape` lacks, or sizes not adding up to its extent.
+pub(crate) fn check_split(
+    shape: &[usize],
+    axis: usize,
+    sizes: &[usize],
+) -> Result<(), KernelError> {
+    const OP: &str = "Split";
+    check_axis(OP, "input", shape, axis)?;
+    if sizes.iter().sum::<usize>() != shape[axis] {
+        return Err(KernelError::Invalid {
+            op: OP,
+            what: format!("sizes {sizes:?} do not add up to axis {axis} of {shape:?}"),
+        });
+    }
+    Ok(())
+}
+
 /// ONNX Gather: output `[x.shape[..axis], indices_shape, x.shape[axis+1..]]`
 /// taking, along `axis`, the slice at each index in turn (`indices` row-major
 /// over `indices_shape`, which is `[]` for one scalar index).
@@ -189,25 +224,9 @@ pub fn gather(
     indices: &[usize],
     indices_shape: &[usize],
 ) -> Result<Tensor, KernelError> {
-    const OP: &str = "Gather";
-    check_len(OP, "data", x)?;
-    check_axis(OP, "data", &x.shape, axis)?;
-    if indices_shape.iter().product::<usize>() != indices.len() {
-        return Err(shape_err(
-            OP,
-            "indices",
-            indices_shape,
-            format!("{} values", indices.len()),
-        ));
-    }
+    check_len("Gather", "data", x)?;
+    let shape = gather_shape(&x.shape, axis, indices, indices_shape)?;
     let dim = x.shape[axis];
-    if let Some(bad) = indices.iter().find(|&&i| i >= dim) {
-        return Err(KernelError::Invalid {
-            op: OP,
-            what: format!("index {bad} is outside axis {axis} of extent {dim}"),
-        });
-    }
-    let shape = [&x.shape[..axis], indices_shape, &x.shape[axis + 1..]].concat();
     let outer: usize = x.shape[..axis].iter().product();
     let inner: usize = x.shape[axis + 1..].iter().product();
     let mut data = Vec::with_capacity(shape.iter().product());
@@ -218,6 +237,33 @@ pub fn gather(
         }
     }
     Ok(Tensor { shape, data })
+}
+
+/// The output shape of [`gather`], once the indices are checked.
+pub(crate) fn gather_shape(
+    in_shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    indices_shape: &[usize],
+) -> Result<Vec<usize>, KernelError> {
+    const OP: &str = "Gather";
+    check_axis(OP, "data", in_shape, axis)?;
+    if indices_shape.iter().product::<usize>() != indices.len() {
+        return Err(shape_err(
+            OP,
+            "indices",
+            indices_shape,
+            format!("{} values", indices.len()),
+        ));
+    }
+    let dim = in_shape[axis];
+    if let Some(bad) = indices.iter().find(|&&i| i >= dim) {
+        return Err(KernelError::Invalid {
+            op: OP,
+            what: format!("index {bad} is outside axis {axis} of extent {dim}"),
+        });
+    }
+    Ok([&in_shape[..axis], indices_shape, &in_shape[axis + 1..]].concat())
 }
 
 /// ONNX Expand: `x` broadcast to `broadcast_shape(x.shape, shape)`.

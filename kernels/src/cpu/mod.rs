@@ -2,17 +2,17 @@
 //! output (the tests poison outputs to prove it).
 
 mod avx512;
-mod batched;
-mod broadcast;
+pub(crate) mod batched;
+pub(crate) mod broadcast;
 mod conv;
 mod elementwise;
-mod layout;
+pub(crate) mod layout;
 mod linear;
 mod matmul;
 mod norm;
 mod pool;
-mod reduce;
-mod strided;
+pub(crate) mod reduce;
+pub(crate) mod strided;
 mod unary;
 mod winograd;
 

@@ -24,7 +24,7 @@ pub enum Reduce {
 }
 
 impl Reduce {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Reduce::Mean => "ReduceMean",
             Reduce::Sum => "ReduceSum",
@@ -47,6 +47,27 @@ impl Reduce {
         }
     }
 
+    /// Which axes of `shape` `axes` reduces (each below the rank, none
+    /// twice; none means all).
+    pub(crate) fn reduced_axes(
+        self,
+        shape: &[usize],
+        axes: &[usize],
+    ) -> Result<Vec<bool>, KernelError> {
+        let rank = shape.len();
+        let mut reduced = vec![axes.is_empty(); rank];
+        for &ax in axes {
+            if ax >= rank || reduced[ax] {
+                return Err(KernelError::Invalid {
+                    op: self.name(),
+                    what: format!("axes {axes:?} for an input of shape {shape:?}"),
+                });
+            }
+            reduced[ax] = true;
+        }
+        Ok(reduced)
+    }
+
     fn finish(self, acc: f64, count: usize) -> f32 {
         match self {
             Reduce::Mean => (acc / count as f64) as f32,
@@ -65,19 +86,8 @@ pub fn reduce(
     axes: &[usize],
     keepdims: bool,
 ) -> Result<Tensor, KernelError> {
-    let name = op.name();
-    check_len(name, "data", x)?;
-    let rank = x.shape.len();
-    let mut reduced = vec![axes.is_empty(); rank];
-    for &ax in axes {
-        if ax >= rank || reduced[ax] {
-            return Err(KernelError::Invalid {
-                op: name,
-                what: format!("axes {axes:?} for an input of shape {:?}", x.shape),
-            });
-        }
-        reduced[ax] = true;
-    }
+    check_len(op.name(), "data", x)?;
+    let reduced = op.reduced_axes(&x.shape, axes)?;
     let kept: Vec<usize> = (x.shape.iter().zip(&reduced))
         .map(|(&d, &r)| if r { 1 } else { d })
         .collect();
@@ -103,15 +113,20 @@ pub fn reduce(
             }
         });
     }
-    let shape = if keepdims {
-        kept
-    } else {
-        (x.shape.iter().zip(&reduced))
-            .filter_map(|(&d, &r)| (!r).then_some(d))
-            .collect()
-    };
+    let shape = output_shape(&x.shape, &reduced, keepdims);
     let data = acc.into_iter().map(|a| op.finish(a, count)).collect();
     Ok(Tensor { shape, data })
+}
+
+/// The reduced axes kept as extent 1, or dropped.
+pub(crate) fn output_shape(shape: &[usize], reduced: &[bool], keepdims: bool) -> Vec<usize> {
+    (shape.iter().zip(reduced))
+        .filter_map(|(&d, &r)| match (r, keepdims) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect()
 }
 
 fn fold(op: Reduce, init: f64, row: &[f32]) -> f64 {

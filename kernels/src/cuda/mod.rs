@@ -15,14 +15,21 @@
 //! Nothing here is behind a cargo feature: the driver and NVRTC are loaded
 //! at run time, and [`crate::device::choose`] decides whether to use them.
 
+mod broadcast;
 pub mod cache;
 mod conv;
 mod elementwise;
 mod gemm;
+mod layout;
+mod matmul;
+mod norm;
 pub mod nvrtc;
 mod pool;
+mod reduce;
 mod staging;
+mod strided;
 mod tensor;
+mod unary;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +39,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-pub use crate::cpu::{Conv2d, Gemm, Pool2d, PoolKind};
+pub use crate::cpu::{Binary, Conv2d, Gemm, Pool2d, PoolKind, Reduce, Unary};
 pub use elementwise::flatten;
 pub use staging::Staging;
 pub use tensor::GpuTensor;
@@ -350,6 +357,21 @@ pub fn kernel_names() -> Vec<(&'static str, String)> {
         for n in elementwise::kernel_names(dtype) {
             names.push((nvrtc::ELEMENTWISE.name, n));
         }
+        names.push((nvrtc::UNARY.name, unary::kernel_name(dtype)));
+        names.push((nvrtc::BROADCAST.name, broadcast::kernel_name(dtype)));
+        names.push((nvrtc::REDUCE.name, reduce::kernel_name(dtype)));
+        for n in norm::kernel_names(dtype) {
+            names.push((nvrtc::NORM.name, n));
+        }
+        for tensor_cores in [false, true] {
+            if !(tensor_cores && dtype == StoredDType::F32) {
+                names.push((nvrtc::MATMUL.name, matmul::kernel_name(tensor_cores, dtype)));
+            }
+        }
+    }
+    // Layout kernels move bits, one per element size.
+    for n in layout::kernel_names() {
+        names.push((nvrtc::LAYOUT.name, n));
     }
     names
 }

@@ -75,8 +75,44 @@ pub const ELEMENTWISE: Source = Source {
     text: include_str!("../../cuda/elementwise.cu"),
 };
 
+pub const UNARY: Source = Source {
+    name: "unary.cu",
+    text: include_str!("../../cuda/unary.cu"),
+};
+pub const BROADCAST: Source = Source {
+    name: "broadcast.cu",
+    text: include_str!("../../cuda/broadcast.cu"),
+};
+pub const LAYOUT: Source = Source {
+    name: "layout.cu",
+    text: include_str!("../../cuda/layout.cu"),
+};
+pub const REDUCE: Source = Source {
+    name: "reduce.cu",
+    text: include_str!("../../cuda/reduce.cu"),
+};
+pub const NORM: Source = Source {
+    name: "norm.cu",
+    text: include_str!("../../cuda/norm.cu"),
+};
+pub const MATMUL: Source = Source {
+    name: "matmul.cu",
+    text: include_str!("../../cuda/matmul.cu"),
+};
+
 /// Every kernel source, one module each.
-pub const SOURCES: [Source; 4] = [GEMM, CONV, POOL, ELEMENTWISE];
+pub const SOURCES: [Source; 10] = [
+    GEMM,
+    CONV,
+    POOL,
+    ELEMENTWISE,
+    UNARY,
+    BROADCAST,
+    LAYOUT,
+    REDUCE,
+    NORM,
+    MATMUL,
+];
 
 /// The environment variable naming the NVRTC library (or its directory);
 /// searched before every other place.
