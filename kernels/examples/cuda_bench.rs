@@ -46,8 +46,17 @@ fn main() -> Result<(), KernelError> {
             let (m, k, n) = (shrink(m, 33), shrink(k, 40), shrink(n, 17));
             let a = gpu.upload(&filled(vec![m, k]), dtype)?;
             let b = gpu.upload(&filled(vec![k, n]), dtype)?;
-            let ms = time(&gpu, small, || gpu.gemm(&Gemm::default(), &a, &b, None).map(drop))?;
-            report(&gpu, "gemm", dtype, &format!("{m}x{k}x{n}"), ms, 2.0 * (m * k * n) as f64);
+            let ms = time(&gpu, small, || {
+                gpu.gemm(&Gemm::default(), &a, &b, None).map(drop)
+            })?;
+            report(
+                &gpu,
+                "gemm",
+                dtype,
+                &format!("{m}x{k}x{n}"),
+                ms,
+                2.0 * (m * k * n) as f64,
+            );
         }
         for (xs, ws) in CONVS {
             let xs = [shrink(xs[0], 2), xs[1], shrink(xs[2], 9), shrink(xs[3], 9)];
@@ -66,7 +75,9 @@ fn main() -> Result<(), KernelError> {
 /// Values in [-1, 1) that do not repeat along a row.
 fn filled(shape: Vec<usize>) -> Tensor {
     let n = shape.iter().product();
-    let data = (0..n).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let data = (0..n)
+        .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
     Tensor::new(shape, data)
 }
 

@@ -91,10 +91,9 @@ fn exported_models_match_the_cpu_on_the_device() {
             cuda.device_steps() > before,
             "{family}: no step ran on the device"
         );
-        if family == "sequential" {
-            // Convolutions, ReLU, pooling, flatten and linear layers only.
-            assert_eq!(cuda.host_steps(), Default::default(), "{family}");
-        }
+        // Residuals, concatenations, normalisation and attention: every
+        // step has a CUDA kernel.
+        assert_eq!(cuda.host_steps(), Default::default(), "{family}");
         close(&gpu, &cpu, family);
         for strategy in [Strategy::Data, Strategy::Tensor, Strategy::Pipeline] {
             let opts = RunOptions {
@@ -161,5 +160,30 @@ fn sixteen_bit_weights_with_f32_activations_match_the_cpu() {
             .zip(&full.data)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(moved > 0.0, "{dtype:?}: the weights were not rounded");
+    }
+}
+
+/// Every fixture of both exporters (the zoo's op set: grouped and depthwise
+/// convolutions, squeeze-excitation, channel shuffles, LayerNorm,
+/// attention) runs with no step on the CPU, and agrees with the CPU.
+#[test]
+fn every_fixture_runs_on_the_device_alone() {
+    let Some(cuda) = backend() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".onnx"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 26, "fixtures: {names:?}");
+    for name in names {
+        let model = onnx::load(&dir.join(&name)).unwrap();
+        let x = input(&model, 2);
+        let cpu = whole(&Cpu::new(1), &model, &x);
+        let before = cuda.host_steps();
+        let gpu = whole(&cuda, &model, &x);
+        assert_eq!(cuda.host_steps(), before, "{name}: steps ran on the CPU");
+        close(&gpu, &cpu, &name);
     }
 }

@@ -1,23 +1,25 @@
 //! The CUDA backend: values live on one device between steps.
 //!
-//! Steps with a CUDA kernel run there: 2-D convolutions and linear layers
-//! (with their fused residual Adds and ReLUs), 2-D pooling, global average
-//! pooling, ReLU, Adds of one shape, softmax and reshapes. Any
-//! other step runs on the CPU: its inputs come to the host, its outputs go
-//! back, and each such op is logged once and counted
-//! ([`CudaBackend::host_steps`]).
+//! Every op of float values has a CUDA kernel ([`steps`]): convolutions
+//! and linear layers with their fused work, pooling, elementwise and
+//! broadcast ops, normalisation, reductions, batched MatMul, softmax and
+//! the layout ops. What has none (a Gemm of two computed operands, a
+//! BatchNormalization of computed statistics) runs on the CPU: its inputs
+//! come to the host, its outputs go back, and each such op is logged once
+//! and counted ([`CudaBackend::host_steps`]).
 //!
 //! Activations are f32 on the device. Weights carry the precision of the
 //! stored type (`--dtype`), rounded on the host as the CPU backend rounds
 //! them, so both backends compute the same values.
 
+mod steps;
+
 use super::program::{Comm, Operand};
-use super::step::{Post, Step};
+use super::step::Step;
 use super::{host_collective, Arg, Backend};
-use crate::graph::infer::{self, Input};
-use crate::graph::{Known, Op};
+use crate::graph::Known;
 use crate::ModelError;
-use mpinfer_kernels::cpu::{Binary, Cpu, PoolKind, Unary};
+use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::cuda::{Gpu, GpuTensor, Staging};
 use mpinfer_kernels::{KernelError, StoredDType, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -244,9 +246,9 @@ impl Backend for CudaBackend {
         args: Vec<Arg<'_, GpuTensor>>,
         known: &[Option<&Known>],
     ) -> Result<Vec<GpuTensor>, ModelError> {
-        if on_device(step, &args) {
+        if steps::runs_on_device(step, &args) {
             self.on_device.fetch_add(1, Ordering::Relaxed);
-            self.on_device(step, args, known)
+            self.run_on_device(step, args, known)
         } else {
             self.on_host(step, args, known)
         }
@@ -281,194 +283,6 @@ impl CudaBackend {
     }
 }
 
-/// Whether the CUDA kernels run `step` on these arguments.
-fn on_device(step: &Step, args: &[Arg<'_, GpuTensor>]) -> bool {
-    let Some(x) = device_shape(args.first()) else {
-        return false;
-    };
-    match step {
-        Step::Conv {
-            conv,
-            one_d: false,
-            weight,
-            post,
-            ..
-        } => conv
-            .output_shape(x, &weight.shape)
-            .is_ok_and(|y| posts_on_device(post, args, &y)),
-        Step::Linear {
-            gemm, weight, post, ..
-        } if !gemm.trans_a => {
-            let mut y = x.to_vec();
-            let n = weight.shape[usize::from(!gemm.trans_b)];
-            y.last_mut().map(|l| *l = n).is_some() && posts_on_device(post, args, &y)
-        }
-        Step::Node(op) => match op {
-            Op::Unary(Unary::Relu)
-            | Op::Identity
-            | Op::Softmax { .. }
-            | Op::Flatten { .. }
-            | Op::Reshape { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. } => true,
-            // A residual: two values of one shape.
-            Op::Binary(Binary::Add) => device_shape(args.get(1)) == Some(x),
-            Op::Pool { .. } | Op::GlobalPool(PoolKind::Average) => x.len() == 4,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// The shape of an argument that is a device value.
-fn device_shape<'a>(a: Option<&'a Arg<'_, GpuTensor>>) -> Option<&'a [usize]> {
-    match a? {
-        Arg::Owned(t) => Some(t.shape()),
-        Arg::Ref(t) => Some(t.shape()),
-        _ => None,
-    }
-}
-
-/// Fused work the device does after a layer shaped `y`: ReLUs, and adds of
-/// device values shaped like it.
-fn posts_on_device(post: &[Post], args: &[Arg<'_, GpuTensor>], y: &[usize]) -> bool {
-    post.iter().all(|p| match p {
-        Post::Unary(u) => *u == Unary::Relu,
-        Post::Add(i) => device_shape(args.get(*i)) == Some(y),
-    })
-}
-
-impl CudaBackend {
-    /// `step` with the CUDA kernels; [`on_device`] said they run it.
-    fn on_device(
-        &self,
-        step: &Step,
-        mut args: Vec<Arg<'_, GpuTensor>>,
-        known: &[Option<&Known>],
-    ) -> Result<Vec<GpuTensor>, ModelError> {
-        let y = match step {
-            Step::Conv {
-                conv,
-                weight,
-                bias,
-                post,
-                ..
-            } => {
-                let w = self.weight(weight, |t| t.clone())?;
-                let b = bias
-                    .as_ref()
-                    .map(|b| self.weight(b, |v| Tensor::new(vec![v.len()], v.to_vec())))
-                    .transpose()?;
-                let x = self.read(&args[0])?;
-                let mut y = self.gpu.conv2d(conv, x.get(), &w, b.as_deref())?;
-                self.posts(post, &mut y, &args)?;
-                y
-            }
-            Step::Linear {
-                gemm,
-                weight,
-                bias,
-                post,
-            } => {
-                let w = self.weight(weight, |t| t.clone())?;
-                let b = bias
-                    .as_ref()
-                    .map(|b| self.weight(b, |t| t.clone()))
-                    .transpose()?;
-                let mut g = *gemm;
-                g.beta = if b.is_some() { 1.0 } else { 0.0 };
-                let x = self.owned(args[0].take())?;
-                let mut shape = x.shape().to_vec();
-                let k = *shape.last().unwrap_or(&1);
-                let rows = x.len() / k.max(1);
-                let y = self
-                    .gpu
-                    .gemm(&g, &x.reshape(vec![rows, k])?, &w, b.as_deref())?;
-                *shape.last_mut().expect("a matrix") = y.shape()[1];
-                let mut y = y.reshape(shape)?;
-                self.posts(post, &mut y, &args)?;
-                y
-            }
-            Step::Node(op) => self.node(op, args, known)?,
-            _ => unreachable!("on_device chose the steps"),
-        };
-        Ok(vec![y])
-    }
-
-    /// The fused work [`posts_on_device`] accepted, in order.
-    fn posts(
-        &self,
-        post: &[Post],
-        y: &mut GpuTensor,
-        args: &[Arg<'_, GpuTensor>],
-    ) -> Result<(), ModelError> {
-        for p in post {
-            match p {
-                Post::Unary(_) => self.gpu.relu(y)?,
-                Post::Add(i) => self.gpu.add(y, self.read(&args[*i])?.get())?,
-            }
-        }
-        Ok(())
-    }
-
-    fn node(
-        &self,
-        op: &Op,
-        mut args: Vec<Arg<'_, GpuTensor>>,
-        known: &[Option<&Known>],
-    ) -> Result<GpuTensor, ModelError> {
-        let invalid = |what: String| {
-            ModelError::Kernel(mpinfer_kernels::KernelError::Invalid { op: "node", what })
-        };
-        Ok(match op {
-            Op::Unary(_) => {
-                let mut y = self.owned(args[0].take())?;
-                self.gpu.relu(&mut y)?;
-                y
-            }
-            Op::Identity => self.owned(args[0].take())?,
-            Op::Binary(_) => {
-                let mut y = self.owned(args[0].take())?;
-                self.gpu.add(&mut y, self.read(&args[1])?.get())?;
-                y
-            }
-            Op::Softmax { axis, coerced } => {
-                let mut y = self.owned(args[0].take())?;
-                let rank = y.shape().len();
-                let a = crate::graph::op::norm_axis(*axis, rank, *coerced)
-                    .ok_or_else(|| invalid(format!("axis {axis} outside rank {rank}")))?;
-                if *coerced {
-                    self.gpu.softmax_coerced(&mut y, a)?;
-                } else {
-                    self.gpu.softmax(&mut y, a)?;
-                }
-                y
-            }
-            Op::Pool {
-                pool,
-                spatial,
-                auto_pad,
-            } => {
-                let x = self.read(&args[0])?;
-                let (p, _) =
-                    infer::pool_at(pool, *spatial, *auto_pad, x.get().shape()).map_err(invalid)?;
-                self.gpu.pool2d(&p, x.get())?
-            }
-            Op::GlobalPool(_) => self.gpu.global_average_pool(self.read(&args[0])?.get())?,
-            _ => {
-                // The reshapes: the shape worked out as the CPU works it out.
-                let inputs: Vec<Option<Input>> = args
-                    .iter()
-                    .zip(known)
-                    .map(|(a, k)| shape_input(a, *k))
-                    .collect();
-                let to = infer::infer(op, &inputs, 1).map_err(invalid)?.remove(0);
-                self.owned(args[0].take())?.reshape(to)?
-            }
-        })
-    }
-}
-
 /// What the log and the count call a step: its op, or its kind.
 fn step_name(step: &Step) -> String {
     let kind = match step {
@@ -495,30 +309,5 @@ fn step_name_plain(step: &Step) -> &'static str {
         Step::Bias { .. } => "Bias",
         Step::Zeros(_) => "Zeros",
         Step::View { .. } => "View",
-    }
-}
-
-fn shape_input<'a>(a: &'a Arg<'_, GpuTensor>, k: Option<&'a Known>) -> Option<Input<'a>> {
-    match (a, k) {
-        (Arg::Owned(t), _) => Some(Input {
-            shape: t.shape(),
-            known: None,
-        }),
-        (Arg::Ref(t), _) => Some(Input {
-            shape: t.shape(),
-            known: None,
-        }),
-        (Arg::Host(t), _) => Some(Input {
-            shape: &t.shape,
-            known: k,
-        }),
-        (Arg::Absent, Some(kn)) => Some(Input {
-            shape: match kn {
-                Known::Ints(t) => &t.shape,
-                Known::Float(t) => &t.shape,
-            },
-            known: Some(kn),
-        }),
-        (Arg::Absent, None) => None,
     }
 }
