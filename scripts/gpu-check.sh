@@ -6,8 +6,10 @@
 #
 #   scripts/gpu-check.sh            # on the GPU machine, from the repository root
 #
-# It runs prebuilt binaries (target/release/mpinfer and the cuda_ops test
-# executable under target/release/deps), so the GPU machine needs no Rust.
+# It runs prebuilt binaries (target/release/mpinfer, the cuda_ops test
+# executable under target/release/deps and target/release/examples/cuda_bench),
+# so the GPU machine needs no Rust; the vendor side of the benchmark needs the
+# machine's PyTorch (scripts/gpu-bench-torch.py).
 # Without MPI there, it unpacks Open MPI from .deb files in $MPI_DEBS (made
 # with `apt-get download` on a Debian 12 machine). Without a GPU it says what
 # it would do and exits with status 2.
@@ -22,6 +24,7 @@ steps=(
     "cuda_ops device tests with MPINFER_REQUIRE_CUDA=1 (under compute-sanitizer memcheck when present)"
     "mpinfer run --device cuda on the seed network and a residual network, against --device cpu"
     "mpirun -n 2 with both ranks on the one GPU, data and tensor parallel, against --device cpu"
+    "our GEMM and convolution against cuBLAS and cuDNN (through the machine's PyTorch, TF32 off): 1024^3, 4096^3 and the seed network's shapes at batch 1024, f32 and bf16"
 )
 
 gpu_name() {
@@ -89,6 +92,34 @@ check resnet-cuda run_both "$res" "$out/res.in.npy" 1 data res
 check seed-2ranks-data run_both "$seed" "$seed_in" 2 data seed2d
 check seed-2ranks-tensor run_both "$seed" "$seed_in" 2 tensor seed2t
 check resnet-2ranks-tensor run_both "$res" "$out/res.in.npy" 2 tensor res2t
-echo "gpu-check: the GEMM and conv comparisons against cuBLAS and cuDNN are not part of this script yet" |
-    tee -a "$out/summary.txt"
+
+# Kernels against the vendor libraries, on the same shapes, one table.
+bench=target/release/examples/cuda_bench
+check bench-mpinfer sh -c "'$bench' > '$out/bench.mpinfer.jsonl'"
+if python3 -c "import torch" 2>/dev/null; then
+    check bench-vendor sh -c "python3 scripts/gpu-bench-torch.py > '$out/bench.vendor.jsonl'"
+    python3 - "$out/bench.mpinfer.jsonl" "$out/bench.vendor.jsonl" >"$out/kernels.md" <<'PY'
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+theirs = {(r["op"], r["dtype"], r["shape"]): r for r in map(json.loads, filter(str.strip, open(sys.argv[2])))}
+# The issue's targets: share of the vendor library's throughput.
+targets = {("gemm", "f32", "4096x4096x4096"): 0.70, ("gemm", "bf16", "4096x4096x4096"): 0.50}
+print(f"device: {ours[0]['device']}\n")
+print("| op | dtype | shape | mpinfer ms | vendor ms | mpinfer TFLOP/s | vendor TFLOP/s | share | target |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+for r in ours:
+    key = (r["op"], r["dtype"], r["shape"])
+    v = theirs.get(key)
+    if v is None:
+        continue
+    share = v["ms"] / r["ms"]
+    target = targets.get(key, 0.50 if r["op"] == "conv" else None)
+    mark = "" if target is None else f"{target:.0%} {'met' if share >= target else 'MISSED'}"
+    print(f"| {r['op']} | {r['dtype']} | {r['shape']} | {r['ms']:.3f} | {v['ms']:.3f} | "
+          f"{r['tflops']:.2f} | {v['tflops']:.2f} | {share:.0%} | {mark} |")
+PY
+    sed 's/^/  /' "$out/kernels.md"
+else
+    echo "SKIP bench-vendor ($name): no PyTorch here to time cuBLAS and cuDNN with" | tee -a "$out/summary.txt"
+fi
 exit "$failed"
