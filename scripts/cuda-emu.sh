@@ -170,23 +170,27 @@ run_tests() {
 }
 
 # end_to_end OUT: `mpirun -n 2 mpinfer run --device cuda` on a residual
-# fixture under data and tensor parallelism, equal to the CPU run; fails the
-# step otherwise.
+# fixture under data and tensor parallelism and on a ViT split by heads,
+# equal to the CPU run; fails the step otherwise.
 end_to_end() {
     local out=$1 dir
     dir=$(mktemp -d)
     cargo build --release --quiet --bins
-    local model=tests/fixtures/torch/resnet_basic.dynamo.onnx py=.venv/bin/python
+    local py=.venv/bin/python
     "$py" -c "import numpy as np; np.save('$dir/x.npy', np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))"
-    local s d
-    for s in data tensor; do
+    local s d model
+    # A residual network under both strategies, and attention split by heads.
+    for s in data tensor vit-tensor; do
+        model=tests/fixtures/torch/resnet_basic.dynamo.onnx
+        [ "$s" = vit-tensor ] && model=tests/fixtures/torch/vit.dynamo.onnx
         for d in cpu cuda; do
             LD_LIBRARY_PATH="$PWD/$out" mpirun --oversubscribe -n 2 -x LD_LIBRARY_PATH \
                 target/release/mpinfer run --model "$model" --input "$dir/x.npy" \
-                --output "$dir/$s.$d.npy" --strategy "$s" --device "$d" >"$dir/$s.$d.log" 2>&1 ||
+                --output "$dir/$s.$d.npy" --strategy "${s#vit-}" --device "$d" >"$dir/$s.$d.log" 2>&1 ||
                 { cat "$dir/$s.$d.log"; die "mpinfer run --device $d --strategy $s failed"; }
         done
         grep -q "CPU emulation" "$dir/$s.cuda.log" || { cat "$dir/$s.cuda.log"; die "the CUDA run did not use the emulated device"; }
+        ! grep -q "for want of a CUDA kernel" "$dir/$s.cuda.log" || { cat "$dir/$s.cuda.log"; die "$s: steps ran on the CPU"; }
         "$py" - "$dir/$s.cuda.npy" "$dir/$s.cpu.npy" "$s" <<'PY' || die "--device cuda differs from the CPU"
 import sys, numpy as np
 a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
