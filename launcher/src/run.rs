@@ -38,7 +38,7 @@ pub struct Args {
     /// pipeline: layers split into stages; auto: chosen from the model size
     /// and rank count (the reason is printed).
     #[arg(long, default_value = "auto")]
-    pub(crate) strategy: Strategy,
+    strategy: Strategy,
     /// auto takes a CUDA device when there is one, else the CPU.
     #[arg(long, default_value = "auto")]
     device: DeviceRequest,

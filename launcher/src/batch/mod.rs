@@ -77,8 +77,8 @@ pub fn run(job: &Job, args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let start = Clock::start(&world)?;
-    let mine = run_waves(job, &tasks, &plan, &start);
-    let wall = start.now();
+    let mut mine = run_waves(job, &tasks, &plan, &start);
+    mine.end_s = start.now();
     let all = report::gather(&world, &mine)?;
     let mut failed = [0i64];
     if job.rank() == 0 {
@@ -88,7 +88,7 @@ pub fn run(job: &Job, args: &Args) -> Result<ExitCode> {
             .metrics
             .clone()
             .unwrap_or_else(|| metrics_path(&args.tasks));
-        report::write_metrics(&path, &tasks, &outcomes, &all, wall)?;
+        report::write_metrics(&path, &tasks, &outcomes, &all)?;
         failed[0] = outcomes.iter().filter(|o| o.failed()).count() as i64;
     }
     if job.size() > 1 {

@@ -83,15 +83,17 @@ impl Outcome {
 pub struct Record {
     /// Seconds this rank spent in tasks.
     pub busy_s: f64,
+    /// When it was done with its last wave, in seconds since the start.
+    pub end_s: f64,
     /// Outcomes of the tasks it was rank 0 of.
     pub led: Vec<Outcome>,
 }
 
 impl Record {
-    /// Text lines: `busy S`, then one tab-separated line per outcome, its
+    /// Text lines: `busy S END`, then one tab-separated line per outcome, its
     /// message last (tabs and line breaks in it made spaces).
     fn encode(&self) -> String {
-        let mut text = format!("busy\t{}\n", self.busy_s);
+        let mut text = format!("busy\t{}\t{}\n", self.busy_s, self.end_s);
         for o in &self.led {
             let per_rank: Vec<String> = o
                 .per_rank
@@ -122,7 +124,10 @@ impl Record {
         for line in text.lines() {
             let f: Vec<&str> = line.splitn(11, '\t').collect();
             match f[..] {
-                ["busy", s] => record.busy_s = s.parse().ok()?,
+                ["busy", busy, end] => {
+                    record.busy_s = busy.parse().ok()?;
+                    record.end_s = end.parse().ok()?;
+                }
                 ["task", task, first, ranks, start, wall, rows, strategy, per_rank, word, message] =>
                 {
                     let per_rank = per_rank
@@ -280,14 +285,15 @@ fn json_string(s: &str) -> String {
 }
 
 /// The batch's metrics: per task its ranks, times, rows and result (and
-/// every rank's run metrics); per rank its busy share and idle time.
+/// every rank's run metrics); per rank its busy share and idle time. The
+/// batch lasts until its last rank is done.
 pub fn write_metrics(
     path: &Path,
     tasks: &[Task],
     outcomes: &[Outcome],
     all: &[Record],
-    wall: f64,
 ) -> Result<()> {
+    let wall = all.iter().map(|r| r.end_s).fold(0.0f64, f64::max);
     let task_json: Vec<String> = outcomes
         .iter()
         .map(|o| task_metrics(&tasks[o.task], o))
@@ -357,6 +363,7 @@ mod tests {
     fn records_travel_as_text_and_come_back_whole() {
         let record = Record {
             busy_s: 1.25,
+            end_s: 2.5,
             led: vec![
                 Outcome {
                     task: 3,
@@ -387,8 +394,8 @@ mod tests {
         let back = Record::decode(&record.encode()).unwrap();
         assert_eq!(back.led[0], record.led[0]);
         assert_eq!(back.led[1].result, Err("x.onnx: bad file".into()));
-        assert_eq!(back.busy_s, 1.25);
-        assert!(Record::decode("busy\tsoon\n").is_none());
+        assert_eq!((back.busy_s, back.end_s), (1.25, 2.5));
+        assert!(Record::decode("busy\tsoon\t1\n").is_none());
     }
 
     #[test]
