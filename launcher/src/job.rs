@@ -119,13 +119,21 @@ impl Job {
     /// Our collectives over MPI point-to-point, on a private duplicate of the
     /// world communicator; settings from `MPINFER_*` variables.
     pub fn communicator(&self) -> Result<Communicator<MpiTransport>> {
-        let (transport, config) = self.transport()?;
+        let (transport, config) = self.transport(&self.world)?;
         Ok(self.watched(Communicator::new(transport, config)))
     }
 
     /// The same, counting the bytes and messages this rank sends.
     pub fn counting_communicator(&self) -> Result<Communicator<Counting<MpiTransport>>> {
-        let (transport, config) = self.transport()?;
+        self.counting_communicator_on(&self.world)
+    }
+
+    /// The same over the ranks of `parent`, a part of the world.
+    pub fn counting_communicator_on(
+        &self,
+        parent: &SimpleCommunicator,
+    ) -> Result<Communicator<Counting<MpiTransport>>> {
+        let (transport, config) = self.transport(parent)?;
         Ok(self.watched(Communicator::new(Counting::new(transport), config)))
     }
 
@@ -137,10 +145,10 @@ impl Job {
         comm
     }
 
-    fn transport(&self) -> Result<(MpiTransport, Config)> {
+    fn transport(&self, parent: &SimpleCommunicator) -> Result<(MpiTransport, Config)> {
         let mut config = Config::from_env().map_err(|e| anyhow!(e))?;
         config.check |= self.check_collectives;
-        let mut transport = MpiTransport::new(&self.world);
+        let mut transport = MpiTransport::new(parent);
         transport.set_eager_bytes(config.tuning.eager_bytes);
         Ok((transport, config))
     }

@@ -1,5 +1,7 @@
 //! The `mpinfer` command line.
 
+mod agree;
+pub mod batch;
 pub mod bench;
 pub mod env;
 pub mod inspect;
@@ -39,6 +41,9 @@ enum Command {
     Env(EnvArgs),
     /// Run a model over an input file across the ranks of the job.
     Run(run::Args),
+    /// Run the tasks of a task file in one job, several at once on shares of
+    /// the ranks.
+    Batch(batch::Args),
     /// Show a model's layers, sizes and FLOPs, and how ranks would divide it.
     Inspect(inspect::Args),
     /// Measure mpinfer against MPI's own implementation (run under mpirun).
@@ -76,14 +81,18 @@ pub fn main() -> ExitCode {
         ));
     }
     job.watch(std::time::Duration::from_secs_f64(cli.timeout));
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Env(args) => env::run(&job, args.device, args.threads),
-        Command::Run(args) => run::run(&job, &args),
-        Command::Inspect(args) => inspect::run(&args),
-        Command::Bench(BenchCommand::Collectives(args)) => bench::collectives::run(&job, &args),
+        Command::Env(args) => done(env::run(&job, args.device, args.threads)),
+        Command::Run(args) => done(run::run(&job, &args)),
+        Command::Batch(args) => batch::run(&job, &args),
+        Command::Inspect(args) => done(inspect::run(&args)),
+        Command::Bench(BenchCommand::Collectives(args)) => {
+            done(bench::collectives::run(&job, &args))
+        }
     };
-    if let Err(e) = result {
-        job::fail(&e);
+    match result {
+        Ok(code) => code,
+        Err(e) => job::fail(&e),
     }
-    ExitCode::SUCCESS
 }

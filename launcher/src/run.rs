@@ -1,10 +1,12 @@
 //! `mpinfer run`: a model over an input file on every rank of the job.
 
+use crate::agree::agree;
 use crate::job::{say, Job};
 use crate::output::{self, Output};
 use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args as ClapArgs;
+use mpi::topology::SimpleCommunicator;
 use mpinfer_collectives::{Opts, ReduceOp};
 use mpinfer_kernels::cpu::Cpu;
 use mpinfer_kernels::cuda::Gpu;
@@ -25,13 +27,13 @@ use std::time::Instant;
 pub struct Args {
     /// ONNX model (as written by torch.onnx.export).
     #[arg(long)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Input rows as .npy (float32; float16/float64 are converted).
     #[arg(long)]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Where rank 0 writes the outputs (.npy, float32).
     #[arg(long)]
-    output: PathBuf,
+    pub(crate) output: PathBuf,
     /// data: rows split across ranks; tensor: every layer's weights split;
     /// pipeline: layers split into stages; auto: chosen from the model size
     /// and rank count (the reason is printed).
@@ -59,7 +61,7 @@ pub struct Args {
     comm_dtype: CommDType,
     /// Write per-rank metrics as JSON.
     #[arg(long)]
-    metrics: Option<PathBuf>,
+    pub(crate) metrics: Option<PathBuf>,
     /// Per-channel input mean to subtract (m0,m1,... or one value).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     mean: Option<Vec<f32>>,
@@ -68,7 +70,7 @@ pub struct Args {
     std: Option<Vec<f32>>,
     /// Integer class per row (.npy): rank 0 prints top-1 accuracy.
     #[arg(long)]
-    labels: Option<PathBuf>,
+    pub(crate) labels: Option<PathBuf>,
     /// CPU threads per rank (default: the node's cores ÷ ranks on the node).
     #[arg(long)]
     threads: Option<usize>,
@@ -76,7 +78,7 @@ pub struct Args {
     /// committed to OUTPUT.partial are kept, the rest computed (on any
     /// number of ranks).
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// The spellings `--dtype` takes for the kernels' stored types.
@@ -205,24 +207,75 @@ fn open_input(path: &Path, model: &Model, rank: usize) -> Result<Input> {
     Ok(Input { file, start: 0 })
 }
 
+impl Args {
+    /// Paths in the arguments taken relative to `base` (a task file's folder).
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        at(&mut self.model);
+        at(&mut self.input);
+        at(&mut self.output);
+        self.labels.iter_mut().for_each(at);
+        self.metrics.iter_mut().for_each(at);
+    }
+}
+
+/// Where a run happens: the ranks of `comm` (all of the job's, or one
+/// task's share of them), and how it names itself in what it prints.
+pub struct Place<'a> {
+    pub comm: &'a SimpleCommunicator,
+    /// Starts the summary lines: `run`, or the task's name.
+    pub label: &'a str,
+    /// A progress bar or line; off where several runs share the terminal.
+    pub progress: bool,
+}
+
+/// What a finished run hands back to its caller.
+pub struct Done {
+    /// Rows this run computed (after any it resumed from).
+    pub rows: usize,
+    pub strategy: String,
+    /// Rank 0 of the run only: every rank's [`FIELDS`], rank by rank.
+    pub per_rank: Vec<[f64; FIELDS.len()]>,
+}
+
 pub fn run(job: &Job, args: &Args) -> Result<()> {
+    let place = Place {
+        comm: job.world(),
+        label: "run",
+        progress: true,
+    };
+    run_in(job, &place, args).map(drop)
+}
+
+/// The model loaded, packed to one output, and the input opened.
+struct Loaded {
+    model: Model,
+    parts: Vec<mpinfer_runtime::graph::OutputPart>,
+    input: Input,
+    labels: Option<Vec<i64>>,
+}
+
+/// A run on the ranks of `place`. Whatever can fail on some ranks only,
+/// before the model runs, is agreed on: every rank returns the error, and
+/// none is left waiting in a collective.
+pub fn run_in(job: &Job, place: &Place, args: &Args) -> Result<Done> {
     let start = Instant::now();
-    let rank = job.rank();
-    let comm = job.counting_communicator()?;
+    let comm = job.counting_communicator_on(place.comm)?;
+    let rank = comm.rank();
     let threads = args.threads.unwrap_or_else(|| job.default_threads());
-    let device = open_device(job, args, threads)?;
+    let device = agree(&comm, open_device(job, args, threads))?;
     let fingerprints = same_files_everywhere(&comm, &[&args.model, &args.input])?;
-    // Several outputs run as one, each row theirs side by side.
-    let (model, parts) = onnx::load(&args.model)?.pack_outputs()?;
-    // Weights in data files beside the model must match too.
-    let data_files = model.data_files();
-    same_files_everywhere(
-        &comm,
-        &data_files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
-    )?;
-    let mut input = open_input(&args.input, &model, rank)?;
+    let Loaded {
+        model,
+        parts,
+        mut input,
+        labels,
+    } = agree(&comm, load(&comm, args))?;
     let rows = runner::Rows::rows(&input);
-    let labels = load_labels(args.labels.as_deref(), rows)?;
     let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     let files: Vec<(PathBuf, Vec<usize>)> = output::output_paths(&args.output, &names)
         .into_iter()
@@ -239,9 +292,9 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         "model {:x}-{:x} input {:x}-{:x} output {shapes:?}",
         fingerprints[0], fingerprints[1], fingerprints[2], fingerprints[3]
     );
-    let (first_row, writer) = start_row(job, &comm, args, &files, identity)?;
+    let (first_row, writer) = start_row(&comm, args, &files, identity)?;
     input.start = first_row;
-    let progress = (rank == 0).then(|| Progress::new(rows - input.start));
+    let progress = (rank == 0 && place.progress).then(|| Progress::new(rows - input.start));
     let mut sink = Sink {
         writer,
         classes: parts[0].row_len(),
@@ -251,7 +304,7 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         correct: 0,
         counted: 0,
     };
-    let opts = run_options(job, args)?;
+    let opts = agree(&comm, run_options(job, args))?;
     let metrics = match &device {
         Opened::Cpu(cpu) => runner::run(&comm, &model, cpu, &input, &mut sink, &opts)?,
         Opened::Cuda(cuda) => {
@@ -264,7 +317,35 @@ pub fn run(job: &Job, args: &Args) -> Result<()> {
         }
     };
     finish_outputs(&comm, rank, sink)?;
-    report(job, &comm, &metrics, rows, threads, start, args)
+    let per_rank = report(&comm, place.label, &metrics, rows, threads, start, args)?;
+    Ok(Done {
+        rows: rows - first_row,
+        strategy: metrics.strategy.to_string(),
+        per_rank,
+    })
+}
+
+/// This rank's model, input and labels. The data files beside the model
+/// are compared across ranks in between, which every rank reaches alike:
+/// a load that failed anywhere has failed everywhere first.
+fn load(comm: &RunComm, args: &Args) -> Result<Loaded> {
+    // Several outputs run as one, each row theirs side by side.
+    let loaded = agree(comm, onnx::load(&args.model).map_err(anyhow::Error::from))?;
+    let (model, parts) = agree(comm, loaded.pack_outputs().map_err(anyhow::Error::from))?;
+    // Weights in data files beside the model must match too.
+    let data_files = model.data_files();
+    same_files_everywhere(
+        comm,
+        &data_files.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+    )?;
+    let input = open_input(&args.input, &model, comm.rank())?;
+    let labels = load_labels(args.labels.as_deref(), runner::Rows::rows(&input))?;
+    Ok(Loaded {
+        model,
+        parts,
+        input,
+        labels,
+    })
 }
 
 /// The device a rank runs on.
@@ -308,24 +389,33 @@ fn load_labels(path: Option<&Path>, rows: usize) -> Result<Option<Vec<i64>>> {
 /// The first input row this run computes, and rank 0's output writer.
 /// Rank 0 owns the output and decides where the run starts.
 fn start_row(
-    job: &Job,
     comm: &RunComm,
     args: &Args,
     files: &[(PathBuf, Vec<usize>)],
     identity: String,
 ) -> Result<(usize, Option<Output>)> {
-    let mut first_row = [0i64];
-    let mut writer = None;
-    if job.rank() == 0 {
-        let committed = output::committed_rows(&args.output, &identity)?;
-        let resume_rows = resume_from(args, committed, files[0].1[0]);
-        first_row[0] = resume_rows.unwrap_or(0) as i64;
-        writer = Some(Output::open(files, identity, resume_rows)?);
-    }
-    if job.size() > 1 {
+    let opened = if comm.rank() == 0 {
+        open_output(args, files, identity).map(|(row, w)| (row, Some(w)))
+    } else {
+        Ok((0, None))
+    };
+    let (row, writer) = agree(comm, opened)?;
+    let mut first_row = [row as i64];
+    if comm.size() > 1 {
         comm.broadcast(&mut first_row, Opts::default())?;
     }
     Ok((first_row[0] as usize, writer))
+}
+
+fn open_output(
+    args: &Args,
+    files: &[(PathBuf, Vec<usize>)],
+    identity: String,
+) -> Result<(usize, Output)> {
+    let committed = output::committed_rows(&args.output, &identity)?;
+    let resume_rows = resume_from(args, committed, files[0].1[0]);
+    let writer = Output::open(files, identity, resume_rows)?;
+    Ok((resume_rows.unwrap_or(0), writer))
 }
 
 /// The committed rows to keep, saying why a run resumes or starts over.
@@ -387,7 +477,7 @@ fn finish_outputs(comm: &RunComm, rank: usize, mut sink: Sink) -> Result<()> {
 }
 
 /// Values each rank contributes to the summary, in this order.
-const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 8] = [
     "rows",
     "compute_s",
     "comm_s",
@@ -402,16 +492,18 @@ type RunComm = mpinfer_collectives::Communicator<
     mpinfer_collectives::transport::Counting<mpinfer_collectives::MpiTransport>,
 >;
 
+/// Prints the run's summary and writes its metrics; returns every rank's
+/// values on rank 0, none elsewhere.
 fn report(
-    job: &Job,
     comm: &RunComm,
+    label: &str,
     m: &Metrics,
     rows: usize,
     threads: usize,
     start: Instant,
     args: &Args,
-) -> Result<()> {
-    let p = job.size();
+) -> Result<Vec<[f64; FIELDS.len()]>> {
+    let p = comm.size();
     let mine = [
         m.rows as f64,
         m.compute_s,
@@ -422,24 +514,34 @@ fn report(
         peak_rss() as f64,
         start.elapsed().as_secs_f64(),
     ];
-    let mut all = vec![0.0f64; if job.rank() == 0 { p * FIELDS.len() } else { 0 }];
+    let mut all = vec![
+        0.0f64;
+        if comm.rank() == 0 {
+            p * FIELDS.len()
+        } else {
+            0
+        }
+    ];
     comm.gather(&mine, &mut all, Opts::default())?;
-    if job.rank() != 0 {
-        return Ok(());
+    if comm.rank() != 0 {
+        return Ok(Vec::new());
     }
-    let wall = all
+    let per_rank: Vec<[f64; FIELDS.len()]> = all
         .chunks(FIELDS.len())
-        .map(|r| r[7])
-        .fold(0.0f64, f64::max);
+        .map(|r| r.try_into().expect("gathered whole records"))
+        .collect();
+    let wall = per_rank.iter().map(|r| r[7]).fold(0.0f64, f64::max);
     say(&format!(
-        "run: {rows} rows in {wall:.3} s ({:.0} rows/s), {} parallel on {p} ranks, {threads} threads each",
+        "{label}: {rows} rows in {wall:.3} s ({:.0} rows/s), {} parallel on {p} ranks, {threads} threads each",
         rows as f64 / wall.max(1e-9),
         m.strategy
     ));
-    say("run: rank  rows      compute s  comm s    sent       weights    peak RSS");
-    for (r, v) in all.chunks(FIELDS.len()).enumerate() {
+    say(&format!(
+        "{label}: rank  rows      compute s  comm s    sent       weights    peak RSS"
+    ));
+    for (r, v) in per_rank.iter().enumerate() {
         say(&format!(
-            "run: {r:<5} {:<9} {:<10.3} {:<9.3} {:<10} {:<10} {}",
+            "{label}: {r:<5} {:<9} {:<10.3} {:<9.3} {:<10} {:<10} {}",
             v[0] as u64,
             v[1],
             v[2],
@@ -449,32 +551,37 @@ fn report(
         ));
     }
     if let Some(path) = &args.metrics {
-        let ranks: Vec<String> = all
-            .chunks(FIELDS.len())
-            .enumerate()
-            .map(|(r, v)| {
-                let fields: Vec<String> = FIELDS
-                    .iter()
-                    .zip(v)
-                    .map(|(k, x)| format!("\"{k}\": {}", json_number(*x)))
-                    .collect();
-                format!("    {{\"rank\": {r}, {}}}", fields.join(", "))
-            })
-            .collect();
         let json = format!(
             "{{\n  \"model\": {:?},\n  \"strategy\": \"{}\",\n  \"ranks\": {p},\n  \"threads_per_rank\": {threads},\n  \"rows\": {rows},\n  \"wall_s\": {},\n  \"rows_per_s\": {},\n  \"per_rank\": [\n{}\n  ]\n}}\n",
             args.model.display().to_string(),
             m.strategy,
             json_number(wall),
             json_number(rows as f64 / wall.max(1e-9)),
-            ranks.join(",\n")
+            per_rank_json(&per_rank, "    ")
         );
         output::write_atomic(path, json.as_bytes())?;
     }
-    Ok(())
+    Ok(per_rank)
 }
 
-fn json_number(x: f64) -> String {
+/// One JSON object per rank, one a line, each line indented by `indent`.
+pub(crate) fn per_rank_json(per_rank: &[[f64; FIELDS.len()]], indent: &str) -> String {
+    let ranks: Vec<String> = per_rank
+        .iter()
+        .enumerate()
+        .map(|(r, v)| {
+            let fields: Vec<String> = FIELDS
+                .iter()
+                .zip(v)
+                .map(|(k, x)| format!("\"{k}\": {}", json_number(*x)))
+                .collect();
+            format!("{indent}{{\"rank\": {r}, {}}}", fields.join(", "))
+        })
+        .collect();
+    ranks.join(",\n")
+}
+
+pub(crate) fn json_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
     } else if x.is_finite() {
