@@ -186,13 +186,19 @@ end_to_end() {
         for d in cpu cuda; do
             LD_LIBRARY_PATH="$PWD/$out" mpirun --oversubscribe -n 2 -x LD_LIBRARY_PATH \
                 target/release/mpinfer run --model "$model" --input "$dir/x.npy" \
-                --output "$dir/$s.$d.npy" --strategy "${s#vit-}" --device "$d" >"$dir/$s.$d.log" 2>&1 ||
+                --output "$dir/$s.$d.npy" --strategy "${s#vit-}" --device "$d" \
+                --metrics "$dir/$s.$d.json" >"$dir/$s.$d.log" 2>&1 ||
                 { cat "$dir/$s.$d.log"; die "mpinfer run --device $d --strategy $s failed"; }
         done
         grep -q "CPU emulation" "$dir/$s.cuda.log" || { cat "$dir/$s.cuda.log"; die "the CUDA run did not use the emulated device"; }
         ! grep -q "for want of a CUDA kernel" "$dir/$s.cuda.log" || { cat "$dir/$s.cuda.log"; die "$s: steps ran on the CPU"; }
-        "$py" - "$dir/$s.cuda.npy" "$dir/$s.cpu.npy" "$s" <<'PY' || die "--device cuda differs from the CPU"
-import sys, numpy as np
+        "$py" - "$dir/$s.cuda.npy" "$dir/$s.cpu.npy" "$s" "$dir/$s.cuda.json" <<'PY' || die "--device cuda differs from the CPU"
+import json, sys, numpy as np
+ranks = json.load(open(sys.argv[4]))["per_rank"]
+# Every rank that computed rows ran its steps on the device, none on the CPU.
+if not all((r["rows"] == 0 or r["cuda_steps"] > 0) and r["cpu_fallback_steps"] == 0 for r in ranks) \
+        or not any(r["cuda_steps"] > 0 for r in ranks):
+    sys.exit(f"metrics: the ranks' steps must run on the device: {ranks}")
 a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
 err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 print(f"cuda-emu: mpirun -n 2 mpinfer run --device cuda, {sys.argv[3]} parallel: {a.shape}, max |cuda - cpu| / max |cpu| = {err:.1e}")

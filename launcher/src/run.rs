@@ -305,22 +305,30 @@ pub fn run_in(job: &Job, place: &Place, args: &Args) -> Result<Done> {
         counted: 0,
     };
     let opts = agree(&comm, run_options(job, args))?;
-    let metrics = match &device {
-        Opened::Cpu(cpu) => runner::run(&comm, &model, cpu, &input, &mut sink, &opts)?,
+    let (metrics, steps) = match &device {
+        Opened::Cpu(cpu) => (
+            runner::run(&comm, &model, cpu, &input, &mut sink, &opts)?,
+            Steps::default(),
+        ),
         Opened::Cuda(cuda) => {
             let m = runner::run(&comm, &model, &**cuda, &input, &mut sink, &opts)?;
             let host = cuda.host_steps();
             if !host.is_empty() {
                 log::info!("steps run on the CPU for want of a CUDA kernel: {host:?}");
             }
-            m
+            let steps = Steps {
+                cuda: cuda.device_steps(),
+                cpu_fallback: host.values().sum(),
+            };
+            (m, steps)
         }
     };
     finish_outputs(&comm, rank, sink)?;
-    let per_rank = report(&comm, place.label, &metrics, rows, threads, start, args)?;
+    let ran = Ran { metrics, steps };
+    let per_rank = report(&comm, place.label, &ran, rows, threads, start, args)?;
     Ok(Done {
         rows: rows - first_row,
-        strategy: metrics.strategy.to_string(),
+        strategy: ran.metrics.strategy.to_string(),
         per_rank,
     })
 }
@@ -477,7 +485,7 @@ fn finish_outputs(comm: &RunComm, rank: usize, mut sink: Sink) -> Result<()> {
 }
 
 /// Values each rank contributes to the summary, in this order.
-pub const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 10] = [
     "rows",
     "compute_s",
     "comm_s",
@@ -486,7 +494,23 @@ pub const FIELDS: [&str; 8] = [
     "weight_bytes",
     "peak_rss_bytes",
     "wall_s",
+    "cuda_steps",
+    "cpu_fallback_steps",
 ];
+
+/// Steps a CUDA rank ran on the device, and on the CPU for want of a CUDA
+/// kernel; none on a CPU rank.
+#[derive(Clone, Copy, Default)]
+struct Steps {
+    cuda: u64,
+    cpu_fallback: u64,
+}
+
+/// What a rank's run measured.
+struct Ran {
+    metrics: Metrics,
+    steps: Steps,
+}
 
 type RunComm = mpinfer_collectives::Communicator<
     mpinfer_collectives::transport::Counting<mpinfer_collectives::MpiTransport>,
@@ -497,12 +521,13 @@ type RunComm = mpinfer_collectives::Communicator<
 fn report(
     comm: &RunComm,
     label: &str,
-    m: &Metrics,
+    ran: &Ran,
     rows: usize,
     threads: usize,
     start: Instant,
     args: &Args,
 ) -> Result<Vec<[f64; FIELDS.len()]>> {
+    let (m, steps) = (&ran.metrics, ran.steps);
     let p = comm.size();
     let mine = [
         m.rows as f64,
@@ -513,6 +538,8 @@ fn report(
         m.weight_bytes as f64,
         peak_rss() as f64,
         start.elapsed().as_secs_f64(),
+        steps.cuda as f64,
+        steps.cpu_fallback as f64,
     ];
     let mut all = vec![
         0.0f64;

@@ -375,7 +375,7 @@ mod tests {
                     strategy: "data".into(),
                     result: Ok(()),
                     skipped: false,
-                    per_rank: vec![[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.5]; 2],
+                    per_rank: vec![[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.5, 0.0, 0.0]; 2],
                 },
                 Outcome {
                     task: 0,
