@@ -275,14 +275,18 @@ EOF
 chmod 755 "$tmp/etc/gpu-probe.sh"
 
 # Stands in for mpinfer in the retry job: in a job's first attempt, the
-# step's last rank is killed (SIGKILL) 2.5 s into its run.
+# step's last rank is killed (SIGKILL) a second after the run's resume
+# manifest appears (rows are committed every half second).
 cat >"$tmp/etc/crash-once.sh" <<EOF
 #!/bin/bash
 marker=$tmp/jobs/crashed.\$SLURM_JOB_ID
 if [ "\$SLURM_PROCID" = "\$((SLURM_NTASKS - 1))" ] && [ ! -e "\$marker" ]; then
     touch "\$marker"
+    out="" prev=""
+    for a in "\$@"; do [ "\$prev" = --output ] && out=\$a; prev=\$a; done
     "$mpinfer" "\$@" &
-    sleep 2.5
+    for _ in \$(seq 400); do [ -e "\$out.resume" ] && break; sleep 0.05; done
+    sleep 1
     kill -9 \$!
     kill -9 \$\$
 fi
@@ -413,11 +417,64 @@ OMPI_MCA_btl=self,tcp run_job cpu-tensor.sbatch seed_net close -N 2 --ntasks-per
 # device, auto, finds none usable, says so, and the ranks compute on the CPU.
 MPINFER=$tmp/etc/gpu-probe.sh run_job gpu.sbatch digits exact --ntasks-per-node=2 --cpus-per-task=1 --mem=1G
 
+# A batch of two tasks on 4 ranks over both nodes, weights 2 and 1: ranks
+# split 3 and 1, both outputs byte-identical to one process.
+run_batch_job() {
+    local dir=$tmp/jobs/batch t0 id info state log detail="" ok=1
+    mkdir -p "$dir"
+    cat >"$dir/tasks.toml" <<TOML
+[[task]]
+model = "$repo/examples/seed_net/seed_net.onnx"
+input = "$repo/examples/seed_net/images.npy"
+output = "seed.npy"
+weight = 2
+
+[[task]]
+model = "$repo/examples/digits/model.onnx"
+input = "$repo/examples/digits/images.npy"
+output = "digits.npy"
+TOML
+    t0=$EPOCHREALTIME
+    id=$(cd "$tmp/jobs" && TASKS=$dir/tasks.toml OMPI_MCA_btl=self,tcp sbatch --parsable -N 2 \
+        --ntasks-per-node=2 --cpus-per-task=1 "$here/cpu-batch.sbatch") ||
+        { echo "FAIL cpu-batch: sbatch refused it"; failed=1; return; }
+    submitted+=("$id")
+    local deadline=$(($(date +%s) + 120))
+    while :; do
+        info=$(scontrol -o show job "$id" 2>/dev/null || true)
+        state=$(field JobState <<<"$info")
+        case $state in
+            PENDING | CONFIGURING | RUNNING | COMPLETING | "") ;;
+            *) break ;;
+        esac
+        [ "$(date +%s)" -ge "$deadline" ] && { scancel "$id"; state="TIMEOUT (120 s)"; break; }
+        sleep 0.1
+    done
+    log=$(compgen -G "$tmp/jobs/*-$id.out" | head -n 1 || true)
+    if [ "$state" != COMPLETED ]; then
+        ok=0 detail="job $state, exit $(field ExitCode <<<"$info")"
+    elif ! cmp -s "$dir/seed.npy" "${ref[seed_net]}" || ! cmp -s "$dir/digits.npy" "${ref[digits]}"; then
+        ok=0 detail="an output differs from 1 process"
+    elif ! grep -q "task 1: .*parallel on 3 ranks" "$log" || ! grep -q "task 2: .*parallel on 1 ranks" "$log"; then
+        ok=0 detail="the tasks did not get 3 and 1 ranks"
+    else
+        detail="2 tasks on 3 and 1 ranks of 2 nodes, both byte-identical to 1 process"
+    fi
+    if [ "$ok" = 1 ]; then
+        echo "PASS cpu-batch (job $id): $(since "$t0") s, $detail"
+    else
+        failed=1
+        echo "FAIL cpu-batch (job $id): $detail"
+        [ -n "$log" ] && sed 's/^/    | /' "$log" | tail -n 40
+    fi
+}
+run_batch_job
+
 # A rank killed in the first attempt: the job retries with --resume without
 # the node it died on, and the output is byte-identical all the same.
-# The last rank computes 8 times slower, so the others' rows are committed
-# well before it is killed.
-RETRY_DELAY=1 MPINFER_TIMEOUT=30 MPINFER_SLOW_RANK=3:8 MPINFER_ARGS="--batch-size 64" \
+# The last rank computes 30 times slower, so the others' rows are committed
+# well before it is killed, and it is killed well before it is done.
+RETRY_DELAY=1 MPINFER_TIMEOUT=30 MPINFER_SLOW_RANK=3:30 MPINFER_ARGS="--batch-size 64" \
     MPINFER=$tmp/etc/crash-once.sh OMPI_MCA_btl=self,tcp \
     run_job cpu-data.sbatch seed_x16 exact -N 2 --ntasks-per-node=2 --cpus-per-task=1
 
