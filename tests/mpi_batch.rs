@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{mpirun, Outcome};
+use common::{make_models, mpirun, Outcome};
 use mpinfer_runtime::npy::NpyFile;
 use serde::Deserialize;
 use serde_json::Value;
@@ -63,34 +63,12 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mpi_batch");
     let models = work.join("models");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&models).expect("create the work folder");
-    let python = std::env::var("MPINFER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    let made = Command::new(&python)
-        .arg(root.join("tests/batch_models.py"))
-        .arg(&models)
-        .arg("1")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (scripts/setup.sh makes the venv)",
-                python.display()
-            )
-        });
-    assert!(
-        made.status.success(),
-        "tests/batch_models.py failed:\n{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json"),
-    )
-    .expect("parse manifest.json");
+    let manifest: Manifest = serde_json::from_str(&make_models("batch_models.py", &models, &["1"]))
+        .expect("parse manifest.json");
     let env = Env { models, manifest };
 
     let tests: [(&str, Test); 4] = [

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{is_mpich, mpirun, Outcome};
+use common::{is_mpich, make_models, mpirun, Outcome};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,6 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mpi_run");
     let models = work.join("models");
     let outputs = work.join("out");
@@ -51,29 +50,8 @@ fn main() {
     std::fs::create_dir_all(&outputs).expect("create the output folder");
 
     let seed = std::env::var("MPINFER_TEST_SEED").unwrap_or_else(|_| "1".into());
-    let python = std::env::var("MPINFER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    let made = Command::new(&python)
-        .arg(root.join("tests/run_models.py"))
-        .arg(&models)
-        .arg(&seed)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (scripts/setup.sh makes the venv)",
-                python.display()
-            )
-        });
-    assert!(
-        made.status.success(),
-        "tests/run_models.py failed:\n{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json"),
-    )
-    .expect("parse manifest.json");
+    let manifest: Manifest = serde_json::from_str(&make_models("run_models.py", &models, &[&seed]))
+        .expect("parse manifest.json");
 
     let mut suite = Suite {
         filters,

@@ -296,6 +296,27 @@ chmod 755 "$tmp/etc/crash-once.sh"
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
+# wait_job ID: until the job ends (at most 120 s, then cancelled); sets info
+# (its record) and state. sbatch --wait polls every few seconds; the job
+# record answers at once.
+wait_job() {
+    local deadline=$(($(date +%s) + 120))
+    while :; do
+        info=$(scontrol -o show job "$1" 2>/dev/null || true)
+        state=$(field JobState <<<"$info")
+        case $state in
+            PENDING | CONFIGURING | RUNNING | COMPLETING | "") ;;
+            *) return ;;
+        esac
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            scancel "$1" 2>/dev/null || true
+            state="TIMEOUT (120 s)"
+            return
+        fi
+        sleep 0.1
+    done
+}
+
 failed=0
 # job script, model, how the output must match (exact: byte for byte;
 # close: within 1e-5 of the largest output), extra sbatch options.
@@ -315,22 +336,7 @@ run_job() {
     id=$(cd "$tmp/jobs" && MODEL=$model INPUT=$input OUTPUT=$out sbatch --parsable "$@" "$here/$script") ||
         { echo "FAIL $label: sbatch refused it"; failed=1; return; }
     submitted+=("$id")
-    # sbatch --wait polls every few seconds; the job record answers at once.
-    local deadline=$(($(date +%s) + 120))
-    while :; do
-        info=$(scontrol -o show job "$id" 2>/dev/null || true)
-        state=$(field JobState <<<"$info")
-        case $state in
-            PENDING | CONFIGURING | RUNNING | COMPLETING | "") ;;
-            *) break ;;
-        esac
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            scancel "$id" 2>/dev/null || true
-            state="TIMEOUT (120 s)"
-            break
-        fi
-        sleep 0.1
-    done
+    wait_job "$id"
     local secs
     secs=$(since "$t0")
     local log tasks nodes
@@ -439,17 +445,7 @@ TOML
         --ntasks-per-node=2 --cpus-per-task=1 "$here/cpu-batch.sbatch") ||
         { echo "FAIL cpu-batch: sbatch refused it"; failed=1; return; }
     submitted+=("$id")
-    local deadline=$(($(date +%s) + 120))
-    while :; do
-        info=$(scontrol -o show job "$id" 2>/dev/null || true)
-        state=$(field JobState <<<"$info")
-        case $state in
-            PENDING | CONFIGURING | RUNNING | COMPLETING | "") ;;
-            *) break ;;
-        esac
-        [ "$(date +%s)" -ge "$deadline" ] && { scancel "$id"; state="TIMEOUT (120 s)"; break; }
-        sleep 0.1
-    done
+    wait_job "$id"
     log=$(compgen -G "$tmp/jobs/*-$id.out" | head -n 1 || true)
     if [ "$state" != COMPLETED ]; then
         ok=0 detail="job $state, exit $(field ExitCode <<<"$info")"

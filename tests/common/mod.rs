@@ -90,3 +90,32 @@ pub fn mpirun(
         timed_out,
     }
 }
+
+/// Runs `tests/SCRIPT` (which writes models, inputs and their ONNX Runtime
+/// outputs into `models`, and `manifest.json` describing them) with
+/// `args`, and returns the manifest's text. The Python is `MPINFER_PYTHON`,
+/// else the workspace's `.venv`.
+#[allow(dead_code)] // the collectives' tests make no models
+pub fn make_models(script: &str, models: &std::path::Path, args: &[&str]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("MPINFER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let made = Command::new(&python)
+        .arg(root.join("tests").join(script))
+        .arg(models)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (scripts/setup.sh makes the venv)",
+                python.display()
+            )
+        });
+    assert!(
+        made.status.success(),
+        "tests/{script} failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json")
+}
