@@ -60,17 +60,7 @@ impl Gpu {
     pub fn transpose(&self, x: &GpuTensor, perm: &[usize]) -> Result<GpuTensor, KernelError> {
         self.check_owner("Transpose", &[x])?;
         let (shape, sx) = transpose_view(x.shape(), perm)?;
-        let sy = contiguous_strides(&shape);
-        let mut y = self.alloc(shape.clone(), x.dtype())?;
-        let copy = Copy {
-            dims: &shape,
-            sx: &sx,
-            sy: &sy,
-            x_base: 0,
-            y_base: 0,
-        };
-        self.copy_strided("Transpose", x, &mut y, copy)?;
-        Ok(y)
+        self.read_through("Transpose", x, shape, &sx, 0)
     }
 
     /// ONNX Slice on resolved indices, as [`crate::cpu::slice`]: one
@@ -84,17 +74,7 @@ impl Gpu {
     ) -> Result<GpuTensor, KernelError> {
         self.check_owner("Slice", &[x])?;
         let (shape, sx, base) = slice_view(x.shape(), starts, ends, steps)?;
-        let sy = contiguous_strides(&shape);
-        let mut y = self.alloc(shape.clone(), x.dtype())?;
-        let copy = Copy {
-            dims: &shape,
-            sx: &sx,
-            sy: &sy,
-            x_base: base,
-            y_base: 0,
-        };
-        self.copy_strided("Slice", x, &mut y, copy)?;
-        Ok(y)
+        self.read_through("Slice", x, shape, &sx, base)
     }
 
     /// ONNX Expand: `x` broadcast to `broadcast_shape(x.shape, shape)`.
@@ -102,17 +82,7 @@ impl Gpu {
         self.check_owner("Expand", &[x])?;
         let shape = broadcast_shape_for("Expand", x.shape(), shape)?;
         let sx = broadcast_strides(x.shape(), shape.len());
-        let sy = contiguous_strides(&shape);
-        let mut y = self.alloc(shape.clone(), x.dtype())?;
-        let copy = Copy {
-            dims: &shape,
-            sx: &sx,
-            sy: &sy,
-            x_base: 0,
-            y_base: 0,
-        };
-        self.copy_strided("Expand", x, &mut y, copy)?;
-        Ok(y)
+        self.read_through("Expand", x, shape, &sx, 0)
     }
 
     /// ONNX Concat: the inputs joined along `axis`, all other extents equal.
@@ -218,6 +188,29 @@ impl Gpu {
         // SAFETY: x is [outer, dim, inner], y [outer, picks, inner], and
         // every index was checked to be below dim.
         unsafe { launch.launch(launch_1d(y.len(), 256)) }.map_err(launch_error(&name))?;
+        Ok(y)
+    }
+
+    /// A new dense tensor of `shape` whose element `idx` is `x` at
+    /// `x_base + Σ idx·sx`: a view of `x` written out.
+    fn read_through(
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        shape: Vec<usize>,
+        sx: &[isize],
+        x_base: isize,
+    ) -> Result<GpuTensor, KernelError> {
+        let sy = contiguous_strides(&shape);
+        let mut y = self.alloc(shape.clone(), x.dtype())?;
+        let copy = Copy {
+            dims: &shape,
+            sx,
+            sy: &sy,
+            x_base,
+            y_base: 0,
+        };
+        self.copy_strided(op, x, &mut y, copy)?;
         Ok(y)
     }
 
