@@ -14,13 +14,12 @@
 
 mod common;
 
-use common::{make_models, mpirun, Outcome};
+use common::{make_models, mpirun, ranks_of, sigkill, Outcome};
 use mpinfer_runtime::npy::NpyFile;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A batch that has not ended by then is hung: killed and failed.
@@ -409,23 +408,6 @@ fn broken_tasks_fail_alone(env: &Env, dir: &Path) -> Result<(), String> {
     }
     matches_ort(env, "mlp", &dir.join("mlp.npy"))?;
     matches_ort(env, "conv", &dir.join("conv.npy"))
-}
-
-/// The rank processes mpirun started on this host.
-fn ranks_of(mpirun_pid: u32) -> Vec<u32> {
-    let out = Command::new("pgrep")
-        .arg("-P")
-        .arg(mpirun_pid.to_string())
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn sigkill(pid: u32) {
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
 }
 
 /// Two tasks on 2 ranks, killed once the long one has committed rows (its

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{is_mpich, make_models, mpirun, Outcome};
+use common::{is_mpich, make_models, mpirun, ranks_of, sigkill, Outcome};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -705,23 +705,6 @@ fn with_ranks(ranks: usize, args: Vec<String>) -> Vec<String> {
     all.push(env!("CARGO_BIN_EXE_mpinfer").into());
     all.extend(args);
     all
-}
-
-/// The rank processes mpirun started on this host.
-fn ranks_of(mpirun_pid: u32) -> Vec<u32> {
-    let out = Command::new("pgrep")
-        .arg("-P")
-        .arg(mpirun_pid.to_string())
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn sigkill(pid: u32) {
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
 }
 
 /// A rank that computes 1000 times slower leaves the other waiting; with

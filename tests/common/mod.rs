@@ -119,3 +119,22 @@ pub fn make_models(script: &str, models: &std::path::Path, args: &[&str]) -> Str
     );
     std::fs::read_to_string(models.join("manifest.json")).expect("read manifest.json")
 }
+
+/// The rank processes mpirun started on this host.
+#[allow(dead_code)] // the collectives' tests kill no ranks
+pub fn ranks_of(mpirun_pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .arg("-P")
+        .arg(mpirun_pid.to_string())
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[allow(dead_code)] // the collectives' tests kill no ranks
+pub fn sigkill(pid: u32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
